@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what Hyperseal needs and is missing, and nothing else: Debian packages (when
+# run as root on Debian/Ubuntu) and the npm packages pinned by package-lock.json.
+# Idempotent and quiet when everything is already there, so `npm test` and `npm run up`
+# can call it every time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the product and its tests use. python3-pykmip: the reference KMIP peer
+# the interoperability tests run against; openssl: `openssl speed` baselines in bench/.
+APT_PACKAGES=(python3-pykmip openssl)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "hyperseal: installing Debian packages: ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "hyperseal: missing Debian packages: ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+fi
+
+# npm packages: install from the lockfile when node_modules is absent or older than it.
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "hyperseal: installing npm packages from package-lock.json" >&2
+  npm ci --no-audit --no-fund --loglevel=error >&2
+fi

@@ -1,0 +1,99 @@
+/**
+ * The one registry of Hyperseal's error codes. Codes are stable: never renamed, never
+ * reused. Each has the HTTP status it maps to (the only place that mapping exists) and
+ * a one-line meaning that docs/errors.md repeats (a test keeps the two in step).
+ */
+export const ErrorCodes = {
+  HS_ERR_INTERNAL: { status: 500, meaning: 'An unexpected internal failure; the message says where.' },
+  HS_ERR_INVALID_ARGUMENT: { status: 400, meaning: 'A command-line or API argument is missing or malformed.' },
+  HS_ERR_CONFIG: { status: 500, meaning: 'A configuration file or data directory is missing or unusable.' },
+
+  // KMIP codec (bytes on the wire)
+  HS_ERR_KMIP_TRUNCATED: { status: 400, meaning: 'A TTLV item ends before its declared length.' },
+  HS_ERR_KMIP_BAD_TYPE: { status: 400, meaning: 'A TTLV item has an unknown item type byte.' },
+  HS_ERR_KMIP_BAD_LENGTH: {
+    status: 400,
+    meaning: 'A TTLV item length does not fit its type (e.g. an Integer that is not 4 bytes).',
+  },
+  HS_ERR_KMIP_BAD_PADDING: { status: 400, meaning: 'A TTLV item has non-zero padding bytes.' },
+  HS_ERR_KMIP_TOO_LARGE: { status: 413, meaning: 'A KMIP message exceeds the configured maximum size.' },
+  HS_ERR_KMIP_TOO_DEEP: { status: 400, meaning: 'A KMIP message nests structures deeper than allowed.' },
+  HS_ERR_KMIP_BAD_TEXT: { status: 400, meaning: 'A TTLV Text String is not valid UTF-8.' },
+  HS_ERR_KMIP_TRAILING_BYTES: { status: 400, meaning: 'Bytes follow the end of a TTLV message.' },
+  HS_ERR_KMIP_BAD_MESSAGE: {
+    status: 400,
+    meaning: 'A KMIP message is well-formed TTLV but not a valid request or response.',
+  },
+
+  // KMIP operations (result reasons from a key manager)
+  HS_ERR_KMIP_ITEM_NOT_FOUND: { status: 404, meaning: 'The key manager has no such object (or it is not yours).' },
+  HS_ERR_KMIP_PERMISSION_DENIED: {
+    status: 403,
+    meaning: 'The key manager refused the operation for this identity or object state.',
+  },
+  HS_ERR_KMIP_ILLEGAL_OPERATION: {
+    status: 409,
+    meaning: 'The operation is not allowed in the object’s current state (e.g. Destroy of an Active key).',
+  },
+  HS_ERR_KMIP_OPERATION_FAILED: {
+    status: 502,
+    meaning: 'The key manager answered Operation Failed; the message carries its result reason.',
+  },
+  HS_ERR_KMIP_AUTHENTICATION: { status: 502, meaning: 'The key manager did not accept our client credentials.' },
+  HS_ERR_KMIP_UNSUPPORTED: { status: 501, meaning: 'The key manager does not support this operation or feature.' },
+
+  // KMIP transport
+  HS_ERR_KMIP_CONNECT: { status: 502, meaning: 'Could not connect to the key manager (refused, TLS failed).' },
+  HS_ERR_KMIP_TIMEOUT: { status: 504, meaning: 'The key manager did not answer within the timeout.' },
+  HS_ERR_KMIP_CONNECTION_CLOSED: { status: 502, meaning: 'The key manager closed the connection mid-request.' },
+
+  // Embedded key server
+  HS_ERR_KMS_MASTER_KEY: {
+    status: 500,
+    meaning: 'The key server’s master key is missing or wrong for this object store.',
+  },
+  HS_ERR_KMS_STORE_CORRUPT: { status: 500, meaning: 'A sealed record of the key store failed authentication.' },
+
+  // Cryptography
+  HS_ERR_CRYPTO_AUTH: {
+    status: 500,
+    meaning: 'Sealed data failed authentication: it was altered, or the key is wrong.',
+  },
+
+  // PKI
+  HS_ERR_PKI: { status: 500, meaning: 'A certificate or key could not be created, parsed or verified.' },
+} as const satisfies Record<string, { status: number; meaning: string }>;
+
+export type ErrorCode = keyof typeof ErrorCodes;
+
+/** Every error Hyperseal raises on purpose. `details` must never hold secrets. */
+export class HypersealError extends Error {
+  readonly code: ErrorCode;
+  readonly details: Readonly<Record<string, unknown>> | undefined;
+
+  constructor(code: ErrorCode, message: string, details?: Record<string, unknown>, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'HypersealError';
+    this.code = code;
+    this.details = details;
+  }
+
+  get status(): number {
+    return ErrorCodes[this.code].status;
+  }
+
+  toJSON(): { code: ErrorCode; message: string; details?: Readonly<Record<string, unknown>> } {
+    return this.details === undefined
+      ? { code: this.code, message: this.message }
+      : { code: this.code, message: this.message, details: this.details };
+  }
+}
+
+/** HTTP status for any thrown value: the single mapping point. */
+export function httpStatusOf(err: unknown): number {
+  return err instanceof HypersealError ? err.status : 500;
+}
+
+export function isHypersealError(err: unknown, code?: ErrorCode): err is HypersealError {
+  return err instanceof HypersealError && (code === undefined || err.code === code);
+}

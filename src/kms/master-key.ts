@@ -1,0 +1,84 @@
+/**
+ * The key server's master key: 32 random bytes that seal every managed object at rest.
+ * It never lives in the data directory. Sources, first match wins:
+ *   1. HYPERSEAL_KMS_MASTER_KEY — base64 of 32 bytes (for secret managers, systemd credentials);
+ *   2. an explicit file (--master-key-file, or HYPERSEAL_KMS_MASTER_KEY_FILE);
+ *   3. the default file $XDG_CONFIG_HOME/hyperseal/kms-master-<id>.key (mode 0600), <id>
+ *      derived from the data directory's absolute path, created on first start. Operators
+ *      move it to its own volume or vault; docs/kmip.md says how.
+ */
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { KEY_BYTES } from '../crypto/aead.js';
+import { HypersealError } from '../errors.js';
+
+export interface MasterKeySource {
+  /** Where the key came from, for messages (never the key itself). */
+  description: string;
+  /** Set when the key is (or will be) kept in a file. */
+  path?: string;
+}
+
+export function defaultMasterKeyPath(dataDir: string): string {
+  const base = process.env.XDG_CONFIG_HOME ?? join(homedir(), '.config');
+  const id = createHash('sha256').update(resolve(dataDir)).digest('hex').slice(0, 16);
+  return join(base, 'hyperseal', `kms-master-${id}.key`);
+}
+
+function parseKey(text: string, where: string): Buffer {
+  const key = Buffer.from(text.trim(), 'base64');
+  if (key.length !== KEY_BYTES) {
+    throw new HypersealError(
+      'HS_ERR_KMS_MASTER_KEY',
+      `the master key in ${where} must be base64 of ${KEY_BYTES} bytes (got ${key.length} bytes)`,
+    );
+  }
+  return key;
+}
+
+export function resolveMasterKeySource(dataDir: string, file?: string): MasterKeySource {
+  if (process.env.HYPERSEAL_KMS_MASTER_KEY) return { description: 'environment variable HYPERSEAL_KMS_MASTER_KEY' };
+  const path = file ?? process.env.HYPERSEAL_KMS_MASTER_KEY_FILE ?? defaultMasterKeyPath(dataDir);
+  return { description: `file ${path}`, path };
+}
+
+/**
+ * Loads the master key; creates it (in its file) only when `create` is set, i.e. for a
+ * brand-new store. A missing key for an existing store is an error, never a new key.
+ */
+export function loadMasterKey(source: MasterKeySource, create: boolean): Buffer {
+  const env = process.env.HYPERSEAL_KMS_MASTER_KEY;
+  if (source.path === undefined) {
+    if (!env) throw new HypersealError('HS_ERR_KMS_MASTER_KEY', `no master key in ${source.description}`);
+    return parseKey(env, source.description);
+  }
+  if (existsSync(source.path)) return parseKey(readFileSync(source.path, 'utf8'), source.description);
+  if (!create) {
+    throw new HypersealError(
+      'HS_ERR_KMS_MASTER_KEY',
+      `the key store exists but its master key is missing (looked in ${source.description}); ` +
+        'restore the key file or set HYPERSEAL_KMS_MASTER_KEY',
+    );
+  }
+  const key = randomBytes(KEY_BYTES);
+  mkdirSync(dirname(source.path), { recursive: true, mode: 0o700 });
+  writeFileSync(source.path, key.toString('base64') + '\n', { mode: 0o600, flag: 'wx' });
+  chmodSync(source.path, 0o600);
+  return key;
+}
+
+const CHECK_LABEL = 'hyperseal kms master key check v1';
+
+/** A value stored with the store that tells a wrong master key from a corrupt record. */
+export function masterKeyCheck(key: Buffer): Buffer {
+  return createHmac('sha256', key).update(CHECK_LABEL).digest();
+}
+
+export function verifyMasterKey(key: Buffer, check: Buffer, where: string): void {
+  const actual = masterKeyCheck(key);
+  if (actual.length !== check.length || !timingSafeEqual(actual, check)) {
+    throw new HypersealError('HS_ERR_KMS_MASTER_KEY', `the master key from ${where} does not open this key store`);
+  }
+}

@@ -1,0 +1,217 @@
+/**
+ * ObjectStore on one SQLite file (WAL, synchronous=FULL: a key handed to a client is on
+ * disk before the answer leaves, so neither kill -9 nor power loss can lose it).
+ */
+import Database from 'better-sqlite3';
+import { randomUUID } from 'node:crypto';
+import { open, seal } from '../crypto/aead.js';
+import { HypersealError } from '../errors.js';
+import type { KmipAttribute } from '../kmip/attributes.js';
+import { decodeAttributes, encodeAttribute, nameValueOf } from '../kmip/attributes.js';
+import { Tag } from '../kmip/tags.js';
+import { decodeTtlv, encodeTtlv, ttlv } from '../kmip/ttlv.js';
+import type { LocateFilter, ManagedObject, ObjectStore, ObjectUpdate } from './store.js';
+import { masterKeyCheck, verifyMasterKey } from './master-key.js';
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS objects (
+  uid TEXT PRIMARY KEY,
+  owner TEXT NOT NULL,
+  object_type INTEGER NOT NULL,
+  state INTEGER NOT NULL,
+  algorithm INTEGER NOT NULL,
+  length_bits INTEGER NOT NULL,
+  attributes BLOB NOT NULL,
+  sealed_material BLOB,
+  created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS object_names (uid TEXT NOT NULL, name TEXT NOT NULL, PRIMARY KEY (uid, name));
+CREATE INDEX IF NOT EXISTS object_names_by_name ON object_names (name);
+CREATE INDEX IF NOT EXISTS objects_by_owner ON objects (owner, state);
+CREATE TABLE IF NOT EXISTS grants (uid TEXT NOT NULL, identity TEXT NOT NULL, PRIMARY KEY (uid, identity));
+`;
+
+interface Row {
+  uid: string;
+  owner: string;
+  object_type: number;
+  state: number;
+  algorithm: number;
+  length_bits: number;
+  attributes: Buffer;
+  sealed_material: Buffer | null;
+}
+
+/** Associated data binding sealed material to the object it belongs to. */
+function materialContext(o: Pick<ManagedObject, 'uid' | 'owner' | 'objectType' | 'algorithm' | 'lengthBits'>): Buffer {
+  return Buffer.from(
+    ['hyperseal-kms-object/v1', o.uid, o.owner, o.objectType, o.algorithm, o.lengthBits].join('\0'),
+    'utf8',
+  );
+}
+
+function encodeAttributeBlob(attributes: KmipAttribute[]): Buffer {
+  return encodeTtlv(ttlv.struct(Tag.TemplateAttribute, attributes.map(encodeAttribute)));
+}
+
+function decodeAttributeBlob(blob: Buffer): KmipAttribute[] {
+  const root = decodeTtlv(blob);
+  return root.type === 'Structure' ? decodeAttributes(root.value) : [];
+}
+
+function namesOf(attributes: KmipAttribute[]): string[] {
+  return attributes.flatMap((a) => (a.name === 'Name' ? [nameValueOf(a.value) ?? ''] : [])).filter(Boolean);
+}
+
+export class SqliteObjectStore implements ObjectStore {
+  private readonly db: Database.Database;
+  private readonly stmts;
+
+  /** Opens (creating when new) the store; refuses a master key that is not this store's. */
+  constructor(
+    path: string,
+    private readonly masterKey: Buffer,
+    masterKeyWhere: string,
+  ) {
+    this.db = new Database(path);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = FULL');
+    this.db.pragma('busy_timeout = 5000');
+    this.db.exec(SCHEMA);
+    const check = this.db.prepare<[string], { value: Buffer }>('SELECT value FROM meta WHERE key = ?');
+    const existing = check.get('master_key_check');
+    if (existing === undefined) {
+      const insert = this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)');
+      this.db.transaction(() => {
+        insert.run('master_key_check', masterKeyCheck(masterKey));
+        insert.run('store_id', Buffer.from(randomUUID()));
+      })();
+    } else {
+      verifyMasterKey(masterKey, existing.value, masterKeyWhere);
+    }
+    this.stmts = {
+      insert: this.db.prepare(
+        `INSERT INTO objects (uid, owner, object_type, state, algorithm, length_bits, attributes, sealed_material, created_at)
+         VALUES (@uid, @owner, @objectType, @state, @algorithm, @lengthBits, @attributes, @sealed, @createdAt)`,
+      ),
+      insertName: this.db.prepare('INSERT OR IGNORE INTO object_names (uid, name) VALUES (?, ?)'),
+      deleteNames: this.db.prepare('DELETE FROM object_names WHERE uid = ?'),
+      get: this.db.prepare<[string], Row>('SELECT * FROM objects WHERE uid = ?'),
+      setState: this.db.prepare('UPDATE objects SET state = ? WHERE uid = ?'),
+      setAttributes: this.db.prepare('UPDATE objects SET attributes = ? WHERE uid = ?'),
+      destroyMaterial: this.db.prepare('UPDATE objects SET sealed_material = NULL WHERE uid = ?'),
+      access: this.db.prepare<[string, string, string, string], { ok: number }>(
+        `SELECT 1 AS ok FROM objects WHERE uid = ? AND owner = ?
+         UNION SELECT 1 FROM grants WHERE uid = ? AND identity = ?`,
+      ),
+      grant: this.db.prepare('INSERT OR IGNORE INTO grants (uid, identity) VALUES (?, ?)'),
+      count: this.db.prepare<[], { n: number }>('SELECT count(*) AS n FROM objects'),
+    };
+  }
+
+  insert(obj: ManagedObject): Promise<void> {
+    const sealed = obj.material === undefined ? null : seal(this.masterKey, obj.material, materialContext(obj));
+    this.db.transaction(() => {
+      this.stmts.insert.run({
+        uid: obj.uid,
+        owner: obj.owner,
+        objectType: obj.objectType,
+        state: obj.state,
+        algorithm: obj.algorithm,
+        lengthBits: obj.lengthBits,
+        attributes: encodeAttributeBlob(obj.attributes),
+        sealed,
+        createdAt: Date.now(),
+      });
+      for (const name of namesOf(obj.attributes)) this.stmts.insertName.run(obj.uid, name);
+    })();
+    return Promise.resolve();
+  }
+
+  get(uid: string, withMaterial = true): Promise<ManagedObject | undefined> {
+    const row = this.stmts.get.get(uid);
+    if (row === undefined) return Promise.resolve(undefined);
+    const base = {
+      uid: row.uid,
+      owner: row.owner,
+      objectType: row.object_type,
+      state: row.state,
+      algorithm: row.algorithm,
+      lengthBits: row.length_bits,
+    };
+    let material: Buffer | undefined;
+    if (row.sealed_material !== null && withMaterial) {
+      try {
+        material = open(this.masterKey, row.sealed_material, materialContext(base));
+      } catch {
+        throw new HypersealError('HS_ERR_KMS_STORE_CORRUPT', `the stored key material of object ${uid} failed authentication`);
+      }
+    }
+    return Promise.resolve({ ...base, attributes: decodeAttributeBlob(row.attributes), material });
+  }
+
+  update(uid: string, change: ObjectUpdate): Promise<void> {
+    this.db.transaction(() => {
+      if (change.state !== undefined) this.stmts.setState.run(change.state, uid);
+      if (change.attributes !== undefined) {
+        this.stmts.setAttributes.run(encodeAttributeBlob(change.attributes), uid);
+        this.stmts.deleteNames.run(uid);
+        for (const name of namesOf(change.attributes)) this.stmts.insertName.run(uid, name);
+      }
+      if (change.destroyMaterial === true) this.stmts.destroyMaterial.run(uid);
+    })();
+    return Promise.resolve();
+  }
+
+  locate(f: LocateFilter): Promise<string[]> {
+    const where: string[] = ['(o.owner = @who OR EXISTS (SELECT 1 FROM grants g WHERE g.uid = o.uid AND g.identity = @who))'];
+    const params: Record<string, string | number> = { who: f.accessibleBy };
+    if (f.objectType !== undefined) {
+      where.push('o.object_type = @objectType');
+      params.objectType = f.objectType;
+    }
+    if (f.state !== undefined) {
+      where.push('o.state = @state');
+      params.state = f.state;
+    }
+    if (f.algorithm !== undefined) {
+      where.push('o.algorithm = @algorithm');
+      params.algorithm = f.algorithm;
+    }
+    if (f.lengthBits !== undefined) {
+      where.push('o.length_bits = @lengthBits');
+      params.lengthBits = f.lengthBits;
+    }
+    if (f.liveOnly === true) where.push('o.state NOT IN (5, 6)');
+    if (f.name !== undefined) {
+      where.push('EXISTS (SELECT 1 FROM object_names n WHERE n.uid = o.uid AND n.name = @name)');
+      params.name = f.name;
+    }
+    const limit = f.limit !== undefined ? ` LIMIT ${Math.max(0, Math.floor(f.limit))}` : '';
+    const rows = this.db
+      .prepare<Record<string, string | number>, { uid: string }>(
+        `SELECT o.uid FROM objects o WHERE ${where.join(' AND ')} ORDER BY o.created_at, o.uid${limit}`,
+      )
+      .all(params);
+    return Promise.resolve(rows.map((r) => r.uid));
+  }
+
+  canAccess(uid: string, identity: string): Promise<boolean> {
+    return Promise.resolve(this.stmts.access.get(uid, identity, uid, identity) !== undefined);
+  }
+
+  grant(uid: string, identity: string): Promise<void> {
+    this.stmts.grant.run(uid, identity);
+    return Promise.resolve();
+  }
+
+  count(): Promise<number> {
+    return Promise.resolve(this.stmts.count.get()?.n ?? 0);
+  }
+
+  close(): Promise<void> {
+    this.db.close();
+    return Promise.resolve();
+  }
+}
