@@ -154,6 +154,9 @@ export class KmsEngine {
       ]);
     }
     const results = await this.runBatch(request, identity);
+    // Never answer with state that is not yet durable (a write of another request in
+    // the same group commit may have been read).
+    await this.store.settled();
     const encoded = this.encode(version, results);
     // The encoded frame now holds the only copy the client needs; wipe ours.
     for (const r of results) wipeKeyMaterial(r.payload);

@@ -26,6 +26,7 @@ import type { CertifiedKey } from '../pki/index.js';
 import { createCertificateAuthority, issueCertificate } from '../pki/index.js';
 import { KmsEngine } from './engine.js';
 import { loadMasterKey, resolveMasterKeySource } from './master-key.js';
+import type { StoreDurability } from './sqlite-store.js';
 import { SqliteObjectStore } from './sqlite-store.js';
 
 export const KMS_FILES = {
@@ -41,6 +42,8 @@ export interface KmsOpenOptions {
   masterKeyFile?: string;
   /** Host names and addresses the server certificate must be valid for (first start only). */
   serverNames?: string[];
+  /** 'full' (default): every answer waits for fsync. 'process': survives kill -9, not power loss. */
+  durability?: StoreDurability;
 }
 
 function fileContext(name: string): Buffer {
@@ -68,7 +71,7 @@ export class KmsDataDir {
         throw new HypersealError('HS_ERR_CONFIG', `key server data directory ${dir} is missing ${f}`);
       }
     }
-    const store = new SqliteObjectStore(storePath, masterKey, source.description);
+    const store = new SqliteObjectStore(storePath, masterKey, source.description, opts.durability ?? 'full');
     return new KmsDataDir(dir, masterKey, store);
   }
 

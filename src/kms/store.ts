@@ -49,5 +49,7 @@ export interface ObjectStore {
   canAccess(uid: string, identity: string): Promise<boolean>;
   grant(uid: string, identity: string): Promise<void>;
   count(): Promise<number>;
+  /** Resolves once every write made so far is durable; answers wait for it. */
+  settled(): Promise<void>;
   close(): Promise<void>;
 }

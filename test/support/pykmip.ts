@@ -329,9 +329,9 @@ export function runPyKmipClient(opts: {
   args?: string[];
   timeoutMs?: number;
   /**
-   * Send an empty Username/Password credential in every request header. By default
-   * ProxyKmipClient sends none; it sends empty ones when a pykmip.conf sets them empty,
-   * which is what real deployments were captured doing.
+   * Send an empty Username/Password credential in every request header, like the
+   * ProxyKmipClient wire capture in kmip-vectors.md. A ProxyKmipClient with no pykmip.conf
+   * sends no credential at all; empty ones come from a config file that sets them empty.
    */
   emptyCredential?: boolean;
 }): Promise<unknown> {

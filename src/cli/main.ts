@@ -1,0 +1,60 @@
+#!/usr/bin/env node
+/** The `hyperseal` command: dispatches `hyperseal <noun> <verb>` to its module. */
+import { createRequire } from 'node:module';
+import { kmipCommand, KMIP_HELP } from './kmip.js';
+import { kmsCommand, KMS_HELP } from './kms.js';
+import { ExitCode, exitCodeOf, printError } from './output.js';
+import { upCommand } from './up.js';
+import { usageError } from './args.js';
+
+const HELP = `hyperseal — security control plane for QEMU/KVM
+
+usage: hyperseal <command> [options]
+
+  up                 start the embedded key server (and, as they land, the manager and a local agent)
+  kms serve|client-cert|grant
+                     run and administer the embedded KMIP 1.1 key server
+  kmip <op>          talk KMIP 1.1 to any key manager
+  version            print the version
+
+Every command takes --help. Exit codes: 0 ok, 1 failure, 2 usage, 3 not found,
+4 forbidden, 5 conflict, 6 unavailable, 7 timeout.
+
+${KMS_HELP}
+
+${KMIP_HELP}`;
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === undefined || command === 'help' || command === '--help' || command === '-h' || rest.includes('--help')) {
+    process.stdout.write(HELP + '\n');
+    return command === undefined ? ExitCode.usage : ExitCode.ok;
+  }
+  switch (command) {
+    case 'version':
+    case '--version': {
+      const pkg = createRequire(import.meta.url)('../../../package.json') as { version: string };
+      process.stdout.write(`hyperseal ${pkg.version}\n`);
+      return ExitCode.ok;
+    }
+    case 'up':
+      return upCommand(rest);
+    case 'kms':
+      return kmsCommand(rest);
+    case 'kmip':
+      return kmipCommand(rest);
+    default:
+      throw usageError(`unknown command '${command}' (try: hyperseal help)`);
+  }
+}
+
+const argv = process.argv.slice(2);
+main(argv).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    printError(err, argv.includes('--json'));
+    process.exitCode = exitCodeOf(err);
+  },
+);
