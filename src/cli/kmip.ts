@@ -149,7 +149,13 @@ export async function kmipCommand(argv: string[]): Promise<number> {
       }
       case 'revoke': {
         const uid = needId();
-        const reason = enumFromText(RevocationReasonCode, need(p, 'reason', USAGE), 'revocation reason');
+        // 'cessation' is the short name the help advertises for Cessation Of Operation.
+        const reasonText = need(p, 'reason', USAGE);
+        const reason = enumFromText(
+          RevocationReasonCode,
+          reasonText.toLowerCase() === 'cessation' ? 'CessationOfOperation' : reasonText,
+          'revocation reason',
+        );
         await client.revoke(uid, reason, str(p, 'message'));
         printResult({ id: uid, done: 'revoke', reason: enumName(RevocationReasonCode, reason) }, json, () => `revoked ${uid}`);
         return 0;
