@@ -115,14 +115,18 @@ function freePort(): Promise<number> {
 
 function line(label: string, cyclesPerSecond: number): void {
   const ops = cyclesPerSecond * OPS_PER_CYCLE;
-  console.log(`${label.padEnd(58)} ${cyclesPerSecond.toFixed(0).padStart(7)} cycles/s ${ops.toFixed(0).padStart(7)} ops/s`);
+  console.log(
+    `${label.padEnd(58)} ${cyclesPerSecond.toFixed(0).padStart(7)} cycles/s ${ops.toFixed(0).padStart(7)} ops/s`,
+  );
 }
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'hs-bench-kmip-'));
   process.env.XDG_CONFIG_HOME = join(dir, 'config');
   try {
-    console.log(`bench/kmip: ${SECONDS}s per measurement; 1 cycle = Create + Get + Destroy (3 KMIP operations)\n`);
+    console.log(
+      `bench/kmip: ${SECONDS}s per measurement; 1 cycle = Create + Get + Destroy (3 KMIP operations)\n`,
+    );
     const results: Record<string, number> = {};
 
     for (const durability of ['full', 'process'] as const) {
@@ -138,12 +142,22 @@ async function main(): Promise<void> {
       const cli = await issueCertificate(ca, { commonName: 'bench', usage: 'client', keyType: 'rsa' });
       const pdir = join(dir, 'pykmip');
       rmSync(pdir, { recursive: true, force: true });
-      const files = { caPath: join(dir, 'ca.pem'), certPath: join(dir, 'srv.pem'), keyPath: join(dir, 'srv.key') };
+      const files = {
+        caPath: join(dir, 'ca.pem'),
+        certPath: join(dir, 'srv.pem'),
+        keyPath: join(dir, 'srv.key'),
+      };
       writeFileSync(files.caPath, ca.certPem);
       writeFileSync(files.certPath, srv.certPem);
       writeFileSync(files.keyPath, srv.keyPem, { mode: 0o600 });
       const py = await startPyKmipServer({ dir: pdir, tls: files });
-      const client = new KmipClient({ host: py.host, port: py.port, ca: ca.certPem, cert: cli.certPem, key: cli.keyPem });
+      const client = new KmipClient({
+        host: py.host,
+        port: py.port,
+        ca: ca.certPem,
+        cert: cli.certPem,
+        key: cli.keyPem,
+      });
       try {
         results.pykmip = await measure([client], 1);
         line('sequential, PyKMIP 0.10 server (same client)', results.pykmip);
@@ -167,7 +181,9 @@ async function main(): Promise<void> {
         const ratio = (results[`ours-${d}`] ?? 0) / results.pykmip;
         console.log(`ratio sequential ours(${d}) / PyKMIP: ${ratio.toFixed(1)}x   (target >= 20x)`);
       }
-      console.log(`ratio concurrent ours / PyKMIP sequential: ${((results.concurrent ?? 0) / results.pykmip).toFixed(1)}x`);
+      console.log(
+        `ratio concurrent ours / PyKMIP sequential: ${((results.concurrent ?? 0) / results.pykmip).toFixed(1)}x`,
+      );
     }
     console.log(
       `concurrent operations/s: ${((results.concurrent ?? 0) * OPS_PER_CYCLE).toFixed(0)}   (target >= 10000)`,

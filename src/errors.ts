@@ -5,7 +5,10 @@
  */
 export const ErrorCodes = {
   HS_ERR_INTERNAL: { status: 500, meaning: 'An unexpected internal failure; the message says where.' },
-  HS_ERR_INVALID_ARGUMENT: { status: 400, meaning: 'A command-line or API argument is missing or malformed.' },
+  HS_ERR_INVALID_ARGUMENT: {
+    status: 400,
+    meaning: 'A command-line or API argument is missing or malformed.',
+  },
   HS_ERR_CONFIG: { status: 500, meaning: 'A configuration file or data directory is missing or unusable.' },
 
   // KMIP codec (bytes on the wire)
@@ -26,7 +29,10 @@ export const ErrorCodes = {
   },
 
   // KMIP operations (result reasons from a key manager)
-  HS_ERR_KMIP_ITEM_NOT_FOUND: { status: 404, meaning: 'The key manager has no such object (or it is not yours).' },
+  HS_ERR_KMIP_ITEM_NOT_FOUND: {
+    status: 404,
+    meaning: 'The key manager has no such object (or it is not yours).',
+  },
   HS_ERR_KMIP_PERMISSION_DENIED: {
     status: 403,
     meaning: 'The key manager refused the operation for this identity or object state.',
@@ -39,20 +45,35 @@ export const ErrorCodes = {
     status: 502,
     meaning: 'The key manager answered Operation Failed; the message carries its result reason.',
   },
-  HS_ERR_KMIP_AUTHENTICATION: { status: 502, meaning: 'The key manager did not accept our client credentials.' },
-  HS_ERR_KMIP_UNSUPPORTED: { status: 501, meaning: 'The key manager does not support this operation or feature.' },
+  HS_ERR_KMIP_AUTHENTICATION: {
+    status: 502,
+    meaning: 'The key manager did not accept our client credentials.',
+  },
+  HS_ERR_KMIP_UNSUPPORTED: {
+    status: 501,
+    meaning: 'The key manager does not support this operation or feature.',
+  },
 
   // KMIP transport
-  HS_ERR_KMIP_CONNECT: { status: 502, meaning: 'Could not connect to the key manager (refused, TLS failed).' },
+  HS_ERR_KMIP_CONNECT: {
+    status: 502,
+    meaning: 'Could not connect to the key manager (refused, TLS failed).',
+  },
   HS_ERR_KMIP_TIMEOUT: { status: 504, meaning: 'The key manager did not answer within the timeout.' },
-  HS_ERR_KMIP_CONNECTION_CLOSED: { status: 502, meaning: 'The key manager closed the connection mid-request.' },
+  HS_ERR_KMIP_CONNECTION_CLOSED: {
+    status: 502,
+    meaning: 'The key manager closed the connection mid-request.',
+  },
 
   // Embedded key server
   HS_ERR_KMS_MASTER_KEY: {
     status: 500,
     meaning: 'The key server’s master key is missing or wrong for this object store.',
   },
-  HS_ERR_KMS_STORE_CORRUPT: { status: 500, meaning: 'A sealed record of the key store failed authentication.' },
+  HS_ERR_KMS_STORE_CORRUPT: {
+    status: 500,
+    meaning: 'A sealed record of the key store failed authentication.',
+  },
 
   // Cryptography
   HS_ERR_CRYPTO_AUTH: {

@@ -16,5 +16,7 @@ export function traceEnabled(subsystem: string): boolean {
 
 export function trace(subsystem: string, message: string, fields?: Record<string, unknown>): void {
   if (!traceEnabled(subsystem)) return;
-  process.stderr.write(JSON.stringify({ time: new Date().toISOString(), subsystem, message, ...fields }) + '\n');
+  process.stderr.write(
+    JSON.stringify({ time: new Date().toISOString(), subsystem, message, ...fields }) + '\n',
+  );
 }

@@ -14,7 +14,8 @@ import {
 import { flag, hostPort, int, need, parse, str, usageError } from './args.js';
 import { printResult, table } from './output.js';
 
-const USAGE = 'hyperseal kmip --server HOST:PORT --ca CA.pem --cert C.pem --key C.key [--json] [--timeout-ms N] <op> [...]';
+const USAGE =
+  'hyperseal kmip --server HOST:PORT --ca CA.pem --cert C.pem --key C.key [--json] [--timeout-ms N] <op> [...]';
 
 export const KMIP_HELP = `hyperseal kmip — KMIP 1.1 client
   ${USAGE}
@@ -144,7 +145,11 @@ export async function kmipCommand(argv: string[]): Promise<number> {
       case 'destroy': {
         const uid = needId();
         await (op === 'activate' ? client.activate(uid) : client.destroy(uid));
-        printResult({ id: uid, done: op }, json, () => `${op === 'activate' ? 'activated' : 'destroyed'} ${uid}`);
+        printResult(
+          { id: uid, done: op },
+          json,
+          () => `${op === 'activate' ? 'activated' : 'destroyed'} ${uid}`,
+        );
         return 0;
       }
       case 'revoke': {
@@ -157,7 +162,11 @@ export async function kmipCommand(argv: string[]): Promise<number> {
           'revocation reason',
         );
         await client.revoke(uid, reason, str(p, 'message'));
-        printResult({ id: uid, done: 'revoke', reason: enumName(RevocationReasonCode, reason) }, json, () => `revoked ${uid}`);
+        printResult(
+          { id: uid, done: 'revoke', reason: enumName(RevocationReasonCode, reason) },
+          json,
+          () => `revoked ${uid}`,
+        );
         return 0;
       }
       case 'locate': {
@@ -169,7 +178,9 @@ export async function kmipCommand(argv: string[]): Promise<number> {
         const ids = await client.locate({
           ...(name !== undefined ? { name } : {}),
           ...(state !== undefined ? { state: enumFromText(State, state, 'state') } : {}),
-          ...(algorithm !== undefined ? { algorithm: enumFromText(CryptographicAlgorithm, algorithm, 'algorithm') } : {}),
+          ...(algorithm !== undefined
+            ? { algorithm: enumFromText(CryptographicAlgorithm, algorithm, 'algorithm') }
+            : {}),
           ...(lengthBits !== undefined ? { lengthBits } : {}),
           ...(maxItems !== undefined ? { maxItems } : {}),
         });

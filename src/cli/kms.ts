@@ -7,7 +7,8 @@ import { printResult } from './output.js';
 
 const SERVE_USAGE =
   'hyperseal kms serve --data-dir DIR [--listen HOST:PORT] [--master-key-file FILE] [--durability full|process]';
-const CERT_USAGE = 'hyperseal kms client-cert --data-dir DIR --name NAME --out PREFIX [--master-key-file FILE] [--json]';
+const CERT_USAGE =
+  'hyperseal kms client-cert --data-dir DIR --name NAME --out PREFIX [--master-key-file FILE] [--json]';
 const GRANT_USAGE = 'hyperseal kms grant --data-dir DIR --id UID --to NAME [--master-key-file FILE]';
 
 export const KMS_HELP = `hyperseal kms — the embedded KMIP 1.1 key server
@@ -99,7 +100,12 @@ async function clientCert(argv: string[]): Promise<number> {
     writeFileSync(`${out}.key`, cert.keyPem, { mode: 0o600 });
     const result = { name, certificate: `${out}.pem`, key: `${out}.key`, ca: dir.caPath };
     printResult(result, flag(p, 'json'), () =>
-      [`issued client certificate for '${name}'`, `  certificate ${out}.pem`, `  key         ${out}.key (mode 0600)`, `  CA          ${dir.caPath}`].join('\n'),
+      [
+        `issued client certificate for '${name}'`,
+        `  certificate ${out}.pem`,
+        `  key         ${out}.key (mode 0600)`,
+        `  CA          ${dir.caPath}`,
+      ].join('\n'),
     );
   } finally {
     await dir.close();
@@ -110,7 +116,12 @@ async function clientCert(argv: string[]): Promise<number> {
 async function grant(argv: string[]): Promise<number> {
   const p = parse(
     argv,
-    { 'data-dir': { type: 'string' }, id: { type: 'string' }, to: { type: 'string' }, 'master-key-file': { type: 'string' } },
+    {
+      'data-dir': { type: 'string' },
+      id: { type: 'string' },
+      to: { type: 'string' },
+      'master-key-file': { type: 'string' },
+    },
     GRANT_USAGE,
   );
   const uid = need(p, 'id', GRANT_USAGE);

@@ -26,7 +26,13 @@ ${KMIP_HELP}`;
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
-  if (command === undefined || command === 'help' || command === '--help' || command === '-h' || rest.includes('--help')) {
+  if (
+    command === undefined ||
+    command === 'help' ||
+    command === '--help' ||
+    command === '-h' ||
+    rest.includes('--help')
+  ) {
     process.stdout.write(HELP + '\n');
     return command === undefined ? ExitCode.usage : ExitCode.ok;
   }

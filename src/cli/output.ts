@@ -38,7 +38,10 @@ export function printError(err: unknown, json: boolean): void {
     return;
   }
   if (err instanceof HypersealError) process.stderr.write(`hyperseal: ${err.message} [${err.code}]\n`);
-  else process.stderr.write(`hyperseal: ${err instanceof Error ? err.message : String(err)} [HS_ERR_INTERNAL]\n`);
+  else
+    process.stderr.write(
+      `hyperseal: ${err instanceof Error ? err.message : String(err)} [HS_ERR_INTERNAL]\n`,
+    );
 }
 
 export function printResult(value: unknown, json: boolean, text: () => string): void {
@@ -48,5 +51,12 @@ export function printResult(value: unknown, json: boolean, text: () => string): 
 /** Prints an aligned table (text mode). */
 export function table(rows: (string | number)[][]): string {
   const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => String(r[i] ?? '').length))) ?? [];
-  return rows.map((r) => r.map((c, i) => String(c).padEnd(widths[i] ?? 0)).join('  ').trimEnd()).join('\n');
+  return rows
+    .map((r) =>
+      r
+        .map((c, i) => String(c).padEnd(widths[i] ?? 0))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }

@@ -13,7 +13,10 @@ export const KEY_BYTES = 32;
 
 function checkKey(key: Buffer): void {
   if (key.length !== KEY_BYTES) {
-    throw new HypersealError('HS_ERR_INTERNAL', `a sealing key must be ${KEY_BYTES} bytes, got ${key.length}`);
+    throw new HypersealError(
+      'HS_ERR_INTERNAL',
+      `a sealing key must be ${KEY_BYTES} bytes, got ${key.length}`,
+    );
   }
 }
 
@@ -40,7 +43,10 @@ export function open(key: Buffer, blob: Buffer, aad: Buffer): Buffer {
   try {
     return Buffer.concat([decipher.update(blob.subarray(1 + IV_BYTES + TAG_BYTES)), decipher.final()]);
   } catch {
-    throw new HypersealError('HS_ERR_CRYPTO_AUTH', 'sealed data failed authentication (tampered, or wrong key)');
+    throw new HypersealError(
+      'HS_ERR_CRYPTO_AUTH',
+      'sealed data failed authentication (tampered, or wrong key)',
+    );
   }
 }
 

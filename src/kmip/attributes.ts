@@ -122,13 +122,19 @@ export const attr = {
     name: AttributeName.CryptographicUsageMask,
     value: ttlv.int(Tag.AttributeValue, mask),
   }),
-  state: (v: number): KmipAttribute => ({ name: AttributeName.State, value: ttlv.enum(Tag.AttributeValue, v) }),
+  state: (v: number): KmipAttribute => ({
+    name: AttributeName.State,
+    value: ttlv.enum(Tag.AttributeValue, v),
+  }),
   objectType: (v: number): KmipAttribute => ({
     name: AttributeName.ObjectType,
     value: ttlv.enum(Tag.AttributeValue, v),
   }),
   text: (name: string, v: string): KmipAttribute => ({ name, value: ttlv.text(Tag.AttributeValue, v) }),
-  date: (name: string, seconds: number): KmipAttribute => ({ name, value: ttlv.date(Tag.AttributeValue, seconds) }),
+  date: (name: string, seconds: number): KmipAttribute => ({
+    name,
+    value: ttlv.date(Tag.AttributeValue, seconds),
+  }),
 };
 
 /** The text of a Name attribute value, or undefined when the value is not a Name. */
@@ -196,11 +202,13 @@ export function decodeSymmetricKey(item: TtlvItem): SymmetricKeyValue {
   const formatType = required(block, Tag.KeyFormatType, 'Enumeration', 'Key Block').value;
   const keyValue = block.find((i) => i.tag === Tag.KeyValue);
   if (keyValue === undefined) throw badMessage('Key Block is missing Key Value');
-  if (keyValue.type !== 'Structure') throw badMessage('wrapped keys (Key Value as Byte String) are not supported');
+  if (keyValue.type !== 'Structure')
+    throw badMessage('wrapped keys (Key Value as Byte String) are not supported');
   const mat = keyValue.value.find((i) => i.tag === Tag.KeyMaterial);
   let material: Buffer;
   if (mat?.type === 'ByteString') material = mat.value;
-  else if (mat?.type === 'Structure') material = required(mat.value, Tag.Key, 'ByteString', 'Key Material').value;
+  else if (mat?.type === 'Structure')
+    material = required(mat.value, Tag.Key, 'ByteString', 'Key Material').value;
   else throw badMessage('Key Value is missing Key Material');
   const algorithm = optional(block, Tag.CryptographicAlgorithm, 'Enumeration')?.value;
   const lengthBits = optional(block, Tag.CryptographicLength, 'Integer')?.value;

@@ -8,7 +8,13 @@ import type { ErrorCode } from '../errors.js';
 import { HypersealError } from '../errors.js';
 import { trace, traceEnabled } from '../trace.js';
 import type { KmipAttribute, SymmetricKeyValue } from './attributes.js';
-import { attr, decodeAttributes, decodeSymmetricKey, encodeAttribute, encodeSymmetricKey } from './attributes.js';
+import {
+  attr,
+  decodeAttributes,
+  decodeSymmetricKey,
+  encodeAttribute,
+  encodeSymmetricKey,
+} from './attributes.js';
 import {
   CryptographicAlgorithm,
   CryptographicUsageMask,
@@ -130,7 +136,8 @@ export class KmipClient {
     try {
       response = await this.connection.roundTrip(frame);
     } catch (err) {
-      if (!retryable || !(err instanceof HypersealError) || err.code !== 'HS_ERR_KMIP_CONNECTION_CLOSED') throw err;
+      if (!retryable || !(err instanceof HypersealError) || err.code !== 'HS_ERR_KMIP_CONNECTION_CLOSED')
+        throw err;
       response = await this.connection.roundTrip(frame);
     }
     const root = decodeTtlv(response);
@@ -152,7 +159,10 @@ export class KmipClient {
     return batchItems.map((b) => {
       const found = msg.batchItems.find((r) => r.uniqueBatchItemId?.equals(b.uniqueBatchItemId as Buffer));
       if (found === undefined) {
-        throw new HypersealError('HS_ERR_KMIP_BAD_MESSAGE', `${this.address} did not answer every batch item`);
+        throw new HypersealError(
+          'HS_ERR_KMIP_BAD_MESSAGE',
+          `${this.address} did not answer every batch item`,
+        );
       }
       return found;
     });
@@ -172,7 +182,11 @@ export class KmipClient {
   }
 
   async query(
-    functions: number[] = [QueryFunction.QueryOperations, QueryFunction.QueryObjects, QueryFunction.QueryServerInformation],
+    functions: number[] = [
+      QueryFunction.QueryOperations,
+      QueryFunction.QueryObjects,
+      QueryFunction.QueryServerInformation,
+    ],
   ): Promise<QueryResult> {
     const out = await this.call(
       Operation.Query,
@@ -192,7 +206,9 @@ export class KmipClient {
     const attributes = [
       attr.cryptographicAlgorithm(req.algorithm ?? CryptographicAlgorithm.AES),
       attr.cryptographicLength(req.lengthBits ?? 256),
-      attr.cryptographicUsageMask(req.usageMask ?? CryptographicUsageMask.Encrypt | CryptographicUsageMask.Decrypt),
+      attr.cryptographicUsageMask(
+        req.usageMask ?? CryptographicUsageMask.Encrypt | CryptographicUsageMask.Decrypt,
+      ),
       ...(req.name !== undefined ? [attr.name(req.name)] : []),
       ...(req.extraAttributes ?? []),
     ];
@@ -240,7 +256,9 @@ export class KmipClient {
   }
 
   async getAttributeList(uniqueIdentifier: string): Promise<string[]> {
-    const out = await this.call(Operation.GetAttributeList, [ttlv.text(Tag.UniqueIdentifier, uniqueIdentifier)]);
+    const out = await this.call(Operation.GetAttributeList, [
+      ttlv.text(Tag.UniqueIdentifier, uniqueIdentifier),
+    ]);
     return all(out, Tag.AttributeName, 'TextString').map((i) => i.value);
   }
 

@@ -62,24 +62,35 @@ export function children(item: TtlvItem | undefined, where: string): TtlvItem[] 
   return item.value;
 }
 
-export function optional<T extends ItemTypeName>(items: TtlvItem[], tag: number, type: T): TtlvOf<T> | undefined {
+export function optional<T extends ItemTypeName>(
+  items: TtlvItem[],
+  tag: number,
+  type: T,
+): TtlvOf<T> | undefined {
   const found = items.find((i) => i.tag === tag);
   if (found === undefined) return undefined;
   if (found.type !== type) throw badMessage(`${tagName(tag)} must be ${type}, got ${found.type}`);
   return found as TtlvOf<T>;
 }
 
-export function required<T extends ItemTypeName>(items: TtlvItem[], tag: number, type: T, where: string): TtlvOf<T> {
+export function required<T extends ItemTypeName>(
+  items: TtlvItem[],
+  tag: number,
+  type: T,
+  where: string,
+): TtlvOf<T> {
   const found = optional(items, tag, type);
   if (found === undefined) throw badMessage(`${where} is missing ${tagName(tag)}`);
   return found;
 }
 
 export function all<T extends ItemTypeName>(items: TtlvItem[], tag: number, type: T): TtlvOf<T>[] {
-  return items.filter((i) => i.tag === tag).map((i) => {
-    if (i.type !== type) throw badMessage(`${tagName(tag)} must be ${type}, got ${i.type}`);
-    return i as TtlvOf<T>;
-  });
+  return items
+    .filter((i) => i.tag === tag)
+    .map((i) => {
+      if (i.type !== type) throw badMessage(`${tagName(tag)} must be ${type}, got ${i.type}`);
+      return i as TtlvOf<T>;
+    });
 }
 
 function encodeVersion(v: ProtocolVersion): TtlvItem {
@@ -103,7 +114,8 @@ export { encodeVersion };
 
 export function encodeRequest(msg: RequestMessage): TtlvItem {
   const header: TtlvItem[] = [encodeVersion(msg.protocolVersion)];
-  if (msg.maximumResponseSize !== undefined) header.push(ttlv.int(Tag.MaximumResponseSize, msg.maximumResponseSize));
+  if (msg.maximumResponseSize !== undefined)
+    header.push(ttlv.int(Tag.MaximumResponseSize, msg.maximumResponseSize));
   if (msg.batchErrorContinuation !== undefined) {
     header.push(ttlv.enum(Tag.BatchErrorContinuationOption, msg.batchErrorContinuation));
   }
@@ -114,7 +126,8 @@ export function encodeRequest(msg: RequestMessage): TtlvItem {
     ttlv.struct(Tag.RequestHeader, header),
     ...msg.batchItems.map((b) => {
       const item: TtlvItem[] = [ttlv.enum(Tag.Operation, b.operation)];
-      if (b.uniqueBatchItemId !== undefined) item.push(ttlv.bytes(Tag.UniqueBatchItemId, b.uniqueBatchItemId));
+      if (b.uniqueBatchItemId !== undefined)
+        item.push(ttlv.bytes(Tag.UniqueBatchItemId, b.uniqueBatchItemId));
       item.push(ttlv.struct(Tag.RequestPayload, b.payload));
       return ttlv.struct(Tag.BatchItem, item);
     }),
@@ -146,7 +159,8 @@ export function decodeRequest(root: TtlvItem): RequestMessage {
   if (ts !== undefined) msg.timeStamp = ts.value;
   const count = required(header, Tag.BatchCount, 'Integer', 'Request Header').value;
   const items = all(top, Tag.BatchItem, 'Structure');
-  if (items.length !== count) throw badMessage(`Batch Count says ${count} but ${items.length} batch items follow`);
+  if (items.length !== count)
+    throw badMessage(`Batch Count says ${count} but ${items.length} batch items follow`);
   if (count < 1) throw badMessage('a request needs at least one batch item');
   for (const b of items) {
     const item: RequestBatchItem = {
@@ -174,7 +188,8 @@ export function encodeResponse(msg: ResponseMessage): TtlvItem {
     ...msg.batchItems.map((b) => {
       const item: TtlvItem[] = [];
       if (b.operation !== undefined) item.push(ttlv.enum(Tag.Operation, b.operation));
-      if (b.uniqueBatchItemId !== undefined) item.push(ttlv.bytes(Tag.UniqueBatchItemId, b.uniqueBatchItemId));
+      if (b.uniqueBatchItemId !== undefined)
+        item.push(ttlv.bytes(Tag.UniqueBatchItemId, b.uniqueBatchItemId));
       item.push(ttlv.enum(Tag.ResultStatus, b.resultStatus));
       if (b.resultReason !== undefined) item.push(ttlv.enum(Tag.ResultReason, b.resultReason));
       if (b.resultMessage !== undefined) item.push(ttlv.text(Tag.ResultMessage, b.resultMessage));
@@ -185,9 +200,13 @@ export function encodeResponse(msg: ResponseMessage): TtlvItem {
 }
 
 export function decodeResponse(root: TtlvItem): ResponseMessage {
-  if (root.tag !== Tag.ResponseMessage) throw badMessage(`expected Response Message, got ${tagName(root.tag)}`);
+  if (root.tag !== Tag.ResponseMessage)
+    throw badMessage(`expected Response Message, got ${tagName(root.tag)}`);
   const top = children(root, 'Response Message');
-  const header = children(required(top, Tag.ResponseHeader, 'Structure', 'Response Message'), 'Response Header');
+  const header = children(
+    required(top, Tag.ResponseHeader, 'Structure', 'Response Message'),
+    'Response Header',
+  );
   const msg: ResponseMessage = {
     protocolVersion: decodeVersion(required(header, Tag.ProtocolVersion, 'Structure', 'Response Header')),
     timeStamp: required(header, Tag.TimeStamp, 'DateTime', 'Response Header').value,
@@ -195,7 +214,8 @@ export function decodeResponse(root: TtlvItem): ResponseMessage {
   };
   const count = required(header, Tag.BatchCount, 'Integer', 'Response Header').value;
   const items = all(top, Tag.BatchItem, 'Structure');
-  if (items.length !== count) throw badMessage(`Batch Count says ${count} but ${items.length} batch items follow`);
+  if (items.length !== count)
+    throw badMessage(`Batch Count says ${count} but ${items.length} batch items follow`);
   for (const b of items) {
     const item: ResponseBatchItem = {
       resultStatus: required(b.value, Tag.ResultStatus, 'Enumeration', 'Batch Item').value,

@@ -80,7 +80,10 @@ export class KmipServer {
       socket.destroy();
       return;
     }
-    const peer: KmipPeer = { identity, remoteAddress: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}` };
+    const peer: KmipPeer = {
+      identity,
+      remoteAddress: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`,
+    };
     trace('kmip', 'client connected', { ...peer, protocol: socket.getProtocol() });
     this.sockets.add(socket);
     socket.setNoDelay(true);
@@ -91,8 +94,10 @@ export class KmipServer {
     const framer = new TtlvFramer(this.opts.maxMessageBytes ?? DEFAULT_TTLV_LIMITS.maxMessageBytes);
     const maxInFlight = this.opts.maxInFlight ?? 64;
     let inFlight = 0;
-    // Requests are answered strictly in arrival order: KMIP clients match by position.
-    let chain: Promise<void> = Promise.resolve();
+    // Answers go out strictly in arrival order (KMIP clients match them by position).
+    // Each frame is handed to the handler as soon as it is framed, so a connection's
+    // pipelined requests can share work (e.g. one commit); only the writes are chained.
+    let writes: Promise<void> = Promise.resolve();
 
     socket.on('data', (chunk: Buffer) => {
       let frames: Buffer[];
@@ -111,13 +116,16 @@ export class KmipServer {
       for (const frame of frames) {
         inFlight++;
         if (inFlight >= maxInFlight) socket.pause();
-        chain = chain.then(async () => {
-          const response = await this.opts.handler(frame, peer);
+        const answer = this.opts.handler(frame, peer);
+        // Its failure is reported through `writes`; this only marks it as handled.
+        answer.catch(() => undefined);
+        writes = writes.then(async () => {
+          const response = await answer;
           if (!socket.destroyed) socket.write(response, () => response.fill(0));
           inFlight--;
           if (inFlight < maxInFlight && socket.isPaused() && !socket.destroyed) socket.resume();
         });
-        chain.catch((err: unknown) => {
+        writes.catch((err: unknown) => {
           trace('kmip', 'handler failed, closing', { ...peer, error: String(err) });
           socket.destroy();
         });

@@ -91,7 +91,10 @@ export class KmipConnection {
       const connectTimeoutMs = this.opts.connectTimeoutMs ?? 10_000;
       socket.setTimeout(connectTimeoutMs, () =>
         socket.destroy(
-          new HypersealError('HS_ERR_KMIP_TIMEOUT', `TLS connect to ${host}:${port} took over ${connectTimeoutMs} ms`),
+          new HypersealError(
+            'HS_ERR_KMIP_TIMEOUT',
+            `TLS connect to ${host}:${port} took over ${connectTimeoutMs} ms`,
+          ),
         ),
       );
       socket.setNoDelay(true);
@@ -112,20 +115,29 @@ export class KmipConnection {
         this.connecting = undefined;
         this.socket = socket;
         this.framer = new TtlvFramer(this.opts.maxMessageBytes ?? DEFAULT_TTLV_LIMITS.maxMessageBytes);
-        trace('kmip', 'connected', { address: this.address, protocol: socket.getProtocol(), cipher: socket.getCipher().name });
+        trace('kmip', 'connected', {
+          address: this.address,
+          protocol: socket.getProtocol(),
+          cipher: socket.getCipher().name,
+        });
         socket.on('data', (chunk: Buffer) => this.onData(chunk));
         // Only the current socket may fail the requests in flight: an old one's late
         // 'close' must not tear down the connection that replaced it.
         socket.on('error', (err) => {
           if (this.socket === socket) {
             this.drop(
-              new HypersealError('HS_ERR_KMIP_CONNECTION_CLOSED', `connection to ${this.address} failed: ${err.message}`),
+              new HypersealError(
+                'HS_ERR_KMIP_CONNECTION_CLOSED',
+                `connection to ${this.address} failed: ${err.message}`,
+              ),
             );
           }
         });
         socket.on('close', () => {
           if (this.socket === socket) {
-            this.drop(new HypersealError('HS_ERR_KMIP_CONNECTION_CLOSED', `${this.address} closed the connection`));
+            this.drop(
+              new HypersealError('HS_ERR_KMIP_CONNECTION_CLOSED', `${this.address} closed the connection`),
+            );
           }
         });
         resolve(socket);
@@ -145,7 +157,9 @@ export class KmipConnection {
     for (const frame of frames) {
       const p = this.pending.shift();
       if (p === undefined) {
-        this.drop(new HypersealError('HS_ERR_KMIP_BAD_MESSAGE', `${this.address} sent a response nobody asked for`));
+        this.drop(
+          new HypersealError('HS_ERR_KMIP_BAD_MESSAGE', `${this.address} sent a response nobody asked for`),
+        );
         return;
       }
       clearTimeout(p.timer);

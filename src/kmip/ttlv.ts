@@ -68,21 +68,13 @@ const padded = (n: number): number => n + ((8 - (n % 8)) % 8);
 
 function bigIntBytes(v: bigint): Buffer {
   // Two's complement, sign-extended on the left to a multiple of 8 bytes (spec §9.1.1.4).
-  let len = 8;
-  const fits = (n: number): boolean => {
-    const bits = BigInt(n * 8);
-    const min = -(1n << (bits - 1n));
-    const max = (1n << (bits - 1n)) - 1n;
-    return v >= min && v <= max;
-  };
-  while (!fits(len)) len += 8;
-  const out = Buffer.alloc(len);
-  let x = BigInt.asUintN(len * 8, v);
-  for (let i = len - 1; i >= 0; i--) {
-    out[i] = Number(x & 0xffn);
-    x >>= 8n;
-  }
-  return out;
+  // Sized from the magnitude's hex digits and converted with one hex round trip: linear in
+  // the size (growing the length 8 bytes at a time and shifting per byte was quadratic).
+  const magnitude = v < 0n ? ~v : v; // ~v = -v - 1: the bits a negative value needs
+  const digits = magnitude.toString(16);
+  const bits = magnitude === 0n ? 0 : (digits.length - 1) * 4 + parseInt(digits[0] as string, 16).toString(2).length;
+  const len = Math.max(8, Math.ceil((bits + 1) / 64) * 8); // + 1 for the sign bit
+  return Buffer.from(BigInt.asUintN(len * 8, v).toString(16).padStart(len * 2, '0'), 'hex');
 }
 
 function valueLength(item: TtlvItem): number {
@@ -180,9 +172,19 @@ export function encodeTtlv(item: TtlvItem): Buffer {
 // ---------------------------------------------------------------------------------------
 // Decoding
 
-function fail(code: 'HS_ERR_KMIP_TRUNCATED' | 'HS_ERR_KMIP_BAD_TYPE' | 'HS_ERR_KMIP_BAD_LENGTH' |
-  'HS_ERR_KMIP_BAD_PADDING' | 'HS_ERR_KMIP_TOO_LARGE' | 'HS_ERR_KMIP_TOO_DEEP' | 'HS_ERR_KMIP_BAD_TEXT' |
-  'HS_ERR_KMIP_TRAILING_BYTES', message: string, offset: number): never {
+function fail(
+  code:
+    | 'HS_ERR_KMIP_TRUNCATED'
+    | 'HS_ERR_KMIP_BAD_TYPE'
+    | 'HS_ERR_KMIP_BAD_LENGTH'
+    | 'HS_ERR_KMIP_BAD_PADDING'
+    | 'HS_ERR_KMIP_TOO_LARGE'
+    | 'HS_ERR_KMIP_TOO_DEEP'
+    | 'HS_ERR_KMIP_BAD_TEXT'
+    | 'HS_ERR_KMIP_TRAILING_BYTES',
+  message: string,
+  offset: number,
+): never {
   throw new HypersealError(code, `${message} (at byte ${offset})`, { offset });
 }
 
@@ -212,7 +214,11 @@ class Reader {
     const typeByte = buf[offset + 3] as number;
     const type = typeNames.get(typeByte);
     if (type === undefined) {
-      fail('HS_ERR_KMIP_BAD_TYPE', `unknown item type 0x${typeByte.toString(16)} for ${tagName(tag)}`, offset);
+      fail(
+        'HS_ERR_KMIP_BAD_TYPE',
+        `unknown item type 0x${typeByte.toString(16)} for ${tagName(tag)}`,
+        offset,
+      );
     }
     const len = buf.readUInt32BE(offset + 4);
     const body = offset + HEADER_BYTES;
@@ -221,20 +227,36 @@ class Reader {
       fail('HS_ERR_KMIP_BAD_LENGTH', `${type} ${tagName(tag)} has length ${len}, expected ${fixed}`, offset);
     }
     if (type === 'BigInteger' && (len === 0 || len % 8 !== 0)) {
-      fail('HS_ERR_KMIP_BAD_LENGTH', `Big Integer ${tagName(tag)} length ${len} is not a multiple of 8`, offset);
+      fail(
+        'HS_ERR_KMIP_BAD_LENGTH',
+        `Big Integer ${tagName(tag)} length ${len} is not a multiple of 8`,
+        offset,
+      );
     }
     if (type === 'Structure' && len % 8 !== 0) {
-      fail('HS_ERR_KMIP_BAD_LENGTH', `Structure ${tagName(tag)} length ${len} is not a multiple of 8`, offset);
+      fail(
+        'HS_ERR_KMIP_BAD_LENGTH',
+        `Structure ${tagName(tag)} length ${len} is not a multiple of 8`,
+        offset,
+      );
     }
     const next = body + padded(len);
-    if (next > end) fail('HS_ERR_KMIP_TRUNCATED', `${tagName(tag)} declares ${len} bytes past the end`, offset);
+    if (next > end)
+      fail('HS_ERR_KMIP_TRUNCATED', `${tagName(tag)} declares ${len} bytes past the end`, offset);
     for (let p = body + len; p < next; p++) {
       if (buf[p] !== 0) fail('HS_ERR_KMIP_BAD_PADDING', `non-zero padding after ${tagName(tag)}`, p);
     }
     return [this.value(tag, type, body, len, depth, offset), next];
   }
 
-  private value(tag: number, type: ItemTypeName, body: number, len: number, depth: number, at: number): TtlvItem {
+  private value(
+    tag: number,
+    type: ItemTypeName,
+    body: number,
+    len: number,
+    depth: number,
+    at: number,
+  ): TtlvItem {
     const buf = this.buf;
     switch (type) {
       case 'Structure': {
@@ -294,7 +316,8 @@ export function decodeTtlv(buf: Buffer, limits: TtlvLimits = DEFAULT_TTLV_LIMITS
     fail('HS_ERR_KMIP_TOO_LARGE', `message of ${buf.length} bytes exceeds ${limits.maxMessageBytes}`, 0);
   }
   const [item, next] = new Reader(buf, limits).read(0, buf.length, 1);
-  if (next !== buf.length) fail('HS_ERR_KMIP_TRAILING_BYTES', `${buf.length - next} bytes after the message`, next);
+  if (next !== buf.length)
+    fail('HS_ERR_KMIP_TRAILING_BYTES', `${buf.length - next} bytes after the message`, next);
   return item;
 }
 

@@ -34,7 +34,12 @@ import {
   State,
   enumName,
 } from '../kmip/enums.js';
-import type { ProtocolVersion, RequestBatchItem, RequestMessage, ResponseBatchItem } from '../kmip/messages.js';
+import type {
+  ProtocolVersion,
+  RequestBatchItem,
+  RequestMessage,
+  ResponseBatchItem,
+} from '../kmip/messages.js';
 import {
   KMIP_1_0,
   KMIP_1_1,
@@ -132,15 +137,37 @@ export class KmsEngine {
     this.limits = opts.limits ?? DEFAULT_TTLV_LIMITS;
   }
 
-  /** One request frame in, one response frame out. Never throws for client input. */
+  /**
+   * One request frame in, one response frame out. Never throws for client input.
+   * Requests execute one at a time in call order (so two clients can never interleave
+   * a read-check-write on the same object); answers wait until what they did or saw is
+   * durable, which is where concurrent requests share one commit.
+   */
   async handle(frame: Buffer, identity: string): Promise<Buffer> {
+    const run = this.queue.then(() => this.execute(frame, identity));
+    this.queue = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    const response = await run;
+    await this.store.settled();
+    return response;
+  }
+
+  private queue: Promise<void> = Promise.resolve();
+
+  private async execute(frame: Buffer, identity: string): Promise<Buffer> {
     let request: RequestMessage;
     try {
       request = decodeRequest(decodeTtlv(frame, this.limits));
     } catch (err) {
       const message = err instanceof HypersealError ? `Invalid message: ${err.message}` : 'Invalid message';
       return this.encode(KMIP_1_1, [
-        { resultStatus: ResultStatus.OperationFailed, resultReason: ResultReason.InvalidMessage, resultMessage: message },
+        {
+          resultStatus: ResultStatus.OperationFailed,
+          resultReason: ResultReason.InvalidMessage,
+          resultMessage: message,
+        },
       ]);
     }
     const version = this.negotiate(request.protocolVersion);
@@ -154,9 +181,6 @@ export class KmsEngine {
       ]);
     }
     const results = await this.runBatch(request, identity);
-    // Never answer with state that is not yet durable (a write of another request in
-    // the same group commit may have been read).
-    await this.store.settled();
     const encoded = this.encode(version, results);
     // The encoded frame now holds the only copy the client needs; wipe ours.
     for (const r of results) wipeKeyMaterial(r.payload);
@@ -211,7 +235,12 @@ export class KmsEngine {
         results.push({ ...base, payload: await this.run(item, ctx) });
       } catch (err) {
         const { reason, message } = this.failureOf(err);
-        results.push({ ...base, resultStatus: ResultStatus.OperationFailed, resultReason: reason, resultMessage: message });
+        results.push({
+          ...base,
+          resultStatus: ResultStatus.OperationFailed,
+          resultReason: reason,
+          resultMessage: message,
+        });
         if (!continueOnError) stopped = true;
       }
     }
@@ -228,7 +257,10 @@ export class KmsEngine {
     return { reason: ResultReason.GeneralFailure, message: 'internal server error' };
   }
 
-  private run(item: RequestBatchItem, ctx: { identity: string; lastUid: string | undefined }): Promise<TtlvItem[]> {
+  private run(
+    item: RequestBatchItem,
+    ctx: { identity: string; lastUid: string | undefined },
+  ): Promise<TtlvItem[]> {
     const p = item.payload;
     switch (item.operation) {
       case Operation.DiscoverVersions:
@@ -277,9 +309,14 @@ export class KmsEngine {
   ): Promise<ManagedObject> {
     const uid = optional(payload, Tag.UniqueIdentifier, 'TextString')?.value ?? ctx.lastUid;
     if (uid === undefined) {
-      return refuse(ResultReason.MissingData, 'no Unique Identifier given and no earlier batch item produced one');
+      return refuse(
+        ResultReason.MissingData,
+        'no Unique Identifier given and no earlier batch item produced one',
+      );
     }
-    const obj = (await this.store.canAccess(uid, ctx.identity)) ? await this.store.get(uid, withMaterial) : undefined;
+    const obj = (await this.store.canAccess(uid, ctx.identity))
+      ? await this.store.get(uid, withMaterial)
+      : undefined;
     if (obj === undefined) return refuse(ResultReason.ItemNotFound, `Could not locate object: ${uid}`);
     ctx.lastUid = uid;
     return obj;
@@ -303,7 +340,10 @@ export class KmsEngine {
       const rule = ATTRIBUTE_RULES[a.name];
       if (rule === undefined) {
         if (!a.name.startsWith('x-')) {
-          refuse(ResultReason.InvalidField, `attribute '${a.name}' is not a KMIP 1.1 attribute a client may set`);
+          refuse(
+            ResultReason.InvalidField,
+            `attribute '${a.name}' is not a KMIP 1.1 attribute a client may set`,
+          );
         }
       } else if (rule.client === 'none') {
         refuse(ResultReason.InvalidField, `attribute '${a.name}' is set by the server, not the client`);
@@ -315,7 +355,8 @@ export class KmsEngine {
       } else if (a.name === AttributeName.CryptographicLength && a.value.type === 'Integer') {
         out.lengthBits = a.value.value;
       } else {
-        if (a.name === AttributeName.ActivationDate && a.value.type === 'DateTime') out.activationDate = a.value.value;
+        if (a.name === AttributeName.ActivationDate && a.value.type === 'DateTime')
+          out.activationDate = a.value.value;
         const index = out.rest.filter((r) => r.name === a.name).length;
         out.rest.push({ name: a.name, index, value: a.value });
       }
@@ -327,7 +368,10 @@ export class KmsEngine {
     const template = optional(payload, Tag.TemplateAttribute, 'Structure');
     if (template === undefined) return [];
     if (template.value.some((i) => i.tag === Tag.Name)) {
-      refuse(ResultReason.FeatureNotSupported, 'named Templates are not supported; send the attributes themselves');
+      refuse(
+        ResultReason.FeatureNotSupported,
+        'named Templates are not supported; send the attributes themselves',
+      );
     }
     return decodeAttributes(template.value);
   }
@@ -367,7 +411,8 @@ export class KmsEngine {
   }
 
   private checkSymmetric(algorithm: number | undefined, lengthBits: number | undefined): [number, number] {
-    if (algorithm === undefined) return refuse(ResultReason.MissingData, 'Cryptographic Algorithm is required');
+    if (algorithm === undefined)
+      return refuse(ResultReason.MissingData, 'Cryptographic Algorithm is required');
     if (lengthBits === undefined) return refuse(ResultReason.MissingData, 'Cryptographic Length is required');
     if (algorithm !== CryptographicAlgorithm.AES) {
       return refuse(
@@ -408,40 +453,67 @@ export class KmsEngine {
     if (functions.has(QueryFunction.QueryOperations)) {
       out.push(...SUPPORTED_OPERATIONS.map((op) => ttlv.enum(Tag.Operation, op)));
     }
-    if (functions.has(QueryFunction.QueryObjects)) out.push(ttlv.enum(Tag.ObjectType, ObjectType.SymmetricKey));
-    if (functions.has(QueryFunction.QueryServerInformation)) out.push(ttlv.text(Tag.VendorIdentification, this.vendor));
+    if (functions.has(QueryFunction.QueryObjects))
+      out.push(ttlv.enum(Tag.ObjectType, ObjectType.SymmetricKey));
+    if (functions.has(QueryFunction.QueryServerInformation))
+      out.push(ttlv.text(Tag.VendorIdentification, this.vendor));
     return out;
   }
 
-  private async create(payload: TtlvItem[], ctx: { identity: string; lastUid: string | undefined }): Promise<TtlvItem[]> {
+  private async create(
+    payload: TtlvItem[],
+    ctx: { identity: string; lastUid: string | undefined },
+  ): Promise<TtlvItem[]> {
     this.checkObjectType(payload);
     const a = this.clientAttributes(this.templateAttributes(payload));
     const [algorithm, lengthBits] = this.checkSymmetric(a.algorithm, a.lengthBits);
-    const uid = await this.createObject(ctx, a.rest, randomBytes(lengthBits / 8), algorithm, lengthBits, a.activationDate);
+    const uid = await this.createObject(
+      ctx,
+      a.rest,
+      randomBytes(lengthBits / 8),
+      algorithm,
+      lengthBits,
+      a.activationDate,
+    );
     return [ttlv.enum(Tag.ObjectType, ObjectType.SymmetricKey), ttlv.text(Tag.UniqueIdentifier, uid)];
   }
 
-  private async register(payload: TtlvItem[], ctx: { identity: string; lastUid: string | undefined }): Promise<TtlvItem[]> {
+  private async register(
+    payload: TtlvItem[],
+    ctx: { identity: string; lastUid: string | undefined },
+  ): Promise<TtlvItem[]> {
     this.checkObjectType(payload);
     const key = decodeSymmetricKey(required(payload, Tag.SymmetricKey, 'Structure', 'Register payload'));
     const a = this.clientAttributes(this.templateAttributes(payload));
-    if ((a.algorithm !== undefined && a.algorithm !== key.algorithm) || (a.lengthBits ?? key.lengthBits) !== key.lengthBits) {
+    if (
+      (a.algorithm !== undefined && a.algorithm !== key.algorithm) ||
+      (a.lengthBits ?? key.lengthBits) !== key.lengthBits
+    ) {
       refuse(ResultReason.InvalidField, 'template attributes contradict the Key Block');
     }
     const [algorithm, lengthBits] = this.checkSymmetric(key.algorithm, key.lengthBits);
     if (key.material.length * 8 !== lengthBits) {
       zeroize(key.material);
-      refuse(ResultReason.InvalidField, `key material is ${key.material.length * 8} bits, Cryptographic Length says ${lengthBits}`);
+      refuse(
+        ResultReason.InvalidField,
+        `key material is ${key.material.length * 8} bits, Cryptographic Length says ${lengthBits}`,
+      );
     }
     const uid = await this.createObject(ctx, a.rest, key.material, algorithm, lengthBits, a.activationDate);
     return [ttlv.text(Tag.UniqueIdentifier, uid)];
   }
 
-  private async get(payload: TtlvItem[], ctx: { identity: string; lastUid: string | undefined }): Promise<TtlvItem[]> {
+  private async get(
+    payload: TtlvItem[],
+    ctx: { identity: string; lastUid: string | undefined },
+  ): Promise<TtlvItem[]> {
     const obj = await this.target(payload, ctx, true);
     const format = optional(payload, Tag.KeyFormatType, 'Enumeration')?.value ?? KeyFormatType.Raw;
     if (format !== KeyFormatType.Raw && format !== KeyFormatType.TransparentSymmetricKey) {
-      refuse(ResultReason.KeyFormatTypeNotSupported, `Key Format Type ${enumName(KeyFormatType, format)} is not supported`);
+      refuse(
+        ResultReason.KeyFormatTypeNotSupported,
+        `Key Format Type ${enumName(KeyFormatType, format)} is not supported`,
+      );
     }
     if (optional(payload, Tag.KeyCompressionType, 'Enumeration') !== undefined) {
       refuse(ResultReason.KeyCompressionTypeNotSupported, 'key compression does not apply to symmetric keys');
@@ -465,18 +537,28 @@ export class KmsEngine {
     return [...coreAttributes(obj), ...obj.attributes];
   }
 
-  private async getAttributes(payload: TtlvItem[], ctx: { identity: string; lastUid: string | undefined }): Promise<TtlvItem[]> {
+  private async getAttributes(
+    payload: TtlvItem[],
+    ctx: { identity: string; lastUid: string | undefined },
+  ): Promise<TtlvItem[]> {
     const obj = await this.target(payload, ctx);
     const names = all(payload, Tag.AttributeName, 'TextString').map((i) => i.value);
     const attributes = this.allAttributes(obj);
-    const chosen = names.length === 0 ? attributes : names.flatMap((n) => attributes.filter((a) => a.name === n));
+    const chosen =
+      names.length === 0 ? attributes : names.flatMap((n) => attributes.filter((a) => a.name === n));
     return this.uidPayload(obj.uid, chosen.map(encodeAttribute));
   }
 
-  private async getAttributeList(payload: TtlvItem[], ctx: { identity: string; lastUid: string | undefined }): Promise<TtlvItem[]> {
+  private async getAttributeList(
+    payload: TtlvItem[],
+    ctx: { identity: string; lastUid: string | undefined },
+  ): Promise<TtlvItem[]> {
     const obj = await this.target(payload, ctx);
     const names = [...new Set(this.allAttributes(obj).map((a) => a.name))];
-    return this.uidPayload(obj.uid, names.map((n) => ttlv.text(Tag.AttributeName, n)));
+    return this.uidPayload(
+      obj.uid,
+      names.map((n) => ttlv.text(Tag.AttributeName, n)),
+    );
   }
 
   /** Checks that a client may add, modify or delete this attribute at all. */
@@ -492,19 +574,32 @@ export class KmsEngine {
     }
   }
 
-  private async saveAttributes(obj: ManagedObject, attributes: KmipAttribute[], state?: number): Promise<void> {
+  private async saveAttributes(
+    obj: ManagedObject,
+    attributes: KmipAttribute[],
+    state?: number,
+  ): Promise<void> {
     const withDate = setDate(attributes, AttributeName.LastChangeDate, now());
-    await this.store.update(obj.uid, state === undefined ? { attributes: withDate } : { attributes: withDate, state });
+    await this.store.update(
+      obj.uid,
+      state === undefined ? { attributes: withDate } : { attributes: withDate, state },
+    );
   }
 
-  private async addAttribute(payload: TtlvItem[], ctx: { identity: string; lastUid: string | undefined }): Promise<TtlvItem[]> {
+  private async addAttribute(
+    payload: TtlvItem[],
+    ctx: { identity: string; lastUid: string | undefined },
+  ): Promise<TtlvItem[]> {
     const obj = await this.target(payload, ctx);
     const a = decodeAttribute(required(payload, Tag.Attribute, 'Structure', 'Add Attribute payload'));
     this.checkMutable(a.name);
     const existing = obj.attributes.filter((x) => x.name === a.name);
     const rule = ATTRIBUTE_RULES[a.name];
     if (existing.length > 0 && rule?.multi !== true) {
-      refuse(ResultReason.IllegalOperation, `attribute '${a.name}' already exists and is single-valued; use Modify Attribute`);
+      refuse(
+        ResultReason.IllegalOperation,
+        `attribute '${a.name}' already exists and is single-valued; use Modify Attribute`,
+      );
     }
     const index = existing.reduce((m, x) => Math.max(m, (x.index ?? 0) + 1), 0);
     const added: KmipAttribute = { name: a.name, index, value: a.value };
@@ -512,46 +607,84 @@ export class KmsEngine {
     return this.uidPayload(obj.uid, [encodeAttribute(added)]);
   }
 
-  private async modifyAttribute(payload: TtlvItem[], ctx: { identity: string; lastUid: string | undefined }): Promise<TtlvItem[]> {
+  private async modifyAttribute(
+    payload: TtlvItem[],
+    ctx: { identity: string; lastUid: string | undefined },
+  ): Promise<TtlvItem[]> {
     const obj = await this.target(payload, ctx);
     const a = decodeAttribute(required(payload, Tag.Attribute, 'Structure', 'Modify Attribute payload'));
     this.checkMutable(a.name);
     const index = a.index ?? 0;
     const at = obj.attributes.findIndex((x) => x.name === a.name && (x.index ?? 0) === index);
-    if (at < 0) return refuse(ResultReason.ItemNotFound, `object ${obj.uid} has no attribute '${a.name}' index ${index}`);
+    if (at < 0)
+      return refuse(
+        ResultReason.ItemNotFound,
+        `object ${obj.uid} has no attribute '${a.name}' index ${index}`,
+      );
     const modified: KmipAttribute = { name: a.name, index, value: a.value };
     const next = obj.attributes.map((x, i) => (i === at ? modified : x));
-    if (a.name === AttributeName.Name && next.some((x, i) => i !== at && x.name === a.name && attributeValueEquals(x.value, a.value))) {
-      refuse(ResultReason.IllegalOperation, `object ${obj.uid} already has the name '${nameValueOf(a.value) ?? ''}'`);
+    if (
+      a.name === AttributeName.Name &&
+      next.some((x, i) => i !== at && x.name === a.name && attributeValueEquals(x.value, a.value))
+    ) {
+      refuse(
+        ResultReason.IllegalOperation,
+        `object ${obj.uid} already has the name '${nameValueOf(a.value) ?? ''}'`,
+      );
     }
     await this.saveAttributes(obj, next);
     return this.uidPayload(obj.uid, [encodeAttribute(modified)]);
   }
 
-  private async deleteAttribute(payload: TtlvItem[], ctx: { identity: string; lastUid: string | undefined }): Promise<TtlvItem[]> {
+  private async deleteAttribute(
+    payload: TtlvItem[],
+    ctx: { identity: string; lastUid: string | undefined },
+  ): Promise<TtlvItem[]> {
     const obj = await this.target(payload, ctx);
     const name = required(payload, Tag.AttributeName, 'TextString', 'Delete Attribute payload').value;
     const index = optional(payload, Tag.AttributeIndex, 'Integer')?.value ?? 0;
     this.checkMutable(name);
     const victim = obj.attributes.find((x) => x.name === name && (x.index ?? 0) === index);
-    if (victim === undefined) return refuse(ResultReason.ItemNotFound, `object ${obj.uid} has no attribute '${name}' index ${index}`);
-    await this.saveAttributes(obj, obj.attributes.filter((x) => x !== victim));
+    if (victim === undefined)
+      return refuse(ResultReason.ItemNotFound, `object ${obj.uid} has no attribute '${name}' index ${index}`);
+    await this.saveAttributes(
+      obj,
+      obj.attributes.filter((x) => x !== victim),
+    );
     return this.uidPayload(obj.uid, [encodeAttribute(victim)]);
   }
 
-  private async activate(payload: TtlvItem[], ctx: { identity: string; lastUid: string | undefined }): Promise<TtlvItem[]> {
+  private async activate(
+    payload: TtlvItem[],
+    ctx: { identity: string; lastUid: string | undefined },
+  ): Promise<TtlvItem[]> {
     const obj = await this.target(payload, ctx);
     if (obj.state !== State.PreActive) {
-      refuse(ResultReason.PermissionDenied, `object ${obj.uid} is ${enumName(State, obj.state)}; only a Pre-Active object can be activated`);
+      refuse(
+        ResultReason.PermissionDenied,
+        `object ${obj.uid} is ${enumName(State, obj.state)}; only a Pre-Active object can be activated`,
+      );
     }
-    await this.saveAttributes(obj, setDate(obj.attributes, AttributeName.ActivationDate, now()), State.Active);
+    await this.saveAttributes(
+      obj,
+      setDate(obj.attributes, AttributeName.ActivationDate, now()),
+      State.Active,
+    );
     return this.uidPayload(obj.uid);
   }
 
-  private async revoke(payload: TtlvItem[], ctx: { identity: string; lastUid: string | undefined }): Promise<TtlvItem[]> {
+  private async revoke(
+    payload: TtlvItem[],
+    ctx: { identity: string; lastUid: string | undefined },
+  ): Promise<TtlvItem[]> {
     const obj = await this.target(payload, ctx);
     const reasonItem = required(payload, Tag.RevocationReason, 'Structure', 'Revoke payload');
-    const code = required(reasonItem.value, Tag.RevocationReasonCode, 'Enumeration', 'Revocation Reason').value;
+    const code = required(
+      reasonItem.value,
+      Tag.RevocationReasonCode,
+      'Enumeration',
+      'Revocation Reason',
+    ).value;
     const t = now();
     let attributes = [
       ...obj.attributes.filter((a) => a.name !== AttributeName.RevocationReason),
@@ -561,11 +694,18 @@ export class KmsEngine {
     if (code === RevocationReasonCode.KeyCompromise || code === RevocationReasonCode.CACompromise) {
       // Any state may become compromised; a destroyed object becomes Destroyed Compromised.
       if (obj.state === State.Compromised || obj.state === State.DestroyedCompromised) {
-        return refuse(ResultReason.PermissionDenied, `object ${obj.uid} is already ${enumName(State, obj.state)}`);
+        return refuse(
+          ResultReason.PermissionDenied,
+          `object ${obj.uid} is already ${enumName(State, obj.state)}`,
+        );
       }
       state = obj.state === State.Destroyed ? State.DestroyedCompromised : State.Compromised;
       const occurred = optional(payload, Tag.CompromiseOccurrenceDate, 'DateTime')?.value ?? t;
-      attributes = setDate(setDate(attributes, AttributeName.CompromiseDate, t), AttributeName.CompromiseOccurrenceDate, occurred);
+      attributes = setDate(
+        setDate(attributes, AttributeName.CompromiseDate, t),
+        AttributeName.CompromiseOccurrenceDate,
+        occurred,
+      );
     } else {
       if (obj.state !== State.Active) {
         return refuse(
@@ -580,13 +720,19 @@ export class KmsEngine {
     return this.uidPayload(obj.uid);
   }
 
-  private async destroy(payload: TtlvItem[], ctx: { identity: string; lastUid: string | undefined }): Promise<TtlvItem[]> {
+  private async destroy(
+    payload: TtlvItem[],
+    ctx: { identity: string; lastUid: string | undefined },
+  ): Promise<TtlvItem[]> {
     const obj = await this.target(payload, ctx);
     let state: number;
     if (obj.state === State.PreActive || obj.state === State.Deactivated) state = State.Destroyed;
     else if (obj.state === State.Compromised) state = State.DestroyedCompromised;
     else if (obj.state === State.Active) {
-      return refuse(ResultReason.PermissionDenied, `object ${obj.uid} is Active; revoke it before destroying it`);
+      return refuse(
+        ResultReason.PermissionDenied,
+        `object ${obj.uid} is Active; revoke it before destroying it`,
+      );
     } else return refuse(ResultReason.ItemNotFound, `object ${obj.uid} was already destroyed`);
     const attributes = setDate(obj.attributes, AttributeName.DestroyDate, now());
     await this.store.update(obj.uid, {
@@ -597,17 +743,23 @@ export class KmsEngine {
     return this.uidPayload(obj.uid);
   }
 
-  private async locate(payload: TtlvItem[], ctx: { identity: string; lastUid: string | undefined }): Promise<TtlvItem[]> {
+  private async locate(
+    payload: TtlvItem[],
+    ctx: { identity: string; lastUid: string | undefined },
+  ): Promise<TtlvItem[]> {
     const maxItems = optional(payload, Tag.MaximumItems, 'Integer')?.value;
-    if (maxItems !== undefined && maxItems < 0) refuse(ResultReason.InvalidField, 'Maximum Items must not be negative');
+    if (maxItems !== undefined && maxItems < 0)
+      refuse(ResultReason.InvalidField, 'Maximum Items must not be negative');
     const filters = decodeAttributes(payload);
     const f: Parameters<ObjectStore['locate']>[0] = { accessibleBy: ctx.identity };
     const others: KmipAttribute[] = [];
     for (const a of filters) {
       if (a.name === AttributeName.ObjectType && a.value.type === 'Enumeration') f.objectType = a.value.value;
       else if (a.name === AttributeName.State && a.value.type === 'Enumeration') f.state = a.value.value;
-      else if (a.name === AttributeName.CryptographicAlgorithm && a.value.type === 'Enumeration') f.algorithm = a.value.value;
-      else if (a.name === AttributeName.CryptographicLength && a.value.type === 'Integer') f.lengthBits = a.value.value;
+      else if (a.name === AttributeName.CryptographicAlgorithm && a.value.type === 'Enumeration')
+        f.algorithm = a.value.value;
+      else if (a.name === AttributeName.CryptographicLength && a.value.type === 'Integer')
+        f.lengthBits = a.value.value;
       else if (a.name === AttributeName.Name && f.name === undefined) f.name = nameValueOf(a.value) ?? '';
       else others.push(a);
     }
@@ -623,7 +775,11 @@ export class KmsEngine {
       const obj = await this.store.get(uid, false);
       if (obj === undefined) continue;
       const mine = this.allAttributes(obj);
-      if (others.every((want) => mine.some((m) => m.name === want.name && attributeValueEquals(m.value, want.value)))) {
+      if (
+        others.every((want) =>
+          mine.some((m) => m.name === want.name && attributeValueEquals(m.value, want.value)),
+        )
+      ) {
         uids.push(uid);
       }
       if (maxItems !== undefined && uids.length >= maxItems) break;

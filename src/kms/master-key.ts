@@ -39,7 +39,8 @@ function parseKey(text: string, where: string): Buffer {
 }
 
 export function resolveMasterKeySource(dataDir: string, file?: string): MasterKeySource {
-  if (process.env.HYPERSEAL_KMS_MASTER_KEY) return { description: 'environment variable HYPERSEAL_KMS_MASTER_KEY' };
+  if (process.env.HYPERSEAL_KMS_MASTER_KEY)
+    return { description: 'environment variable HYPERSEAL_KMS_MASTER_KEY' };
   const path = file ?? process.env.HYPERSEAL_KMS_MASTER_KEY_FILE ?? defaultMasterKeyPath(dataDir);
   return { description: `file ${path}`, path };
 }
@@ -79,6 +80,9 @@ export function masterKeyCheck(key: Buffer): Buffer {
 export function verifyMasterKey(key: Buffer, check: Buffer, where: string): void {
   const actual = masterKeyCheck(key);
   if (actual.length !== check.length || !timingSafeEqual(actual, check)) {
-    throw new HypersealError('HS_ERR_KMS_MASTER_KEY', `the master key from ${where} does not open this key store`);
+    throw new HypersealError(
+      'HS_ERR_KMS_MASTER_KEY',
+      `the master key from ${where} does not open this key store`,
+    );
   }
 }

@@ -76,7 +76,10 @@ export class KmsDataDir {
   }
 
   private static async initialise(dir: string, masterKey: Buffer, serverNames: string[]): Promise<void> {
-    const ca = await createCertificateAuthority({ commonName: `Hyperseal KMS CA (${hostname()})`, validityDays: 3650 });
+    const ca = await createCertificateAuthority({
+      commonName: `Hyperseal KMS CA (${hostname()})`,
+      validityDays: 3650,
+    });
     const names = [...new Set(['localhost', '127.0.0.1', hostname(), ...serverNames])];
     const server = await issueCertificate(ca, {
       commonName: 'hyperseal-kms',
@@ -85,7 +88,11 @@ export class KmsDataDir {
       ipAddresses: names.filter((n) => isIP(n) !== 0),
       validityDays: 825,
     });
-    writeFileAtomic(join(dir, KMS_FILES.caKey), seal(masterKey, Buffer.from(ca.keyPem), fileContext(KMS_FILES.caKey)), 0o600);
+    writeFileAtomic(
+      join(dir, KMS_FILES.caKey),
+      seal(masterKey, Buffer.from(ca.keyPem), fileContext(KMS_FILES.caKey)),
+      0o600,
+    );
     writeFileAtomic(
       join(dir, KMS_FILES.serverKey),
       seal(masterKey, Buffer.from(server.keyPem), fileContext(KMS_FILES.serverKey)),
@@ -107,14 +114,22 @@ export class KmsDataDir {
     try {
       return open(this.masterKey, readFileSync(join(this.dir, name)), fileContext(name)).toString('utf8');
     } catch (err) {
-      throw new HypersealError('HS_ERR_KMS_MASTER_KEY', `cannot unseal ${name} with this master key`, undefined, {
-        cause: err,
-      });
+      throw new HypersealError(
+        'HS_ERR_KMS_MASTER_KEY',
+        `cannot unseal ${name} with this master key`,
+        undefined,
+        {
+          cause: err,
+        },
+      );
     }
   }
 
   serverCredentials(): { certPem: string; keyPem: string } {
-    return { certPem: readFileSync(join(this.dir, KMS_FILES.serverCert), 'utf8'), keyPem: this.unsealFile(KMS_FILES.serverKey) };
+    return {
+      certPem: readFileSync(join(this.dir, KMS_FILES.serverCert), 'utf8'),
+      keyPem: this.unsealFile(KMS_FILES.serverKey),
+    };
   }
 
   /** Issues a client certificate (clientAuth) whose CN becomes the client's identity. */

@@ -1,17 +1,18 @@
 /**
  * ObjectStore on one SQLite file.
  *
- * Durability: WAL with synchronous=FULL by default, so a key handed to a client is on
- * disk before the answer leaves and neither kill -9 nor power loss can lose it
- * (`durability: 'process'` trades the power-loss guarantee for speed: synchronous=NORMAL
- * survives a crash of the process, not of the machine).
+ * Durability: by default ('full') the WAL is fsynced after every group commit and before
+ * any answer, so a key handed to a client is on disk and neither kill -9 nor power loss
+ * can lose it. `durability: 'process'` skips that fsync: it survives a crash of the
+ * process (the WAL is in the page cache), not of the machine.
  *
  * Group commit: writes made in the same event-loop turn share one transaction and one
  * fsync. Each write runs at once inside the open transaction (so later reads on this
- * connection see it) and its promise resolves when the transaction commits. `settled()`
- * lets a caller hold any answer until every write it may have observed is durable.
+ * connection see it); `settled()` resolves when that transaction has committed, and the
+ * engine holds every answer until then, so nothing not yet durable is ever reported.
  */
 import Database from 'better-sqlite3';
+import fsp from 'node:fs/promises';
 import { randomUUID } from 'node:crypto';
 import { open, seal } from '../crypto/aead.js';
 import { HypersealError } from '../errors.js';
@@ -53,7 +54,9 @@ interface Row {
 }
 
 /** Associated data binding sealed material to the object it belongs to. */
-function materialContext(o: Pick<ManagedObject, 'uid' | 'owner' | 'objectType' | 'algorithm' | 'lengthBits'>): Buffer {
+function materialContext(
+  o: Pick<ManagedObject, 'uid' | 'owner' | 'objectType' | 'algorithm' | 'lengthBits'>,
+): Buffer {
   return Buffer.from(
     ['hyperseal-kms-object/v1', o.uid, o.owner, o.objectType, o.algorithm, o.lengthBits].join('\0'),
     'utf8',
@@ -81,6 +84,10 @@ export class SqliteObjectStore implements ObjectStore {
 
   /** Opens (creating when new) the store; refuses a master key that is not this store's. */
   private txWaiters: { resolve(): void; reject(err: Error): void }[] | undefined;
+  private readonly walPath: string;
+  private readonly fsyncOnCommit: boolean;
+  /** The WAL flush in progress, if any; flushes run one after another. */
+  private flushing: Promise<void> = Promise.resolve();
 
   constructor(
     path: string,
@@ -90,7 +97,11 @@ export class SqliteObjectStore implements ObjectStore {
   ) {
     this.db = new Database(path);
     this.db.pragma('journal_mode = WAL');
-    this.db.pragma(durability === 'full' ? 'synchronous = FULL' : 'synchronous = NORMAL');
+    // NORMAL: SQLite itself does not fsync on commit; in 'full' mode we fsync the WAL
+    // ourselves, off the event loop (see commit()), which is what FULL would do inline.
+    this.db.pragma('synchronous = NORMAL');
+    this.walPath = `${path}-wal`;
+    this.fsyncOnCommit = durability === 'full';
     this.db.pragma('busy_timeout = 5000');
     this.db.exec(SCHEMA);
     const check = this.db.prepare<[string], { value: Buffer }>('SELECT value FROM meta WHERE key = ?');
@@ -125,7 +136,8 @@ export class SqliteObjectStore implements ObjectStore {
   }
 
   insert(obj: ManagedObject): Promise<void> {
-    const sealed = obj.material === undefined ? null : seal(this.masterKey, obj.material, materialContext(obj));
+    const sealed =
+      obj.material === undefined ? null : seal(this.masterKey, obj.material, materialContext(obj));
     return this.write(() => {
       this.stmts.insert.run({
         uid: obj.uid,
@@ -158,7 +170,10 @@ export class SqliteObjectStore implements ObjectStore {
       try {
         material = open(this.masterKey, row.sealed_material, materialContext(base));
       } catch {
-        throw new HypersealError('HS_ERR_KMS_STORE_CORRUPT', `the stored key material of object ${uid} failed authentication`);
+        throw new HypersealError(
+          'HS_ERR_KMS_STORE_CORRUPT',
+          `the stored key material of object ${uid} failed authentication`,
+        );
       }
     }
     return Promise.resolve({ ...base, attributes: decodeAttributeBlob(row.attributes), material });
@@ -177,7 +192,9 @@ export class SqliteObjectStore implements ObjectStore {
   }
 
   locate(f: LocateFilter): Promise<string[]> {
-    const where: string[] = ['(o.owner = @who OR EXISTS (SELECT 1 FROM grants g WHERE g.uid = o.uid AND g.identity = @who))'];
+    const where: string[] = [
+      '(o.owner = @who OR EXISTS (SELECT 1 FROM grants g WHERE g.uid = o.uid AND g.identity = @who))',
+    ];
     const params: Record<string, string | number> = { who: f.accessibleBy };
     if (f.objectType !== undefined) {
       where.push('o.object_type = @objectType');
@@ -217,7 +234,10 @@ export class SqliteObjectStore implements ObjectStore {
     return this.write(() => this.stmts.grant.run(uid, identity));
   }
 
-  /** Runs `change` atomically inside the shared transaction; resolves once it is committed. */
+  /**
+   * Applies `change` atomically inside the shared transaction, at once: later reads see
+   * it. It is durable only once `settled()` resolves; callers answer after that.
+   */
   private write(change: () => void): Promise<void> {
     if (this.txWaiters === undefined) {
       this.db.exec('BEGIN IMMEDIATE');
@@ -227,7 +247,7 @@ export class SqliteObjectStore implements ObjectStore {
     // A nested better-sqlite3 transaction is a SAVEPOINT: a failing change is undone
     // alone and the other writes of this group still commit.
     this.db.transaction(change)();
-    return new Promise((resolve, reject) => this.txWaiters?.push({ resolve, reject }));
+    return Promise.resolve();
   }
 
   private commit(): void {
@@ -241,12 +261,41 @@ export class SqliteObjectStore implements ObjectStore {
       for (const w of waiters) w.reject(e);
       return;
     }
-    for (const w of waiters) w.resolve();
+    if (!this.fsyncOnCommit) {
+      for (const w of waiters) w.resolve();
+      return;
+    }
+    // fdatasync on libuv's thread pool: the event loop keeps executing the next group
+    // while this one reaches the disk. Answers for this group wait for it.
+    this.flushing = this.flushing
+      .then(() => this.flushWal())
+      .then(
+        () => {
+          for (const w of waiters) w.resolve();
+        },
+        (err: unknown) => {
+          const e = new HypersealError(
+            'HS_ERR_INTERNAL',
+            `key store flush failed: ${(err as Error).message}`,
+          );
+          for (const w of waiters) w.reject(e);
+        },
+      );
   }
 
-  /** Resolves when no uncommitted write is pending (immediately when none is). */
+  private async flushWal(): Promise<void> {
+    // Opened per flush: SQLite may replace the WAL file after a checkpoint.
+    const handle = await fsp.open(this.walPath, 'r');
+    try {
+      await handle.datasync();
+    } finally {
+      await handle.close();
+    }
+  }
+
+  /** Resolves when every write made so far is committed and on disk. */
   settled(): Promise<void> {
-    if (this.txWaiters === undefined) return Promise.resolve();
+    if (this.txWaiters === undefined) return this.flushing;
     return new Promise((resolve, reject) => this.txWaiters?.push({ resolve, reject }));
   }
 
