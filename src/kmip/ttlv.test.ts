@@ -609,12 +609,12 @@ test('non-zero padding: HS_ERR_KMIP_BAD_PADDING', () => {
     'HS_ERR_KMIP_BAD_PADDING',
   );
   assertCode(() => decodeTtlv(hex('4200200800000003 010203ff00000000')), 'HS_ERR_KMIP_BAD_PADDING');
-  // In a real message: the padding after the Unique Batch Item ID (byte 0x80 of get_request).
+  // In a real message: the padding after the Unique Batch Item ID (value at byte 0x68 of get_request).
   const bytes = message('get_request');
-  assert.equal(bytes[0x79], 0x01);
-  bytes[0x7a] = 0x01;
+  assert.equal(bytes[0x68], 0x01);
+  bytes[0x69] = 0x01;
   const err = assertCode(() => decodeTtlv(bytes), 'HS_ERR_KMIP_BAD_PADDING');
-  assert.deepEqual(err.details, { offset: 0x7a });
+  assert.deepEqual(err.details, { offset: 0x69 });
 });
 
 test('Structure length not a multiple of 8: HS_ERR_KMIP_BAD_LENGTH', () => {
@@ -698,7 +698,7 @@ test('nesting over maxDepth: HS_ERR_KMIP_TOO_DEEP (the top-level message is dept
 test('more than maxItems items: HS_ERR_KMIP_TOO_LARGE', () => {
   const bytes = message('create_request');
   const n = countItems(decodeTtlv(bytes));
-  assert.equal(n, 24);
+  assert.equal(n, 26);
   assert.ok(decodeTtlv(bytes, { ...DEFAULT_TTLV_LIMITS, maxItems: n }));
   assertCode(() => decodeTtlv(bytes, { ...DEFAULT_TTLV_LIMITS, maxItems: n - 1 }), 'HS_ERR_KMIP_TOO_LARGE');
   // Default 65536: 65535 empty Text Strings in one Structure pass, 65536 do not.

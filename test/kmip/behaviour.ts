@@ -10,7 +10,13 @@ import { HypersealError } from '../../src/errors.js';
 import type { KmipAttribute } from '../../src/kmip/attributes.js';
 import { AttributeName } from '../../src/kmip/attributes.js';
 import type { KmipClient } from '../../src/kmip/client.js';
-import { CryptographicAlgorithm, Operation, RevocationReasonCode, State, enumName } from '../../src/kmip/enums.js';
+import {
+  CryptographicAlgorithm,
+  Operation,
+  RevocationReasonCode,
+  State,
+  enumName,
+} from '../../src/kmip/enums.js';
 
 export interface KmipBehaviourConnection {
   client: KmipClient;
@@ -25,22 +31,35 @@ const STATE_REFUSALS: ErrorCode[] = ['HS_ERR_KMIP_PERMISSION_DENIED', 'HS_ERR_KM
 const FOREIGN_REFUSALS: ErrorCode[] = ['HS_ERR_KMIP_ITEM_NOT_FOUND', 'HS_ERR_KMIP_PERMISSION_DENIED'];
 
 /** Awaits a promise that must fail with a HypersealError whose code is one of `codes`. */
-export async function refusedWith(promise: Promise<unknown>, codes: ErrorCode[], what: string): Promise<HypersealError> {
+export async function refusedWith(
+  promise: Promise<unknown>,
+  codes: ErrorCode[],
+  what: string,
+): Promise<HypersealError> {
   let outcome: unknown;
   try {
     outcome = await promise;
   } catch (err) {
     assert.ok(err instanceof HypersealError, `${what}: expected a HypersealError, got ${String(err)}`);
-    assert.ok(codes.includes(err.code), `${what}: expected one of ${codes.join(', ')}, got ${err.code}: ${err.message}`);
+    assert.ok(
+      codes.includes(err.code),
+      `${what}: expected one of ${codes.join(', ')}, got ${err.code}: ${err.message}`,
+    );
     return err;
   }
-  return assert.fail(`${what}: expected a refusal (${codes.join(' or ')}), but it succeeded: ${JSON.stringify(outcome)}`);
+  return assert.fail(
+    `${what}: expected a refusal (${codes.join(' or ')}), but it succeeded: ${JSON.stringify(outcome)}`,
+  );
 }
 
 /** The value of a single-valued Enumeration attribute (e.g. State) in a Get Attributes answer. */
 export function enumAttribute(attributes: KmipAttribute[], name: string): number {
   const found = attributes.filter((a) => a.name === name);
-  assert.equal(found.length, 1, `expected exactly one '${name}' in ${attributes.map((a) => a.name).join(', ')}`);
+  assert.equal(
+    found.length,
+    1,
+    `expected exactly one '${name}' in ${attributes.map((a) => a.name).join(', ')}`,
+  );
   const value = found[0]?.value;
   assert.equal(value?.type, 'Enumeration', `'${name}' should be an Enumeration`);
   return value.value;
@@ -93,7 +112,10 @@ export function kmipBehaviourSuite(name: string, connect: () => Promise<KmipBeha
       // All attributes, not just State: every one the server sends must decode.
       const attributes = await c.getAttributes(uid);
       assert.equal(stateName(enumAttribute(attributes, AttributeName.State)), 'PreActive');
-      assert.equal(enumAttribute(attributes, AttributeName.CryptographicAlgorithm), CryptographicAlgorithm.AES);
+      assert.equal(
+        enumAttribute(attributes, AttributeName.CryptographicAlgorithm),
+        CryptographicAlgorithm.AES,
+      );
 
       await c.activate(uid);
       assert.equal(stateName(await stateOf(c, uid)), 'Active');
@@ -137,7 +159,10 @@ export function kmipBehaviourSuite(name: string, connect: () => Promise<KmipBeha
       await c.activate(active);
 
       const activeAes = await c.locate({ state: State.Active, algorithm: CryptographicAlgorithm.AES });
-      assert.ok(activeAes.includes(active), `Active AES keys should include ${active}: ${activeAes.join(', ')}`);
+      assert.ok(
+        activeAes.includes(active),
+        `Active AES keys should include ${active}: ${activeAes.join(', ')}`,
+      );
       assert.ok(!activeAes.includes(preActive), 'a Pre-Active key must not match State = Active');
 
       const preActiveAes = await c.locate({ state: State.PreActive, algorithm: CryptographicAlgorithm.AES });
@@ -180,7 +205,11 @@ export function kmipBehaviourSuite(name: string, connect: () => Promise<KmipBeha
     void test('Get of an unknown identifier: Item Not Found with the server’s message', async () => {
       // Numeric, so it is a well-formed identifier for PyKMIP (integer ids) as well as ours.
       const unknown = String(900_000_000 + randomInt(99_999_999));
-      const err = await refusedWith(client().get(unknown), ['HS_ERR_KMIP_ITEM_NOT_FOUND'], 'Get of an unknown id');
+      const err = await refusedWith(
+        client().get(unknown),
+        ['HS_ERR_KMIP_ITEM_NOT_FOUND'],
+        'Get of an unknown id',
+      );
       assert.match(err.message, /^KMIP Get on \S+ failed \(OperationFailed, ItemNotFound\): /);
       // Both servers word it the same way, and name the identifier.
       assert.ok(err.message.includes(`Could not locate object: ${unknown}`), err.message);
@@ -199,7 +228,11 @@ export function kmipBehaviourSuite(name: string, connect: () => Promise<KmipBeha
 
       const afterwards = await owner.get(uid);
       assert.ok(afterwards.material.equals(original.material), 'the owner still has the same key');
-      assert.equal(stateName(await stateOf(owner, uid)), 'PreActive', 'the stranger’s Activate had no effect');
+      assert.equal(
+        stateName(await stateOf(owner, uid)),
+        'PreActive',
+        'the stranger’s Activate had no effect',
+      );
     });
 
     void test('pipelining: 50 concurrent Creates on one connection', async () => {

@@ -41,8 +41,13 @@ async function clientFor(identity: string): Promise<KmipClient> {
   });
 }
 
-function textValue(attributes: { name: string; value: { type: string; value: unknown } }[], name: string): unknown[] {
-  return attributes.filter((a) => a.name === name).map((a) => (a.value.type === 'TextString' ? a.value.value : a.value));
+function textValue(
+  attributes: { name: string; value: { type: string; value: unknown } }[],
+  name: string,
+): unknown[] {
+  return attributes
+    .filter((a) => a.name === name)
+    .map((a) => (a.value.type === 'TextString' ? a.value.value : a.value));
 }
 
 void describe('our embedded key server', () => {
@@ -117,10 +122,9 @@ void describe('our embedded key server', () => {
     void test('Register of known key material, then Get returns exactly it', async () => {
       const material = randomBytes(32);
       const expected = Buffer.from(material);
-      const uid = await c().register(
-        { algorithm: CryptographicAlgorithm.AES, lengthBits: 256, material },
-        [attr.name(uniqueName('hs-registered'))],
-      );
+      const uid = await c().register({ algorithm: CryptographicAlgorithm.AES, lengthBits: 256, material }, [
+        attr.name(uniqueName('hs-registered')),
+      ]);
       const key = await c().get(uid);
       assert.equal(key.algorithm, CryptographicAlgorithm.AES);
       assert.equal(key.lengthBits, 256);
@@ -150,7 +154,12 @@ void describe('our embedded key server', () => {
       assert.equal(activated.resultStatus, ResultStatus.Success, activated.resultMessage);
       assert.equal(activated.operation, Operation.Activate);
       const uid = required(created.payload ?? [], Tag.UniqueIdentifier, 'TextString', 'Create').value;
-      const activatedUid = required(activated.payload ?? [], Tag.UniqueIdentifier, 'TextString', 'Activate').value;
+      const activatedUid = required(
+        activated.payload ?? [],
+        Tag.UniqueIdentifier,
+        'TextString',
+        'Activate',
+      ).value;
       assert.equal(activatedUid, uid);
       assert.equal(enumName(State, await stateOf(c(), uid)), 'Active');
     });

@@ -25,7 +25,11 @@ let ca: CertifiedKey | undefined;
 const identities = new Map<string, CertifiedKey>();
 
 function writeTls(at: string, name: string, authority: CertifiedKey, leaf: CertifiedKey): TlsFiles {
-  const files = { caPath: join(at, 'ca.pem'), certPath: join(at, `${name}.pem`), keyPath: join(at, `${name}.key`) };
+  const files = {
+    caPath: join(at, 'ca.pem'),
+    certPath: join(at, `${name}.pem`),
+    keyPath: join(at, `${name}.key`),
+  };
   writeFileSync(files.caPath, authority.certPem);
   writeFileSync(files.certPath, leaf.certPem);
   writeFileSync(files.keyPath, leaf.keyPem, { mode: 0o600 });
@@ -34,8 +38,17 @@ function writeTls(at: string, name: string, authority: CertifiedKey, leaf: Certi
 
 function clientFor(identity: string): KmipClient {
   const cert = identities.get(identity);
-  assert.ok(server !== undefined && ca !== undefined && cert !== undefined, 'the PyKMIP server is not running');
-  return new KmipClient({ host: server.host, port: server.port, ca: ca.certPem, cert: cert.certPem, key: cert.keyPem });
+  assert.ok(
+    server !== undefined && ca !== undefined && cert !== undefined,
+    'the PyKMIP server is not running',
+  );
+  return new KmipClient({
+    host: server.host,
+    port: server.port,
+    ca: ca.certPem,
+    cert: cert.certPem,
+    key: cert.keyPem,
+  });
 }
 
 /** Sessions PyKMIP has started so far (one per TLS connection). */
@@ -63,7 +76,10 @@ void describe('PyKMIP server', { skip: SKIP }, () => {
     ]);
     identities.set('owner', owner);
     identities.set('other', stranger);
-    server = await startPyKmipServer({ dir: join(dir, 'server'), tls: writeTls(dir, 'server', ca, serverCert) });
+    server = await startPyKmipServer({
+      dir: join(dir, 'server'),
+      tls: writeTls(dir, 'server', ca, serverCert),
+    });
   });
   after(async () => {
     await server?.stop();
