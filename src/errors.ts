@@ -35,11 +35,13 @@ export const ErrorCodes = {
   },
   HS_ERR_KMIP_PERMISSION_DENIED: {
     status: 403,
-    meaning: 'The key manager refused the operation for this identity or object state.',
+    meaning:
+      'The key manager refused the operation for this identity, or in the object’s current state (e.g. Destroy of an Active key).',
   },
   HS_ERR_KMIP_ILLEGAL_OPERATION: {
     status: 409,
-    meaning: 'The operation is not allowed in the object’s current state (e.g. Destroy of an Active key).',
+    meaning:
+      'The operation contradicts the object’s attributes (e.g. adding a second value to a single-valued attribute).',
   },
   HS_ERR_KMIP_OPERATION_FAILED: {
     status: 502,
