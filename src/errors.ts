@@ -51,6 +51,15 @@ export const ErrorCodes = {
     status: 502,
     meaning: 'The key manager did not accept our client credentials.',
   },
+  HS_ERR_KMIP_INVALID_REQUEST: {
+    status: 400,
+    meaning:
+      'The key manager rejected a value in the request (Invalid Field, Missing Data, Index Out of Bounds).',
+  },
+  HS_ERR_KMIP_BAD_RESPONSE: {
+    status: 502,
+    meaning: 'The key manager’s answer is not valid KMIP (malformed TTLV or a malformed response message).',
+  },
   HS_ERR_KMIP_UNSUPPORTED: {
     status: 501,
     meaning: 'The key manager does not support this operation or feature.',

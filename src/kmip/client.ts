@@ -3,7 +3,6 @@
  * Failures come back as HypersealErrors whose code reflects the KMIP Result Reason and
  * whose message names the operation, the server and the server's own words.
  */
-import { randomBytes } from 'node:crypto';
 import type { ErrorCode } from '../errors.js';
 import { HypersealError } from '../errors.js';
 import { trace, traceEnabled } from '../trace.js';
@@ -25,7 +24,7 @@ import {
   ResultStatus,
   enumName,
 } from './enums.js';
-import type { ProtocolVersion, RequestBatchItem, ResponseBatchItem } from './messages.js';
+import type { ProtocolVersion, RequestBatchItem, ResponseBatchItem, ResponseMessage } from './messages.js';
 import {
   KMIP_1_1,
   all,
@@ -89,7 +88,32 @@ const REASON_CODES: Partial<Record<number, ErrorCode>> = {
   [ResultReason.AuthenticationNotSuccessful]: 'HS_ERR_KMIP_AUTHENTICATION',
   [ResultReason.OperationNotSupported]: 'HS_ERR_KMIP_UNSUPPORTED',
   [ResultReason.FeatureNotSupported]: 'HS_ERR_KMIP_UNSUPPORTED',
+  [ResultReason.KeyFormatTypeNotSupported]: 'HS_ERR_KMIP_UNSUPPORTED',
+  [ResultReason.KeyCompressionTypeNotSupported]: 'HS_ERR_KMIP_UNSUPPORTED',
+  [ResultReason.InvalidField]: 'HS_ERR_KMIP_INVALID_REQUEST',
+  [ResultReason.MissingData]: 'HS_ERR_KMIP_INVALID_REQUEST',
+  [ResultReason.IndexOutOfBounds]: 'HS_ERR_KMIP_INVALID_REQUEST',
 };
+
+/** A malformed answer is the server's fault, not the caller's: report it as such. */
+function decodeAnswer(address: string, frame: Buffer): ResponseMessage {
+  try {
+    const root = decodeTtlv(frame);
+    if (traceEnabled('kmip')) trace('kmip', 'response', { address, ttlv: describeTtlv(root) });
+    return decodeResponse(root);
+  } catch (err) {
+    if (err instanceof HypersealError && err.code.startsWith('HS_ERR_KMIP_')) {
+      throw new HypersealError(
+        'HS_ERR_KMIP_BAD_RESPONSE',
+        `${address} sent an invalid KMIP response: ${err.message}`,
+        {
+          cause: err.code,
+        },
+      );
+    }
+    throw err;
+  }
+}
 
 /** Turns a failed batch item into the error our callers handle. */
 export function kmipFailure(address: string, operation: number, item: ResponseBatchItem): HypersealError {
@@ -140,9 +164,7 @@ export class KmipClient {
         throw err;
       response = await this.connection.roundTrip(frame);
     }
-    const root = decodeTtlv(response);
-    if (traceEnabled('kmip')) trace('kmip', 'response', { address: this.address, ttlv: describeTtlv(root) });
-    const msg = decodeResponse(root);
+    const msg = decodeAnswer(this.address, response);
     if (msg.batchItems.length !== items.length) {
       // PyKMIP answers a message it cannot parse with one unattributed failure item.
       const only = msg.batchItems[0];
@@ -150,7 +172,7 @@ export class KmipClient {
         return items.map(() => only);
       }
       throw new HypersealError(
-        'HS_ERR_KMIP_BAD_MESSAGE',
+        'HS_ERR_KMIP_BAD_RESPONSE',
         `${this.address} answered ${msg.batchItems.length} batch items to ${items.length}`,
       );
     }
@@ -160,7 +182,7 @@ export class KmipClient {
       const found = msg.batchItems.find((r) => r.uniqueBatchItemId?.equals(b.uniqueBatchItemId as Buffer));
       if (found === undefined) {
         throw new HypersealError(
-          'HS_ERR_KMIP_BAD_MESSAGE',
+          'HS_ERR_KMIP_BAD_RESPONSE',
           `${this.address} did not answer every batch item`,
         );
       }
@@ -171,7 +193,8 @@ export class KmipClient {
   /** One operation; throws on failure, returns the response payload on success. */
   async call(operation: number, payload: TtlvItem[]): Promise<TtlvItem[]> {
     const [item] = await this.batch([{ operation, payload }]);
-    if (item === undefined) throw new HypersealError('HS_ERR_KMIP_BAD_MESSAGE', 'empty response');
+    if (item === undefined)
+      throw new HypersealError('HS_ERR_KMIP_BAD_RESPONSE', `${this.address} sent an empty response`);
     if (item.resultStatus !== ResultStatus.Success) throw kmipFailure(this.address, operation, item);
     return item.payload ?? [];
   }
@@ -306,9 +329,4 @@ export class KmipClient {
     const out = await this.call(Operation.Locate, payload);
     return all(out, Tag.UniqueIdentifier, 'TextString').map((i) => i.value);
   }
-}
-
-/** A random Unique Batch Item ID, for callers building their own batches. */
-export function newBatchItemId(): Buffer {
-  return randomBytes(8);
 }

@@ -32,6 +32,8 @@ interface Pending {
 export class KmipConnection {
   private socket: tls.TLSSocket | undefined;
   private connecting: Promise<tls.TLSSocket> | undefined;
+  /** The socket of `connecting`, so that close() can abort a handshake in progress. */
+  private handshaking: tls.TLSSocket | undefined;
   private framer: TtlvFramer;
   private pending: Pending[] = [];
   private closed = false;
@@ -67,6 +69,11 @@ export class KmipConnection {
 
   close(): void {
     this.closed = true;
+    // A connect still in progress would otherwise complete, send its request and keep
+    // the process alive on an open socket nobody will ever close.
+    this.handshaking?.destroy(
+      new HypersealError('HS_ERR_KMIP_CONNECTION_CLOSED', 'the KMIP client was closed'),
+    );
     this.drop(new HypersealError('HS_ERR_KMIP_CONNECTION_CLOSED', 'the KMIP client was closed'));
   }
 
@@ -98,8 +105,10 @@ export class KmipConnection {
         ),
       );
       socket.setNoDelay(true);
+      this.handshaking = socket;
       const onError = (err: Error): void => {
         this.connecting = undefined;
+        this.handshaking = undefined;
         reject(
           err instanceof HypersealError
             ? err
@@ -113,6 +122,7 @@ export class KmipConnection {
         socket.setTimeout(0);
         socket.off('error', onError);
         this.connecting = undefined;
+        this.handshaking = undefined;
         this.socket = socket;
         this.framer = new TtlvFramer(this.opts.maxMessageBytes ?? DEFAULT_TTLV_LIMITS.maxMessageBytes);
         trace('kmip', 'connected', {
@@ -158,7 +168,7 @@ export class KmipConnection {
       const p = this.pending.shift();
       if (p === undefined) {
         this.drop(
-          new HypersealError('HS_ERR_KMIP_BAD_MESSAGE', `${this.address} sent a response nobody asked for`),
+          new HypersealError('HS_ERR_KMIP_BAD_RESPONSE', `${this.address} sent a response nobody asked for`),
         );
         return;
       }

@@ -14,6 +14,7 @@
  * kill -9 at any point leaves either no store (the next start creates everything again)
  * or a complete setup.
  */
+import { X509Certificate, createPrivateKey, createPublicKey } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -72,7 +73,14 @@ export class KmsDataDir {
       }
     }
     const store = new SqliteObjectStore(storePath, masterKey, source.description, opts.durability ?? 'full');
-    return new KmsDataDir(dir, masterKey, store);
+    const kms = new KmsDataDir(dir, masterKey, store);
+    try {
+      kms.verifyCertificates();
+    } catch (err) {
+      await kms.close();
+      throw err;
+    }
+    return kms;
   }
 
   private static async initialise(dir: string, masterKey: Buffer, serverNames: string[]): Promise<void> {
@@ -100,6 +108,34 @@ export class KmsDataDir {
     );
     writeFileAtomic(join(dir, KMS_FILES.serverCert), server.certPem);
     writeFileAtomic(join(dir, KMS_FILES.ca), ca.certPem);
+  }
+
+  /**
+   * ca.pem and server.pem are plain files; their private keys are sealed. Someone who can
+   * write the directory could swap ca.pem for their own CA (and then connect as anyone),
+   * so each certificate must match its sealed key, and the server's must chain to the CA.
+   */
+  private verifyCertificates(): void {
+    const check = (certPem: string, keyPem: string, what: string): X509Certificate => {
+      const cert = new X509Certificate(certPem);
+      const pub = createPublicKey(createPrivateKey(keyPem)).export({ type: 'spki', format: 'der' });
+      if (!pub.equals(cert.publicKey.export({ type: 'spki', format: 'der' }))) {
+        throw new HypersealError(
+          'HS_ERR_CONFIG',
+          `${what} in ${this.dir} does not match its sealed private key: it was replaced`,
+        );
+      }
+      return cert;
+    };
+    const ca = check(this.caCertPem(), this.unsealFile(KMS_FILES.caKey), KMS_FILES.ca);
+    const creds = this.serverCredentials();
+    const server = check(creds.certPem, creds.keyPem, KMS_FILES.serverCert);
+    if (!server.checkIssued(ca) || !server.verify(ca.publicKey)) {
+      throw new HypersealError(
+        'HS_ERR_CONFIG',
+        `${KMS_FILES.serverCert} in ${this.dir} was not issued by ${KMS_FILES.ca}`,
+      );
+    }
   }
 
   get caPath(): string {
