@@ -116,7 +116,9 @@ export class KmipServer {
       for (const frame of frames) {
         inFlight++;
         if (inFlight >= maxInFlight) socket.pause();
-        const answer = this.opts.handler(frame, peer);
+        // Promise.resolve().then: a handler that throws synchronously fails this
+        // connection, never the process.
+        const answer = Promise.resolve().then(() => this.opts.handler(frame, peer));
         // Its failure is reported through `writes`; this only marks it as handled.
         answer.catch(() => undefined);
         writes = writes.then(async () => {

@@ -53,7 +53,7 @@ import {
 } from '../kmip/messages.js';
 import { Tag } from '../kmip/tags.js';
 import type { TtlvItem } from '../kmip/ttlv.js';
-import { DEFAULT_TTLV_LIMITS, decodeTtlv, encodeTtlv, ttlv } from '../kmip/ttlv.js';
+import { DEFAULT_TTLV_LIMITS, decodeTtlv, encodeTtlv, encodedLength, ttlv } from '../kmip/ttlv.js';
 import type { ManagedObject, ObjectStore } from './store.js';
 
 /** A refusal with a KMIP Result Reason; its message goes to the client verbatim. */
@@ -107,6 +107,26 @@ function wipeKeyMaterial(items: TtlvItem[] | undefined): void {
   for (const i of items ?? []) {
     if (i.type === 'Structure') wipeKeyMaterial(i.value);
     else if (i.type === 'ByteString' && (i.tag === Tag.KeyMaterial || i.tag === Tag.Key)) zeroize(i.value);
+  }
+}
+
+/**
+ * Bounds what one object may carry, well inside the codec's limits, so a stored object
+ * always decodes again and one client cannot bloat the store through attributes.
+ */
+export const MAX_ATTRIBUTES_PER_OBJECT = 256;
+export const MAX_ATTRIBUTE_BYTES_PER_OBJECT = 64 * 1024;
+
+function checkAttributeBudget(attributes: KmipAttribute[]): void {
+  if (attributes.length > MAX_ATTRIBUTES_PER_OBJECT) {
+    refuse(ResultReason.InvalidField, `an object may carry at most ${MAX_ATTRIBUTES_PER_OBJECT} attributes`);
+  }
+  const bytes = attributes.reduce((n, a) => n + encodedLength(encodeAttribute(a)), 0);
+  if (bytes > MAX_ATTRIBUTE_BYTES_PER_OBJECT) {
+    refuse(
+      ResultReason.InvalidField,
+      `an object's attributes may take at most ${MAX_ATTRIBUTE_BYTES_PER_OBJECT} bytes`,
+    );
   }
 }
 
@@ -384,6 +404,7 @@ export class KmsEngine {
     lengthBits: number,
     activationDate: number | undefined,
   ): Promise<string> {
+    checkAttributeBudget(attributes);
     const t = now();
     const active = activationDate !== undefined && activationDate <= t;
     let rest = setDate(attributes, AttributeName.InitialDate, t);
@@ -579,6 +600,7 @@ export class KmsEngine {
     attributes: KmipAttribute[],
     state?: number,
   ): Promise<void> {
+    checkAttributeBudget(attributes);
     const withDate = setDate(attributes, AttributeName.LastChangeDate, now());
     await this.store.update(
       obj.uid,

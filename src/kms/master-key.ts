@@ -8,7 +8,18 @@
  *      move it to its own volume or vault; docs/kmip.md says how.
  */
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fchmodSync,
+  fsyncSync,
+  linkSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { KEY_BYTES } from '../crypto/aead.js';
@@ -64,9 +75,32 @@ export function loadMasterKey(source: MasterKeySource, create: boolean): Buffer 
     );
   }
   const key = randomBytes(KEY_BYTES);
-  mkdirSync(dirname(source.path), { recursive: true, mode: 0o700 });
-  writeFileSync(source.path, key.toString('base64') + '\n', { mode: 0o600, flag: 'wx' });
-  chmodSync(source.path, 0o600);
+  const dir = dirname(source.path);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  // Written in full and fsynced under a temporary name, linked into place (link, unlike
+  // rename, never replaces a key file that appeared meanwhile), then the directory is
+  // fsynced: a crash or power loss leaves no key file or a complete one, never an empty
+  // one beside a store sealed under a key that is gone.
+  const tmp = `${source.path}.tmp-${process.pid}`;
+  const fd = openSync(tmp, 'w', 0o600);
+  try {
+    fchmodSync(fd, 0o600);
+    writeFileSync(fd, key.toString('base64') + '\n');
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  try {
+    linkSync(tmp, source.path);
+  } finally {
+    unlinkSync(tmp);
+  }
+  const dirFd = openSync(dir, 'r');
+  try {
+    fsyncSync(dirFd);
+  } finally {
+    closeSync(dirFd);
+  }
   return key;
 }
 

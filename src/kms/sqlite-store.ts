@@ -95,25 +95,32 @@ export class SqliteObjectStore implements ObjectStore {
     masterKeyWhere: string,
     durability: StoreDurability = 'full',
   ) {
-    this.db = new Database(path);
-    this.db.pragma('journal_mode = WAL');
-    // NORMAL: SQLite itself does not fsync on commit; in 'full' mode we fsync the WAL
-    // ourselves, off the event loop (see commit()), which is what FULL would do inline.
-    this.db.pragma('synchronous = NORMAL');
     this.walPath = `${path}-wal`;
     this.fsyncOnCommit = durability === 'full';
-    this.db.pragma('busy_timeout = 5000');
-    this.db.exec(SCHEMA);
-    const check = this.db.prepare<[string], { value: Buffer }>('SELECT value FROM meta WHERE key = ?');
-    const existing = check.get('master_key_check');
-    if (existing === undefined) {
-      const insert = this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)');
-      this.db.transaction(() => {
-        insert.run('master_key_check', masterKeyCheck(masterKey));
-        insert.run('store_id', Buffer.from(randomUUID()));
-      })();
-    } else {
-      verifyMasterKey(masterKey, existing.value, masterKeyWhere);
+    this.db = new Database(path);
+    // A refused master key (or any failure here) must not leave the file open: the handle
+    // would keep -wal/-shm files in the data directory and the database locked.
+    try {
+      this.db.pragma('journal_mode = WAL');
+      // NORMAL: SQLite itself does not fsync on commit; in 'full' mode we fsync the WAL
+      // ourselves, off the event loop (see commit()), which is what FULL would do inline.
+      this.db.pragma('synchronous = NORMAL');
+      this.db.pragma('busy_timeout = 5000');
+      this.db.exec(SCHEMA);
+      const check = this.db.prepare<[string], { value: Buffer }>('SELECT value FROM meta WHERE key = ?');
+      const existing = check.get('master_key_check');
+      if (existing === undefined) {
+        const insert = this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)');
+        this.db.transaction(() => {
+          insert.run('master_key_check', masterKeyCheck(masterKey));
+          insert.run('store_id', Buffer.from(randomUUID()));
+        })();
+      } else {
+        verifyMasterKey(masterKey, existing.value, masterKeyWhere);
+      }
+    } catch (err) {
+      this.db.close();
+      throw err;
     }
     this.stmts = {
       insert: this.db.prepare(
