@@ -72,9 +72,15 @@ function bigIntBytes(v: bigint): Buffer {
   // the size (growing the length 8 bytes at a time and shifting per byte was quadratic).
   const magnitude = v < 0n ? ~v : v; // ~v = -v - 1: the bits a negative value needs
   const digits = magnitude.toString(16);
-  const bits = magnitude === 0n ? 0 : (digits.length - 1) * 4 + parseInt(digits[0] as string, 16).toString(2).length;
+  const bits =
+    magnitude === 0n ? 0 : (digits.length - 1) * 4 + parseInt(digits[0] as string, 16).toString(2).length;
   const len = Math.max(8, Math.ceil((bits + 1) / 64) * 8); // + 1 for the sign bit
-  return Buffer.from(BigInt.asUintN(len * 8, v).toString(16).padStart(len * 2, '0'), 'hex');
+  return Buffer.from(
+    BigInt.asUintN(len * 8, v)
+      .toString(16)
+      .padStart(len * 2, '0'),
+    'hex',
+  );
 }
 
 function valueLength(item: TtlvItem): number {
