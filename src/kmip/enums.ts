@@ -128,6 +128,18 @@ export const KeyFormatType = {
   X509: 0x05,
   ECPrivateKey: 0x06,
   TransparentSymmetricKey: 0x07,
+  TransparentDSAPrivateKey: 0x08,
+  TransparentDSAPublicKey: 0x09,
+  TransparentRSAPrivateKey: 0x0a,
+  TransparentRSAPublicKey: 0x0b,
+  TransparentDHPrivateKey: 0x0c,
+  TransparentDHPublicKey: 0x0d,
+  TransparentECDSAPrivateKey: 0x0e,
+  TransparentECDSAPublicKey: 0x0f,
+  TransparentECDHPrivateKey: 0x10,
+  TransparentECDHPublicKey: 0x11,
+  TransparentECMQVPrivateKey: 0x12,
+  TransparentECMQVPublicKey: 0x13,
 } as const;
 export type KeyFormatType = (typeof KeyFormatType)[keyof typeof KeyFormatType];
 

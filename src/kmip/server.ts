@@ -11,6 +11,7 @@ import tls from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { HypersealError } from '../errors.js';
 import { trace } from '../trace.js';
+import { corkedWrite } from './cork.js';
 import { DEFAULT_TTLV_LIMITS, TtlvFramer } from './ttlv.js';
 
 export interface KmipPeer {
@@ -123,7 +124,7 @@ export class KmipServer {
         answer.catch(() => undefined);
         writes = writes.then(async () => {
           const response = await answer;
-          if (!socket.destroyed) socket.write(response, () => response.fill(0));
+          if (!socket.destroyed) corkedWrite(socket, response, () => response.fill(0));
           inFlight--;
           if (inFlight < maxInFlight && socket.isPaused() && !socket.destroyed) socket.resume();
         });

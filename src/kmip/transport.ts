@@ -7,6 +7,7 @@ import tls from 'node:tls';
 import { isIP } from 'node:net';
 import { HypersealError } from '../errors.js';
 import { trace } from '../trace.js';
+import { corkedWrite } from './cork.js';
 import { DEFAULT_TTLV_LIMITS, TtlvFramer } from './ttlv.js';
 
 export interface KmipTlsOptions {
@@ -63,7 +64,7 @@ export class KmipConnection {
         );
       }, timeoutMs);
       this.pending.push({ resolve, reject, timer });
-      socket.write(frame);
+      corkedWrite(socket, frame);
     });
   }
 

@@ -52,6 +52,8 @@ export interface TtlvLimits {
 export const DEFAULT_TTLV_LIMITS: TtlvLimits = { maxMessageBytes: 1 << 20, maxDepth: 16, maxItems: 65536 };
 
 const HEADER_BYTES = 8;
+/** Upper bound on any configured maxDepth (KMIP 1.1 messages nest fewer than 10 levels). */
+export const MAX_SAFE_DEPTH = 256;
 const typeNames = new Map<number, ItemTypeName>(
   Object.entries(ItemType).map(([k, v]) => [v, k as ItemTypeName]),
 );
@@ -321,7 +323,10 @@ export function decodeTtlv(buf: Buffer, limits: TtlvLimits = DEFAULT_TTLV_LIMITS
   if (buf.length > limits.maxMessageBytes) {
     fail('HS_ERR_KMIP_TOO_LARGE', `message of ${buf.length} bytes exceeds ${limits.maxMessageBytes}`, 0);
   }
-  const [item, next] = new Reader(buf, limits).read(0, buf.length, 1);
+  // The decoder recurses once per nesting level; a hard cap keeps a careless limit from
+  // turning hostile nesting into a stack overflow.
+  const safe = { ...limits, maxDepth: Math.min(limits.maxDepth, MAX_SAFE_DEPTH) };
+  const [item, next] = new Reader(buf, safe).read(0, buf.length, 1);
   if (next !== buf.length)
     fail('HS_ERR_KMIP_TRAILING_BYTES', `${buf.length - next} bytes after the message`, next);
   return item;
@@ -340,6 +345,9 @@ export class TtlvFramer {
 
   /** Feeds bytes; returns every message completed by them, in order. */
   push(chunk: Buffer): Buffer[] {
+    // A bad header after whole messages in the same chunk: those messages are still
+    // delivered, and the error is raised on the next push.
+    if (this.failure !== undefined) throw this.failure;
     this.chunks.push(chunk);
     this.buffered += chunk.length;
     const out: Buffer[] = [];
@@ -347,17 +355,30 @@ export class TtlvFramer {
       if (this.buffered < HEADER_BYTES) return out;
       const head = this.peek(HEADER_BYTES);
       const len = head.readUInt32BE(4);
-      if (head[3] !== ItemType.Structure) {
-        fail('HS_ERR_KMIP_BAD_TYPE', 'a KMIP message must be a Structure', 0);
-      }
       const total = HEADER_BYTES + len;
-      if (total > this.maxMessageBytes) {
-        fail('HS_ERR_KMIP_TOO_LARGE', `message of ${total} bytes exceeds ${this.maxMessageBytes}`, 0);
+      let problem: HypersealError | undefined;
+      if (head[3] !== ItemType.Structure) {
+        problem = new HypersealError(
+          'HS_ERR_KMIP_BAD_TYPE',
+          'a KMIP message must be a Structure (at byte 0)',
+        );
+      } else if (total > this.maxMessageBytes) {
+        problem = new HypersealError(
+          'HS_ERR_KMIP_TOO_LARGE',
+          `message of ${total} bytes exceeds ${this.maxMessageBytes} (at byte 0)`,
+        );
+      }
+      if (problem !== undefined) {
+        if (out.length === 0) throw problem;
+        this.failure = problem;
+        return out;
       }
       if (this.buffered < total) return out;
       out.push(this.take(total));
     }
   }
+
+  private failure: HypersealError | undefined;
 
   /** Bytes received but not yet part of a whole message. */
   get pendingBytes(): number {

@@ -334,9 +334,7 @@ export class KmsEngine {
         'no Unique Identifier given and no earlier batch item produced one',
       );
     }
-    const obj = (await this.store.canAccess(uid, ctx.identity))
-      ? await this.store.get(uid, withMaterial)
-      : undefined;
+    const obj = await this.store.get(uid, withMaterial, ctx.identity);
     if (obj === undefined) return refuse(ResultReason.ItemNotFound, `Could not locate object: ${uid}`);
     ctx.lastUid = uid;
     return obj;

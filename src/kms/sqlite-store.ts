@@ -86,8 +86,9 @@ export class SqliteObjectStore implements ObjectStore {
   private txWaiters: { resolve(): void; reject(err: Error): void }[] | undefined;
   private readonly walPath: string;
   private readonly fsyncOnCommit: boolean;
-  /** The WAL flush in progress, if any; flushes run one after another. */
-  private flushing: Promise<void> = Promise.resolve();
+  /** Committed groups whose answers wait for the next WAL flush. */
+  private unflushed: { resolve(): void; reject(err: Error): void }[] = [];
+  private flushInProgress = false;
 
   constructor(
     path: string,
@@ -138,6 +139,9 @@ export class SqliteObjectStore implements ObjectStore {
          UNION SELECT 1 FROM grants WHERE uid = ? AND identity = ?`,
       ),
       grant: this.db.prepare('INSERT OR IGNORE INTO grants (uid, identity) VALUES (?, ?)'),
+      granted: this.db.prepare<[string, string], { ok: number }>(
+        'SELECT 1 AS ok FROM grants WHERE uid = ? AND identity = ?',
+      ),
       count: this.db.prepare<[], { n: number }>('SELECT count(*) AS n FROM objects'),
     };
   }
@@ -161,9 +165,17 @@ export class SqliteObjectStore implements ObjectStore {
     });
   }
 
-  get(uid: string, withMaterial = true): Promise<ManagedObject | undefined> {
+  get(uid: string, withMaterial = true, accessibleBy?: string): Promise<ManagedObject | undefined> {
     const row = this.stmts.get.get(uid);
     if (row === undefined) return Promise.resolve(undefined);
+    // Access is checked before anything is unsealed; the owner needs no second query.
+    if (
+      accessibleBy !== undefined &&
+      row.owner !== accessibleBy &&
+      this.stmts.granted.get(uid, accessibleBy) === undefined
+    ) {
+      return Promise.resolve(undefined);
+    }
     const base = {
       uid: row.uid,
       owner: row.owner,
@@ -272,22 +284,36 @@ export class SqliteObjectStore implements ObjectStore {
       for (const w of waiters) w.resolve();
       return;
     }
-    // fdatasync on libuv's thread pool: the event loop keeps executing the next group
-    // while this one reaches the disk. Answers for this group wait for it.
-    this.flushing = this.flushing
-      .then(() => this.flushWal())
+    this.unflushed.push(...waiters);
+    if (!this.flushInProgress) this.flush();
+  }
+
+  /**
+   * fdatasync on libuv's thread pool: the event loop keeps executing and committing the
+   * next groups while one flush reaches the disk. Flushes coalesce: one flush covers
+   * every commit made before it started, so a slow disk means bigger groups, not a queue.
+   */
+  private flush(): void {
+    const batch = this.unflushed;
+    this.unflushed = [];
+    this.flushInProgress = true;
+    this.flushWal()
       .then(
         () => {
-          for (const w of waiters) w.resolve();
+          for (const w of batch) w.resolve();
         },
         (err: unknown) => {
           const e = new HypersealError(
             'HS_ERR_INTERNAL',
             `key store flush failed: ${(err as Error).message}`,
           );
-          for (const w of waiters) w.reject(e);
+          for (const w of batch) w.reject(e);
         },
-      );
+      )
+      .finally(() => {
+        this.flushInProgress = false;
+        if (this.unflushed.length > 0) this.flush();
+      });
   }
 
   private async flushWal(): Promise<void> {
@@ -302,8 +328,12 @@ export class SqliteObjectStore implements ObjectStore {
 
   /** Resolves when every write made so far is committed and on disk. */
   settled(): Promise<void> {
-    if (this.txWaiters === undefined) return this.flushing;
-    return new Promise((resolve, reject) => this.txWaiters?.push({ resolve, reject }));
+    if (this.txWaiters !== undefined) {
+      return new Promise((resolve, reject) => this.txWaiters?.push({ resolve, reject }));
+    }
+    if (!this.flushInProgress) return Promise.resolve();
+    // A flush is running and may have started before our last commit: wait for the next.
+    return new Promise((resolve, reject) => this.unflushed.push({ resolve, reject }));
   }
 
   count(): Promise<number> {

@@ -42,8 +42,11 @@ export interface ObjectUpdate {
 
 export interface ObjectStore {
   insert(obj: ManagedObject): Promise<void>;
-  /** The object, with its material unsealed unless `withMaterial` is false; undefined if absent. */
-  get(uid: string, withMaterial?: boolean): Promise<ManagedObject | undefined>;
+  /**
+   * The object, with its material unsealed unless `withMaterial` is false; undefined if
+   * absent, or if `accessibleBy` is given and that identity neither owns nor was granted it.
+   */
+  get(uid: string, withMaterial?: boolean, accessibleBy?: string): Promise<ManagedObject | undefined>;
   update(uid: string, change: ObjectUpdate): Promise<void>;
   locate(filter: LocateFilter): Promise<string[]>;
   canAccess(uid: string, identity: string): Promise<boolean>;
