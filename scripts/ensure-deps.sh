@@ -7,8 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the product and its tests use. python3-pykmip: the reference KMIP peer
-# the interoperability tests run against; openssl: `openssl speed` baselines in bench/.
-APT_PACKAGES=(python3-pykmip openssl)
+# the interoperability tests run against; openssl: `openssl speed` baselines in bench/;
+# postgresql: the server the store tests run their one suite against besides SQLite
+# (test/support/postgres.ts starts a throwaway cluster with its initdb and pg_ctl).
+APT_PACKAGES=(python3-pykmip openssl postgresql)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

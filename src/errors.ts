@@ -9,6 +9,16 @@ export const ErrorCodes = {
     status: 400,
     meaning: 'A command-line or API argument is missing or malformed.',
   },
+  HS_ERR_NOT_FOUND: { status: 404, meaning: 'The API has no such route or object.' },
+  HS_ERR_TOO_LARGE: { status: 413, meaning: 'The request body exceeds the configured limit.' },
+  HS_ERR_HOST_UNAVAILABLE: {
+    status: 503,
+    meaning: 'The manager cannot reach a host agent, or the agent answered with something unusable.',
+  },
+  HS_ERR_CONFLICT: {
+    status: 409,
+    meaning: 'The request conflicts with the object’s current state (e.g. deleting a running VM).',
+  },
   HS_ERR_CONFIG: { status: 500, meaning: 'A configuration file or data directory is missing or unusable.' },
 
   // KMIP codec (bytes on the wire)
@@ -92,8 +102,104 @@ export const ErrorCodes = {
     meaning: 'Sealed data failed authentication: it was altered, or the key is wrong.',
   },
 
+  // Manager database (src/store)
+  HS_ERR_DB_URL: {
+    status: 500,
+    meaning:
+      'The database URL is malformed or of an unsupported kind (use a file path, sqlite:PATH or postgres://…).',
+  },
+  HS_ERR_DB_UNAVAILABLE: {
+    status: 503,
+    meaning:
+      'The database cannot be opened or reached (file not openable, connection refused, login refused).',
+  },
+  HS_ERR_DB_CONFLICT: {
+    status: 409,
+    meaning: 'A write would duplicate a unique value (a name, a token or an id is already taken).',
+  },
+  HS_ERR_DB_CONSTRAINT: {
+    status: 409,
+    meaning:
+      'A write breaks a database rule other than uniqueness (a referenced row is missing or still in use, a value out of range).',
+  },
+  HS_ERR_DB_BUSY: {
+    status: 503,
+    meaning:
+      'The database stayed locked, or the transaction was chosen as a deadlock or serialization victim; retrying may succeed.',
+  },
+  HS_ERR_DB_SCHEMA: {
+    status: 500,
+    meaning:
+      'The database schema is not one this Hyperseal can use (newer, or with a different migration history), or a migration failed.',
+  },
+
   // PKI
   HS_ERR_PKI: { status: 500, meaning: 'A certificate or key could not be created, parsed or verified.' },
+
+  // Events (enhanced logging)
+  HS_ERR_EVENT_INVALID: {
+    status: 500,
+    meaning:
+      'Data given to the event log cannot be represented in an event (a cycle, a non-finite number, a class instance, nesting too deep).',
+  },
+  HS_ERR_EVENT_BAD_PATH: {
+    status: 400,
+    meaning: 'A change path is malformed (an empty segment, an unclosed [ or quote).',
+  },
+
+  // Authentication and authorization (manager)
+  HS_ERR_AUTH_REQUIRED: {
+    status: 401,
+    meaning: 'The request carries no credentials: sign in or send an API token.',
+  },
+  HS_ERR_AUTH_INVALID_CREDENTIALS: { status: 401, meaning: 'The user name or password is wrong.' },
+  HS_ERR_AUTH_INVALID_TOKEN: {
+    status: 401,
+    meaning: 'The token or session id is malformed, unknown or revoked.',
+  },
+  HS_ERR_AUTH_TOKEN_EXPIRED: { status: 401, meaning: 'The token or session has expired.' },
+  HS_ERR_AUTH_TOKEN_USED: { status: 401, meaning: 'The one-time token has already been used.' },
+  HS_ERR_AUTH_FORBIDDEN: {
+    status: 403,
+    meaning: 'The user lacks a privilege the operation requires; the message names it.',
+  },
+  HS_ERR_AUTH_UNKNOWN_PRIVILEGE: { status: 400, meaning: 'A role names a privilege that does not exist.' },
+  HS_ERR_AUTH_BUILT_IN_ROLE: {
+    status: 409,
+    meaning: 'Built-in roles cannot be created, renamed, changed or deleted.',
+  },
+  HS_ERR_AUTH_WEAK_PASSWORD: { status: 400, meaning: 'The new password does not meet the password policy.' },
+
+  // Host agent (src/agent): joining a manager, its mutual-TLS API, VM drivers
+  HS_ERR_AGENT_NOT_JOINED: {
+    status: 409,
+    meaning: 'The agent has not joined a manager: its data directory holds no complete identity.',
+  },
+  HS_ERR_AGENT_ALREADY_JOINED: {
+    status: 409,
+    meaning: 'The agent’s data directory already holds an identity from a manager.',
+  },
+  HS_ERR_AGENT_CA_MISMATCH: {
+    status: 502,
+    meaning:
+      'The manager’s CA certificate does not have the SHA-256 fingerprint given to join; the token was not sent.',
+  },
+  HS_ERR_AGENT_MANAGER_UNREACHABLE: {
+    status: 502,
+    meaning: 'The agent could not reach the manager (name not resolved, refused, TLS failed, timeout).',
+  },
+  HS_ERR_AGENT_ENROLL_BAD_RESPONSE: {
+    status: 502,
+    meaning: 'The manager’s answer to an enrollment is not usable (not JSON, missing fields, wrong certificate).',
+  },
+  HS_ERR_AGENT_PEER_REFUSED: {
+    status: 403,
+    meaning: 'The agent accepts calls only from the manager: the client certificate names another identity.',
+  },
+  HS_ERR_AGENT_DRIVER: {
+    status: 500,
+    meaning: 'The VM driver failed (QEMU would not start or answer, a disk could not be created).',
+  },
 } as const satisfies Record<string, { status: number; meaning: string }>;
 
 export type ErrorCode = keyof typeof ErrorCodes;

@@ -30,12 +30,22 @@ export interface MasterKeySource {
   description: string;
   /** Set when the key is (or will be) kept in a file. */
   path?: string;
+  /** Set when the key comes from this environment variable. */
+  envVar?: string;
 }
 
-export function defaultMasterKeyPath(dataDir: string): string {
+/** Whose master key: each process kind has its own (and its own environment variables). */
+export type MasterKeyRole = 'kms' | 'manager';
+
+const ENV: Record<MasterKeyRole, { key: string; file: string }> = {
+  kms: { key: 'HYPERSEAL_KMS_MASTER_KEY', file: 'HYPERSEAL_KMS_MASTER_KEY_FILE' },
+  manager: { key: 'HYPERSEAL_MANAGER_MASTER_KEY', file: 'HYPERSEAL_MANAGER_MASTER_KEY_FILE' },
+};
+
+export function defaultMasterKeyPath(dataDir: string, role: MasterKeyRole = 'kms'): string {
   const base = process.env.XDG_CONFIG_HOME ?? join(homedir(), '.config');
   const id = createHash('sha256').update(resolve(dataDir)).digest('hex').slice(0, 16);
-  return join(base, 'hyperseal', `kms-master-${id}.key`);
+  return join(base, 'hyperseal', `${role}-master-${id}.key`);
 }
 
 function parseKey(text: string, where: string): Buffer {
@@ -49,10 +59,14 @@ function parseKey(text: string, where: string): Buffer {
   return key;
 }
 
-export function resolveMasterKeySource(dataDir: string, file?: string): MasterKeySource {
-  if (process.env.HYPERSEAL_KMS_MASTER_KEY)
-    return { description: 'environment variable HYPERSEAL_KMS_MASTER_KEY' };
-  const path = file ?? process.env.HYPERSEAL_KMS_MASTER_KEY_FILE ?? defaultMasterKeyPath(dataDir);
+export function resolveMasterKeySource(
+  dataDir: string,
+  file?: string,
+  role: MasterKeyRole = 'kms',
+): MasterKeySource {
+  const env = ENV[role];
+  if (process.env[env.key]) return { description: `environment variable ${env.key}`, envVar: env.key };
+  const path = file ?? process.env[env.file] ?? defaultMasterKeyPath(dataDir, role);
   return { description: `file ${path}`, path };
 }
 
@@ -61,7 +75,7 @@ export function resolveMasterKeySource(dataDir: string, file?: string): MasterKe
  * brand-new store. A missing key for an existing store is an error, never a new key.
  */
 export function loadMasterKey(source: MasterKeySource, create: boolean): Buffer {
-  const env = process.env.HYPERSEAL_KMS_MASTER_KEY;
+  const env = source.envVar === undefined ? undefined : process.env[source.envVar];
   if (source.path === undefined) {
     if (!env) throw new HypersealError('HS_ERR_KMS_MASTER_KEY', `no master key in ${source.description}`);
     return parseKey(env, source.description);

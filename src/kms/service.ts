@@ -19,7 +19,7 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { isIP } from 'node:net';
-import { open, seal } from '../crypto/aead.js';
+import { readSealedFile, writeSealedFile } from '../crypto/sealed-file.js';
 import { HypersealError } from '../errors.js';
 import { writeFileAtomic } from '../fsutil.js';
 import { KmipServer } from '../kmip/server.js';
@@ -47,9 +47,6 @@ export interface KmsOpenOptions {
   durability?: StoreDurability;
 }
 
-function fileContext(name: string): Buffer {
-  return Buffer.from(`hyperseal-kms-file/v1\0${name}`, 'utf8');
-}
 
 export class KmsDataDir {
   private constructor(
@@ -96,16 +93,8 @@ export class KmsDataDir {
       ipAddresses: names.filter((n) => isIP(n) !== 0),
       validityDays: 825,
     });
-    writeFileAtomic(
-      join(dir, KMS_FILES.caKey),
-      seal(masterKey, Buffer.from(ca.keyPem), fileContext(KMS_FILES.caKey)),
-      0o600,
-    );
-    writeFileAtomic(
-      join(dir, KMS_FILES.serverKey),
-      seal(masterKey, Buffer.from(server.keyPem), fileContext(KMS_FILES.serverKey)),
-      0o600,
-    );
+    writeSealedFile(dir, KMS_FILES.caKey, masterKey, ca.keyPem);
+    writeSealedFile(dir, KMS_FILES.serverKey, masterKey, server.keyPem);
     writeFileAtomic(join(dir, KMS_FILES.serverCert), server.certPem);
     writeFileAtomic(join(dir, KMS_FILES.ca), ca.certPem);
   }
@@ -147,18 +136,7 @@ export class KmsDataDir {
   }
 
   private unsealFile(name: string): string {
-    try {
-      return open(this.masterKey, readFileSync(join(this.dir, name)), fileContext(name)).toString('utf8');
-    } catch (err) {
-      throw new HypersealError(
-        'HS_ERR_KMS_MASTER_KEY',
-        `cannot unseal ${name} with this master key`,
-        undefined,
-        {
-          cause: err,
-        },
-      );
-    }
+    return readSealedFile(this.dir, name, this.masterKey);
   }
 
   serverCredentials(): { certPem: string; keyPem: string } {

@@ -1,0 +1,120 @@
+/**
+ * What the agent needs from a hypervisor: one narrow interface, two implementations
+ * (sim-driver.ts: in memory, for scale tests and demos; qemu-driver.ts: real QEMU).
+ * The HTTP server only ever sees this interface, so both behave the same to the manager.
+ *
+ * State rules every driver follows (the manager relies on them):
+ * - define() creates or updates a VM; hardware changes need it stopped (HS_ERR_CONFLICT).
+ * - remove() needs it stopped; powerOn()/powerOff() are idempotent;
+ *   shutdown()/reset() of a stopped VM are HS_ERR_CONFLICT.
+ * - an unknown id is HS_ERR_NOT_FOUND.
+ */
+import { HypersealError } from '../errors.js';
+import type { ConsoleChunk, DriverKind, VmRuntime, VmSpec } from './api.js';
+
+export interface VmDriver {
+  readonly kind: DriverKind;
+  /** What this driver runs VMs with (facts report it). */
+  readonly accel: 'kvm' | 'tcg' | 'none';
+  /** Defines a VM or replaces the spec of a stopped one (creating missing disks). */
+  define(spec: VmSpec): Promise<VmRuntime>;
+  /** Forgets a stopped VM and deletes its files. */
+  remove(id: string): Promise<void>;
+  powerOn(id: string): Promise<VmRuntime>;
+  /** Hard power-off (QEMU quits at once). */
+  powerOff(id: string): Promise<VmRuntime>;
+  /** Presses the ACPI power button and waits up to timeoutMs for the guest to stop. */
+  shutdown(id: string, timeoutMs: number): Promise<VmRuntime>;
+  reset(id: string): Promise<VmRuntime>;
+  runtime(id: string): Promise<VmRuntime>;
+  list(): Promise<VmRuntime[]>;
+  /** Serial console output from byte `offset` on, at most CONSOLE_CHUNK_BYTES of it. */
+  console(id: string, offset: number): Promise<ConsoleChunk>;
+  /** After an agent restart: re-attaches VMs that kept running. Safe to call twice. */
+  recover(): Promise<void>;
+  /** Releases connections and files; running VMs keep running. */
+  close(): Promise<void>;
+}
+
+/** Console answers are bounded so one request cannot make the agent read a huge log. */
+export const CONSOLE_CHUNK_BYTES = 64 * 1024;
+
+export function vmNotFound(id: string): HypersealError {
+  return new HypersealError('HS_ERR_NOT_FOUND', `no VM ${JSON.stringify(id)} on this host`, { vmId: id });
+}
+
+export function vmStateConflict(id: string, state: string, wanted: string): HypersealError {
+  return new HypersealError('HS_ERR_CONFLICT', `VM ${id} is ${state}: cannot ${wanted}`, {
+    vmId: id,
+    state,
+  });
+}
+
+/**
+ * Cuts `bytes` (the whole log, or its tail starting at `base`) into a ConsoleChunk that
+ * starts at `offset` and ends on a UTF-8 character boundary, so a multi-byte character
+ * split across two reads is sent whole in the second rather than as two U+FFFD.
+ */
+export function consoleChunk(bytes: Buffer, base: number, offset: number): ConsoleChunk {
+  const end = base + bytes.length;
+  // An offset past the end (log recreated at power-on, or a made-up offset) reads nothing.
+  const start = Math.min(Math.max(offset, base), end);
+  let stop = Math.min(end, start + CONSOLE_CHUNK_BYTES);
+  if (stop < end) stop = start + utf8Boundary(bytes.subarray(start - base, stop - base));
+  return { offset: start, next: stop, data: bytes.subarray(start - base, stop - base).toString('utf8') };
+}
+
+/** Length of the longest prefix of `b` that does not end inside a UTF-8 sequence. */
+function utf8Boundary(b: Buffer): number {
+  // Look back at most 3 bytes for the lead byte of the last sequence.
+  for (let i = b.length - 1; i >= 0 && i >= b.length - 4; i--) {
+    const byte = b[i] ?? 0;
+    if ((byte & 0xc0) === 0x80) continue; // continuation byte
+    const need = byte >= 0xf0 ? 4 : byte >= 0xe0 ? 3 : byte >= 0xc0 ? 2 : 1;
+    return b.length - i >= need ? b.length : i;
+  }
+  return b.length; // not UTF-8 at all: the decoder's U+FFFD is the honest answer
+}
+
+/**
+ * Runs operations on the same VM one after another (a power-on racing a define or a
+ * delete must not interleave), while different VMs proceed in parallel. The manager
+ * already serializes per VM; this protects the agent from a retry overlapping the
+ * original request.
+ */
+export class VmLocks {
+  private readonly tails = new Map<string, Promise<unknown>>();
+
+  run<T>(id: string, op: () => Promise<T>): Promise<T> {
+    const prev = this.tails.get(id) ?? Promise.resolve();
+    const next = prev.then(op, op);
+    const tail = next.catch(() => undefined);
+    this.tails.set(id, tail);
+    // Forget idle VMs so 10,000 defined VMs do not keep 10,000 settled promises.
+    void tail.then(() => {
+      if (this.tails.get(id) === tail) this.tails.delete(id);
+    });
+    return next;
+  }
+}
+
+/** Wraps a driver so that every per-VM operation holds that VM's lock. */
+export function serializedDriver(driver: VmDriver): VmDriver {
+  const locks = new VmLocks();
+  return {
+    kind: driver.kind,
+    accel: driver.accel,
+    define: (spec) => locks.run(spec.id, () => driver.define(spec)),
+    remove: (id) => locks.run(id, () => driver.remove(id)),
+    powerOn: (id) => locks.run(id, () => driver.powerOn(id)),
+    powerOff: (id) => locks.run(id, () => driver.powerOff(id)),
+    shutdown: (id, timeoutMs) => locks.run(id, () => driver.shutdown(id, timeoutMs)),
+    reset: (id) => locks.run(id, () => driver.reset(id)),
+    // Reads do not wait behind a slow shutdown: they report the state as it is.
+    runtime: (id) => driver.runtime(id),
+    list: () => driver.list(),
+    console: (id, offset) => driver.console(id, offset),
+    recover: () => driver.recover(),
+    close: () => driver.close(),
+  };
+}

@@ -1,0 +1,193 @@
+/**
+ * Validation of what the manager sends (VmSpec, ids, offsets). Everything from the wire
+ * is `unknown` until it passes here; errors are HS_ERR_INVALID_ARGUMENT with the path of
+ * the offending field, so a manager bug is named precisely.
+ *
+ * Unknown fields are refused rather than ignored: a newer manager sending a setting this
+ * agent does not know (an encryption flag, say) must not get a VM that silently lacks it.
+ */
+import { isAbsolute, normalize } from 'node:path';
+import { HypersealError } from '../errors.js';
+import type { ShutdownRequest, VmDiskSpec, VmNicSpec, VmSpec } from './api.js';
+
+/**
+ * VM ids become directory names on datastores (`<datastore>/<vmId>/`), so they are
+ * restricted to characters that cannot escape a directory or need quoting.
+ */
+const VM_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+/** Disk and NIC ids become file names (`disk0.qcow2`) and QEMU ids. */
+const DEVICE_ID = /^[A-Za-z][A-Za-z0-9_-]{0,31}$/;
+/** A unicast MAC (low bit of the first octet clear), colon-separated. */
+const MAC = /^[0-9a-f][02468ace](?::[0-9a-f]{2}){5}$/i;
+// eslint-disable-next-line no-control-regex -- refusing control characters is the point
+const CONTROL = /[\u0000-\u001f\u007f]/;
+
+export const LIMITS = {
+  maxCpus: 256,
+  minMemoryMiB: 16,
+  maxMemoryMiB: 4 * 1024 * 1024,
+  maxDisks: 16,
+  maxDiskSizeMiB: 64 * 1024 * 1024,
+  maxNics: 8,
+  maxNameLength: 128,
+  maxPathLength: 1024,
+  maxShutdownTimeoutMs: 10 * 60_000,
+} as const;
+
+function invalid(message: string): HypersealError {
+  return new HypersealError('HS_ERR_INVALID_ARGUMENT', message);
+}
+
+export function parseVmId(value: unknown, where = 'VM id'): string {
+  if (typeof value !== 'string' || !VM_ID.test(value) || value === '.' || value === '..') {
+    throw invalid(`${where} must match ${VM_ID.source} (got ${JSON.stringify(value)})`);
+  }
+  return value;
+}
+
+type Obj = Record<string, unknown>;
+
+function object(value: unknown, where: string, keys: readonly string[]): Obj {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw invalid(`${where} must be a JSON object`);
+  }
+  const obj = value as Obj;
+  for (const k of Object.keys(obj)) {
+    if (!keys.includes(k)) throw invalid(`${where} has an unknown field ${JSON.stringify(k)}`);
+  }
+  for (const k of keys) {
+    if (obj[k] === undefined) throw invalid(`${where}.${k} is required`);
+  }
+  return obj;
+}
+
+function int(value: unknown, where: string, min: number, max: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw invalid(`${where} must be an integer from ${min} to ${max}`);
+  }
+  return value;
+}
+
+function text(value: unknown, where: string, maxLength: number): string {
+  if (typeof value !== 'string' || value.length === 0 || value.length > maxLength || CONTROL.test(value)) {
+    throw invalid(`${where} must be a string of 1 to ${maxLength} characters without control characters`);
+  }
+  return value;
+}
+
+function list(value: unknown, where: string, max: number): unknown[] {
+  if (!Array.isArray(value) || value.length > max) {
+    throw invalid(`${where} must be an array of at most ${max} items`);
+  }
+  return value;
+}
+
+function uniqueIds<T extends { id: string }>(items: T[], where: string): T[] {
+  const seen = new Set<string>();
+  for (const item of items) {
+    if (seen.has(item.id)) throw invalid(`${where} has the id ${JSON.stringify(item.id)} twice`);
+    seen.add(item.id);
+  }
+  return items;
+}
+
+function datastorePath(value: unknown, where: string): string {
+  const raw = text(value, where, LIMITS.maxPathLength);
+  const path = raw.length > 1 ? raw.replace(/\/+$/, '') : raw;
+  // Absolute and already normal (no '..', '.', '//'): the agent never resolves a
+  // datastore relative to its own working directory or through a parent reference.
+  if (!isAbsolute(path) || normalize(path) !== path) {
+    throw invalid(`${where} must be an absolute, normalized path (got ${JSON.stringify(raw)})`);
+  }
+  return path;
+}
+
+function disk(value: unknown, where: string): VmDiskSpec {
+  const o = object(value, where, ['id', 'sizeMiB', 'datastorePath']);
+  const id = o.id;
+  if (typeof id !== 'string' || !DEVICE_ID.test(id)) throw invalid(`${where}.id must match ${DEVICE_ID.source}`);
+  return {
+    id,
+    sizeMiB: int(o.sizeMiB, `${where}.sizeMiB`, 1, LIMITS.maxDiskSizeMiB),
+    datastorePath: datastorePath(o.datastorePath, `${where}.datastorePath`),
+  };
+}
+
+function nic(value: unknown, where: string): VmNicSpec {
+  const o = object(value, where, ['id', 'mac', 'network']);
+  const id = o.id;
+  if (typeof id !== 'string' || !DEVICE_ID.test(id)) throw invalid(`${where}.id must match ${DEVICE_ID.source}`);
+  const mac = o.mac;
+  if (typeof mac !== 'string' || !MAC.test(mac)) {
+    throw invalid(`${where}.mac must be a unicast MAC address like 52:54:00:12:34:56`);
+  }
+  return { id, mac: mac.toLowerCase(), network: text(o.network, `${where}.network`, 64) };
+}
+
+/** Parses a full VmSpec; `pathId`, when given, must equal the spec's id. */
+export function parseVmSpec(value: unknown, pathId?: string): VmSpec {
+  const o = object(value, 'spec', [
+    'id',
+    'name',
+    'cpus',
+    'memoryMiB',
+    'firmware',
+    'secureBoot',
+    'disks',
+    'nics',
+  ]);
+  const id = parseVmId(o.id, 'spec.id');
+  if (pathId !== undefined && id !== pathId) {
+    throw invalid(`spec.id ${JSON.stringify(id)} differs from the id in the path ${JSON.stringify(pathId)}`);
+  }
+  const firmware = o.firmware;
+  if (firmware !== 'bios' && firmware !== 'efi') throw invalid(`spec.firmware must be 'bios' or 'efi'`);
+  if (typeof o.secureBoot !== 'boolean') throw invalid('spec.secureBoot must be true or false');
+  if (o.secureBoot && firmware !== 'efi') {
+    throw invalid('spec.secureBoot needs firmware "efi": a BIOS VM has no UEFI Secure Boot');
+  }
+  return {
+    id,
+    name: text(o.name, 'spec.name', LIMITS.maxNameLength),
+    cpus: int(o.cpus, 'spec.cpus', 1, LIMITS.maxCpus),
+    memoryMiB: int(o.memoryMiB, 'spec.memoryMiB', LIMITS.minMemoryMiB, LIMITS.maxMemoryMiB),
+    firmware,
+    secureBoot: o.secureBoot,
+    disks: uniqueIds(
+      list(o.disks, 'spec.disks', LIMITS.maxDisks).map((d, i) => disk(d, `spec.disks[${i}]`)),
+      'spec.disks',
+    ),
+    nics: uniqueIds(
+      list(o.nics, 'spec.nics', LIMITS.maxNics).map((n, i) => nic(n, `spec.nics[${i}]`)),
+      'spec.nics',
+    ),
+  };
+}
+
+/** The shutdown body is optional; an empty body means "do not wait". */
+export function parseShutdownRequest(value: unknown): Required<ShutdownRequest> {
+  if (value === null || value === undefined) return { timeoutMs: 0 };
+  if (typeof value !== 'object' || Array.isArray(value)) throw invalid('shutdown body must be a JSON object');
+  const o = value as Obj;
+  for (const k of Object.keys(o)) {
+    if (k !== 'timeoutMs') throw invalid(`shutdown body has an unknown field ${JSON.stringify(k)}`);
+  }
+  return {
+    timeoutMs:
+      o.timeoutMs === undefined ? 0 : int(o.timeoutMs, 'timeoutMs', 0, LIMITS.maxShutdownTimeoutMs),
+  };
+}
+
+/** Console offsets are byte offsets into the serial log; absent means 0. */
+export function parseOffset(value: string | null): number {
+  if (value === null || value === '') return 0;
+  if (!/^\d{1,15}$/.test(value)) throw invalid('offset must be a non-negative integer');
+  return Number(value);
+}
+
+/** Whether two specs differ in anything that needs the VM stopped to change. */
+export function hardwareDiffers(a: VmSpec, b: VmSpec): boolean {
+  const { name: _a, ...hwA } = a;
+  const { name: _b, ...hwB } = b;
+  return JSON.stringify(hwA) !== JSON.stringify(hwB);
+}

@@ -1,0 +1,126 @@
+/**
+ * The manager's side of the agent contract (src/agent/api.ts): JSON over HTTPS with
+ * mutual TLS. The manager presents its client certificate (CN hyperseal-manager) and
+ * trusts only agent certificates issued by its own CA for that host's id: a certificate
+ * from elsewhere, or one issued to another host, is refused.
+ */
+import https from 'node:https';
+import type { ConsoleChunk, HostFacts, VmRuntime, VmSpec } from '../agent/api.js';
+import { AgentRoutes } from '../agent/api.js';
+import type { ErrorCode } from '../errors.js';
+import { ErrorCodes, HypersealError } from '../errors.js';
+
+export interface AgentClientOptions {
+  /** https://host:port of the agent. */
+  address: string;
+  /** The host's id: its certificate's CN must equal it. */
+  hostId: string;
+  caPem: string;
+  certPem: string;
+  keyPem: string;
+  timeoutMs?: number;
+}
+
+export class AgentClient {
+  private readonly agent: https.Agent;
+  private readonly base: URL;
+
+  constructor(private readonly opts: AgentClientOptions) {
+    this.base = new URL(opts.address);
+    // keepAlive: one TLS session reused across calls, as for KMIP.
+    this.agent = new https.Agent({
+      keepAlive: true,
+      maxSockets: 16,
+      ca: opts.caPem,
+      cert: opts.certPem,
+      key: opts.keyPem,
+      checkServerIdentity: (_host, cert) => {
+        const cn = cert.subject?.CN;
+        return cn === opts.hostId
+          ? undefined
+          : new Error(`the agent at ${opts.address} presented a certificate for '${String(cn)}', not host ${opts.hostId}`);
+      },
+    });
+  }
+
+  close(): void {
+    this.agent.destroy();
+  }
+
+  private async call<T>(route: { method: string; path: string }, id?: string, body?: unknown, query = ''): Promise<T> {
+    const path = route.path.replace(':id', encodeURIComponent(id ?? '')) + query;
+    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    return new Promise<T>((resolve, reject) => {
+      const req = https.request(
+        {
+          host: this.base.hostname,
+          port: this.base.port,
+          method: route.method,
+          path,
+          agent: this.agent,
+          timeout: this.opts.timeoutMs ?? 60_000,
+          headers: payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {},
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            const text = Buffer.concat(chunks).toString('utf8');
+            let parsed: unknown;
+            try {
+              parsed = text === '' ? null : JSON.parse(text);
+            } catch {
+              reject(new HypersealError('HS_ERR_HOST_UNAVAILABLE', `host ${this.opts.hostId} sent a non-JSON answer`));
+              return;
+            }
+            if ((res.statusCode ?? 500) >= 400) {
+              const e = parsed as { code?: string; message?: string } | null;
+              const code = (e?.code !== undefined && e.code in ErrorCodes ? e.code : 'HS_ERR_HOST_UNAVAILABLE') as ErrorCode;
+              reject(new HypersealError(code, `host ${this.opts.hostId}: ${e?.message ?? `HTTP ${res.statusCode}`}`));
+              return;
+            }
+            resolve(parsed as T);
+          });
+        },
+      );
+      req.on('timeout', () => req.destroy(new Error('timed out')));
+      req.on('error', (err) =>
+        reject(
+          new HypersealError(
+            'HS_ERR_HOST_UNAVAILABLE',
+            `cannot reach host ${this.opts.hostId} at ${this.opts.address}: ${err.message}`,
+          ),
+        ),
+      );
+      req.end(payload);
+    });
+  }
+
+  facts(): Promise<HostFacts> {
+    return this.call(AgentRoutes.facts);
+  }
+  listVms(): Promise<VmRuntime[]> {
+    return this.call(AgentRoutes.listVms);
+  }
+  defineVm(spec: VmSpec): Promise<VmRuntime> {
+    return this.call(AgentRoutes.defineVm, spec.id, spec);
+  }
+  deleteVm(id: string): Promise<void> {
+    return this.call(AgentRoutes.deleteVm, id);
+  }
+  powerOn(id: string): Promise<VmRuntime> {
+    return this.call(AgentRoutes.powerOn, id, {});
+  }
+  powerOff(id: string): Promise<VmRuntime> {
+    return this.call(AgentRoutes.powerOff, id, {});
+  }
+  shutdown(id: string): Promise<VmRuntime> {
+    return this.call(AgentRoutes.shutdown, id, {});
+  }
+  reset(id: string): Promise<VmRuntime> {
+    return this.call(AgentRoutes.reset, id, {});
+  }
+  console(id: string, offset: number): Promise<ConsoleChunk> {
+    return this.call(AgentRoutes.console, id, undefined, `?offset=${offset}`);
+  }
+}

@@ -1,0 +1,271 @@
+/**
+ * Hosts: enrollment with one-time tokens, the manager's CA signing each agent's CSR,
+ * the mutual-TLS client per host, facts, revocation. An agent's certificate carries the
+ * host id as its CN; the manager talks only to the host id it enrolled, at its address.
+ */
+import { randomUUID } from 'node:crypto';
+import { isIP } from 'node:net';
+import type { EnrollRequest, EnrollResponse, HostFacts } from '../agent/api.js';
+import { hashToken, newEnrollmentToken, verifyEnrollmentToken } from '../auth/tokens.js';
+import { HypersealError } from '../errors.js';
+import type { CertifiedKey } from '../pki/index.js';
+import { certificateFingerprint256, signCsr } from '../pki/index.js';
+import type { Db } from '../store/db.js';
+import { fromJson, toJson } from '../store/db.js';
+import { AgentClient } from './agent-client.js';
+import type { Actor, EventRecorder } from './events.js';
+
+export interface HostRecord {
+  id: string;
+  name: string;
+  address: string;
+  state: 'connected' | 'disconnected' | 'revoked';
+  simulated: boolean;
+  certFingerprint: string;
+  facts: HostFacts | null;
+  joinedAt: number;
+  revokedAt: number | null;
+}
+
+interface HostRow {
+  id: string;
+  name: string;
+  address: string;
+  state: HostRecord['state'];
+  cert_fingerprint: string;
+  facts: string | null;
+  simulated: boolean;
+  joined_at: number;
+  revoked_at: number | null;
+}
+
+const toHost = (r: HostRow): HostRecord => ({
+  id: r.id,
+  name: r.name,
+  address: r.address,
+  state: r.state,
+  simulated: r.simulated,
+  certFingerprint: r.cert_fingerprint,
+  facts: r.facts === null || r.facts === '{}' ? null : fromJson<HostFacts>(r.facts),
+  joinedAt: r.joined_at,
+  revokedAt: r.revoked_at,
+});
+
+export interface ManagerIdentity {
+  ca: CertifiedKey;
+  /** The manager's client certificate for agents (CN hyperseal-manager). */
+  client: CertifiedKey;
+}
+
+export class HostService {
+  private readonly clients = new Map<string, AgentClient>();
+  private readonly simulated = new Map<string, boolean>();
+
+  constructor(
+    private readonly db: Db,
+    private readonly identity: ManagerIdentity,
+    private readonly events: EventRecorder,
+  ) {}
+
+  get caFingerprint(): string {
+    return certificateFingerprint256(this.identity.ca.certPem);
+  }
+
+  /** Connects to every enrolled, non-revoked host (at start). Unreachable hosts are marked disconnected. */
+  async connectAll(): Promise<void> {
+    const rows = await this.db.query<HostRow>(`SELECT * FROM hosts WHERE revoked_at IS NULL`);
+    await Promise.all(rows.map((r) => this.connect(toHost(r))));
+  }
+
+  private async connect(h: HostRecord): Promise<void> {
+    this.clients.get(h.id)?.close();
+    const client = new AgentClient({
+      address: h.address,
+      hostId: h.id,
+      caPem: this.identity.ca.certPem,
+      certPem: this.identity.client.certPem,
+      keyPem: this.identity.client.keyPem,
+    });
+    this.clients.set(h.id, client);
+    this.simulated.set(h.id, h.simulated);
+    try {
+      const facts = await client.facts();
+      this.simulated.set(h.id, facts.simulated);
+      await this.db.run(`UPDATE hosts SET facts = $1, simulated = $2, state = 'connected' WHERE id = $3`, [
+        toJson(facts),
+        facts.simulated,
+        h.id,
+      ]);
+    } catch {
+      await this.db.run(`UPDATE hosts SET state = 'disconnected' WHERE id = $1`, [h.id]);
+    }
+  }
+
+  async createEnrollmentToken(actor: Actor, ttlMs?: number): Promise<{ token: string; caSha256: string; expiresAt: number }> {
+    const t = newEnrollmentToken(new Date(), ttlMs);
+    await this.db.run(`INSERT INTO enrollment_tokens (token_hash, expires_at, used_at) VALUES ($1, $2, NULL)`, [
+      t.record.tokenHash,
+      t.record.expiresAt.getTime(),
+    ]);
+    await this.events.record(actor, {
+      type: 'host.enrollment-token-created',
+      object: { kind: 'host', id: '-', name: t.hint },
+      changes: [],
+    });
+    return { token: t.token, caSha256: this.caFingerprint, expiresAt: t.record.expiresAt.getTime() };
+  }
+
+  /** The agent's one unauthenticated call: token in, signed certificate out. */
+  async enroll(req: EnrollRequest, sourceIp: string): Promise<EnrollResponse> {
+    const now = new Date();
+    const tokenHash = hashToken(req.token);
+    const refused = async (err: unknown): Promise<never> => {
+      await this.events.record(
+        { user: 'agent', sourceIp },
+        {
+          type: 'host.join-refused',
+          object: { kind: 'host', id: '-', name: req.name },
+          changes: [],
+          result: 'failure',
+          message: `a host named '${req.name}' at ${req.address} was refused: ${err instanceof Error ? err.message : String(err)}`,
+        },
+      );
+      throw err;
+    };
+    try {
+      const row = await this.db.one<{ token_hash: string; expires_at: number; used_at: number | null }>(
+        `SELECT token_hash, expires_at, used_at FROM enrollment_tokens WHERE token_hash = $1`,
+        [tokenHash],
+      );
+      verifyEnrollmentToken(
+        req.token,
+        row === undefined
+          ? undefined
+          : {
+              tokenHash: row.token_hash as ReturnType<typeof hashToken>,
+              createdAt: now,
+              expiresAt: new Date(row.expires_at),
+              usedAt: row.used_at === null ? null : new Date(row.used_at),
+            },
+        now,
+      );
+      const address = new URL(req.address);
+      if (address.protocol !== 'https:') {
+        throw new HypersealError('HS_ERR_INVALID_ARGUMENT', `agent address must be https://HOST:PORT, got ${req.address}`);
+      }
+      const hostId = randomUUID();
+      const host = address.hostname.replace(/^\[|\]$/g, '');
+      const certPem = await signCsr(this.identity.ca, req.csrPem, {
+        usage: 'server',
+        commonName: hostId,
+        ...(isIP(host) === 0 ? { dnsNames: [host] } : { ipAddresses: [host] }),
+      });
+      // One-time use: only the request that flips used_at may proceed.
+      const used = await this.db.run(
+        `UPDATE enrollment_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1`,
+        [now.getTime(), tokenHash],
+      );
+      if (used.changes !== 1) throw new HypersealError('HS_ERR_AUTH_TOKEN_USED', 'enrollment token was already used');
+      const record: HostRecord = {
+        id: hostId,
+        name: req.name,
+        address: req.address,
+        state: 'disconnected',
+        simulated: false,
+        certFingerprint: certificateFingerprint256(certPem),
+        facts: null,
+        joinedAt: now.getTime(),
+        revokedAt: null,
+      };
+      await this.db.run(
+        `INSERT INTO hosts (id, name, address, state, cert_fingerprint, facts, simulated, joined_at, revoked_at)
+         VALUES ($1, $2, $3, $4, $5, '{}', $6, $7, NULL)`,
+        [record.id, record.name, record.address, record.state, record.certFingerprint, false, record.joinedAt],
+      );
+      await this.events.record(
+        { user: 'agent', sourceIp },
+        {
+          type: 'host.joined',
+          object: { kind: 'host', id: hostId, name: req.name },
+          changes: [
+            { path: 'address', from: null, to: req.address },
+            { path: 'certFingerprint', from: null, to: record.certFingerprint },
+          ],
+        },
+      );
+      return { hostId, certPem, caPem: this.identity.ca.certPem };
+    } catch (err) {
+      return refused(err);
+    }
+  }
+
+  /** After enrollment the agent starts serving; the manager connects and reads its facts. */
+  async attach(hostId: string): Promise<HostRecord> {
+    const h = await this.get(hostId);
+    await this.connect(h);
+    const after = await this.get(hostId);
+    if (after.facts?.datastores) {
+      for (const ds of after.facts.datastores) {
+        await this.db.run(
+          `INSERT INTO datastores (id, host_id, name, path, shared) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING`,
+          [`${hostId}:${ds.name}`, hostId, ds.name, ds.path, false],
+        );
+      }
+    }
+    return after;
+  }
+
+  async list(): Promise<HostRecord[]> {
+    return (await this.db.query<HostRow>(`SELECT * FROM hosts ORDER BY name`)).map(toHost);
+  }
+
+  async get(id: string): Promise<HostRecord> {
+    const row = await this.db.one<HostRow>(`SELECT * FROM hosts WHERE id = $1`, [id]);
+    if (row === undefined) throw new HypersealError('HS_ERR_NOT_FOUND', `no host ${id}`);
+    return toHost(row);
+  }
+
+  async revoke(actor: Actor, id: string): Promise<HostRecord> {
+    const h = await this.get(id);
+    if (h.revokedAt !== null) return h;
+    await this.db.run(`UPDATE hosts SET state = 'revoked', revoked_at = $1 WHERE id = $2`, [Date.now(), id]);
+    this.clients.get(id)?.close();
+    this.clients.delete(id);
+    await this.events.record(actor, {
+      type: 'host.revoked',
+      object: { kind: 'host', id, name: h.name },
+      changes: [{ path: 'state', from: h.state, to: 'revoked' }],
+      severity: 'warning',
+    });
+    return this.get(id);
+  }
+
+  async defaultHostId(): Promise<string> {
+    const row = await this.db.one<{ id: string }>(
+      `SELECT id FROM hosts WHERE revoked_at IS NULL ORDER BY joined_at LIMIT 1`,
+    );
+    if (row === undefined) throw new HypersealError('HS_ERR_INVALID_ARGUMENT', 'no host has joined yet; give hostId');
+    return row.id;
+  }
+
+  async requireUsable(id: string): Promise<void> {
+    const h = await this.get(id);
+    if (h.revokedAt !== null) throw new HypersealError('HS_ERR_CONFLICT', `host ${h.name} is revoked`);
+  }
+
+  isSimulated(id: string): boolean {
+    return this.simulated.get(id) ?? false;
+  }
+
+  /** The mutual-TLS client of an enrolled, non-revoked host. */
+  agent(id: string): AgentClient {
+    const c = this.clients.get(id);
+    if (c === undefined) throw new HypersealError('HS_ERR_HOST_UNAVAILABLE', `host ${id} is not connected (revoked or unknown)`);
+    return c;
+  }
+
+  close(): void {
+    for (const c of this.clients.values()) c.close();
+    this.clients.clear();
+  }
+}

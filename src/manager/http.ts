@@ -1,0 +1,232 @@
+/**
+ * The manager's REST plumbing: every route is declared with its schemas (TypeBox →
+ * JSON Schema, validated by fastify) and the privilege it needs, and the OpenAPI document
+ * is generated from those same declarations, so documentation and validation cannot
+ * drift. Errors leave as `{ code, message }` with the status from the error registry.
+ */
+import type { Static, TSchema } from '@sinclair/typebox';
+import { Type } from '@sinclair/typebox';
+import Fastify from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { HypersealError, httpStatusOf } from '../errors.js';
+
+/** 'public': no login. 'authenticated': any logged-in user. Otherwise privilege id(s), all required. */
+export type RoutePrivilege = 'public' | 'authenticated' | string | readonly string[];
+
+export interface Principal {
+  userId: string;
+  name: string;
+  privileges: ReadonlySet<string>;
+  via: 'token' | 'session';
+}
+
+export interface RouteContext<P, Q, B> {
+  params: P;
+  query: Q;
+  body: B;
+  /** Undefined only on public routes. */
+  user: Principal | undefined;
+  ip: string;
+  request: FastifyRequest;
+  reply: FastifyReply;
+}
+
+export interface Route<P extends TSchema, Q extends TSchema, B extends TSchema, R extends TSchema> {
+  method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+  /** fastify style: /vms/:id */
+  url: string;
+  summary: string;
+  tag: string;
+  privilege: RoutePrivilege;
+  params?: P;
+  query?: Q;
+  body?: B;
+  response: R;
+  /** Success status; 202 for actions answered with a task. */
+  status?: 200 | 201 | 202 | 204;
+  handler(ctx: RouteContext<Static<P>, Static<Q>, Static<B>>): Promise<Static<R>>;
+}
+
+/** A route with its types erased, for tables of routes. */
+export interface AnyRoute {
+  method: Route<TSchema, TSchema, TSchema, TSchema>['method'];
+  url: string;
+  summary: string;
+  tag: string;
+  privilege: RoutePrivilege;
+  params?: TSchema;
+  query?: TSchema;
+  body?: TSchema;
+  response: TSchema;
+  status?: 200 | 201 | 202 | 204;
+  handler(ctx: RouteContext<unknown, unknown, unknown>): Promise<unknown>;
+}
+
+/** Declares a route with full type inference for its handler. */
+export function route<
+  P extends TSchema = TSchema,
+  Q extends TSchema = TSchema,
+  B extends TSchema = TSchema,
+  R extends TSchema = TSchema,
+>(r: Route<P, Q, B, R>): AnyRoute {
+  return r as unknown as AnyRoute;
+}
+
+export const ErrorBody = Type.Object(
+  {
+    code: Type.String({ description: 'Stable error code, see docs/errors.md' }),
+    message: Type.String(),
+  },
+  { $id: 'Error' },
+);
+
+export interface HttpOptions {
+  routes: readonly AnyRoute[];
+  /** Resolves the caller from the request (bearer token or session cookie), or undefined. */
+  authenticate(request: FastifyRequest): Promise<Principal | undefined>;
+  /** Called on every refused request (401/403), for the audit trail. */
+  onRefused?(request: FastifyRequest, principal: Principal | undefined, error: HypersealError): Promise<void>;
+  bodyLimitBytes?: number;
+  /** Serve HTTPS with this certificate (the manager always does; tests may not). */
+  https?: { cert: string; key: string };
+  title?: string;
+  version?: string;
+}
+
+function requiredPrivileges(p: RoutePrivilege): string[] {
+  if (p === 'public' || p === 'authenticated') return [];
+  return typeof p === 'string' ? [p] : [...p];
+}
+
+export function buildHttpApp(opts: HttpOptions): FastifyInstance {
+  const app = Fastify({
+    logger: false,
+    ...(opts.https ? { https: { cert: opts.https.cert, key: opts.https.key, minVersion: 'TLSv1.2' as const } } : {}),
+    bodyLimit: opts.bodyLimitBytes ?? 1 << 20,
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false } },
+  });
+
+  app.setErrorHandler((err: unknown, _request, reply) => {
+    const status = httpStatusOf(err);
+    if (err instanceof HypersealError) {
+      void reply.status(status).send({ code: err.code, message: err.message });
+      return;
+    }
+    const fe = err as { validation?: unknown; statusCode?: number; message?: string; code?: string };
+    if (fe.validation !== undefined) {
+      void reply.status(400).send({ code: 'HS_ERR_INVALID_ARGUMENT', message: fe.message ?? 'invalid request' });
+      return;
+    }
+    if (fe.statusCode !== undefined && fe.statusCode >= 400 && fe.statusCode < 500) {
+      // fastify's own client errors (bad JSON, body too large, unsupported media type).
+      void reply
+        .status(fe.statusCode)
+        .send({ code: fe.statusCode === 413 ? 'HS_ERR_TOO_LARGE' : 'HS_ERR_INVALID_ARGUMENT', message: fe.message ?? '' });
+      return;
+    }
+    process.emitWarning(`manager: internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    void reply.status(500).send({ code: 'HS_ERR_INTERNAL', message: 'internal error' });
+  });
+
+  app.setNotFoundHandler((request, reply) => {
+    void reply.status(404).send({ code: 'HS_ERR_NOT_FOUND', message: `no route ${request.method} ${request.url}` });
+  });
+
+  for (const r of opts.routes) {
+    const required = requiredPrivileges(r.privilege);
+    app.route({
+      method: r.method,
+      url: `/api/v1${r.url}`,
+      schema: {
+        ...(r.params ? { params: r.params } : {}),
+        ...(r.query ? { querystring: r.query } : {}),
+        ...(r.body ? { body: r.body } : {}),
+      },
+      handler: async (request, reply) => {
+        let user: Principal | undefined;
+        if (r.privilege !== 'public') {
+          user = await opts.authenticate(request);
+          if (user === undefined) {
+            const e = new HypersealError('HS_ERR_AUTH_REQUIRED', 'log in or send an API token (Authorization: Bearer …)');
+            await opts.onRefused?.(request, undefined, e);
+            throw e;
+          }
+          const missing = required.filter((p) => !user?.privileges.has(p));
+          if (missing.length > 0) {
+            const e = new HypersealError(
+              'HS_ERR_AUTH_FORBIDDEN',
+              `${user.name} lacks the privilege${missing.length > 1 ? 's' : ''} ${missing.join(', ')} for ${r.method} /api/v1${r.url}`,
+            );
+            await opts.onRefused?.(request, user, e);
+            throw e;
+          }
+        }
+        const result = await r.handler({
+          params: request.params,
+          query: request.query,
+          body: request.body,
+          user,
+          ip: request.ip,
+          request,
+          reply,
+        });
+        if (reply.sent) return reply;
+        void reply.status(r.status ?? 200);
+        return r.status === 204 ? reply.send() : reply.send(result);
+      },
+    });
+  }
+
+  const openapi = openApiDocument(opts.routes, opts.title ?? 'Hyperseal manager API', opts.version ?? '0.0.0');
+  app.get('/api/v1/openapi.json', async () => openapi);
+  return app;
+}
+
+/** OpenAPI 3.1 from the route table: the same schemas fastify validates with. */
+export function openApiDocument(routes: readonly AnyRoute[], title: string, version: string): Record<string, unknown> {
+  const paths: Record<string, Record<string, unknown>> = {};
+  const strip = (s: TSchema): unknown => JSON.parse(JSON.stringify(s)) as unknown;
+  for (const r of routes) {
+    const path = `/api/v1${r.url}`.replace(/:([A-Za-z0-9_]+)/g, '{$1}');
+    const parameters: unknown[] = [];
+    const props = (s: TSchema | undefined): Record<string, TSchema> =>
+      (s as { properties?: Record<string, TSchema> } | undefined)?.properties ?? {};
+    const requiredOf = (s: TSchema | undefined): string[] => (s as { required?: string[] } | undefined)?.required ?? [];
+    for (const [name, schema] of Object.entries(props(r.params))) {
+      parameters.push({ name, in: 'path', required: true, schema: strip(schema) });
+    }
+    for (const [name, schema] of Object.entries(props(r.query))) {
+      parameters.push({ name, in: 'query', required: requiredOf(r.query).includes(name), schema: strip(schema) });
+    }
+    const status = String(r.status ?? 200);
+    const op: Record<string, unknown> = {
+      summary: r.summary,
+      tags: [r.tag],
+      operationId: `${r.method.toLowerCase()}${r.url.replace(/[/:{}-]+(.)?/g, (_m, c: string | undefined) => (c ?? '').toUpperCase())}`,
+      'x-privilege': r.privilege,
+      parameters,
+      responses: {
+        [status]:
+          status === '204'
+            ? { description: 'No content' }
+            : { description: 'OK', content: { 'application/json': { schema: strip(r.response) } } },
+        default: { description: 'Error', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
+      },
+    };
+    if (r.body) op.requestBody = { required: true, content: { 'application/json': { schema: strip(r.body) } } };
+    if (r.privilege !== 'public') op.security = [{ bearer: [] }, { session: [] }];
+    (paths[path] ??= {})[r.method.toLowerCase()] = op;
+  }
+  return {
+    openapi: '3.1.0',
+    info: { title, version },
+    paths,
+    components: {
+      schemas: { Error: strip(ErrorBody) },
+      securitySchemes: {
+        bearer: { type: 'http', scheme: 'bearer' },
+        session: { type: 'apiKey', in: 'cookie', name: 'hs_session' },
+      },
+    },
+  };
+}

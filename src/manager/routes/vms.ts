@@ -1,0 +1,109 @@
+/** /vms: inventory CRUD, power actions as tasks, the serial console log. */
+import { Type } from '@sinclair/typebox';
+import type { AnyRoute } from '../http.js';
+import { route } from '../http.js';
+import { ActionQuery, IdParams, Task, Vm, VmCreate, VmPatch } from '../model.js';
+import type { ManagerServices } from '../services.js';
+import type { VmAction } from '../vms.js';
+import { actorOf, taskReply } from './common.js';
+
+const ListQuery = Type.Object({
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000, default: 1000 })),
+  offset: Type.Optional(Type.Integer({ minimum: 0, default: 0 })),
+  name: Type.Optional(Type.String()),
+  hostId: Type.Optional(Type.String()),
+});
+
+const ACTIONS: readonly { verb: VmAction; summary: string }[] = [
+  { verb: 'power-on', summary: 'Power a VM on (applies configuration changes made while it ran)' },
+  { verb: 'power-off', summary: 'Power a VM off at once (like pulling the plug)' },
+  { verb: 'shutdown', summary: 'Ask the guest to shut down (ACPI), then wait' },
+  { verb: 'reset', summary: 'Reset a running VM' },
+];
+
+export function vmRoutes(s: ManagerServices): AnyRoute[] {
+  return [
+    route({
+      method: 'GET',
+      url: '/vms',
+      summary: 'List VMs',
+      tag: 'vms',
+      privilege: 'vm.read',
+      query: ListQuery,
+      response: Type.Array(Vm),
+      handler: ({ query }) => s.vms.list({ limit: query.limit ?? 1000, offset: query.offset ?? 0, ...(query.name ? { name: query.name } : {}), ...(query.hostId ? { hostId: query.hostId } : {}) }),
+    }),
+    route({
+      method: 'POST',
+      url: '/vms',
+      summary: 'Create a VM',
+      tag: 'vms',
+      privilege: 'vm.create',
+      body: VmCreate,
+      response: Vm,
+      status: 201,
+      handler: ({ body, user, ip }) => s.vms.create(actorOf(user, ip), body),
+    }),
+    route({
+      method: 'GET',
+      url: '/vms/:id',
+      summary: 'Show a VM',
+      tag: 'vms',
+      privilege: 'vm.read',
+      params: IdParams,
+      response: Vm,
+      handler: ({ params }) => s.vms.get(params.id),
+    }),
+    route({
+      method: 'PATCH',
+      url: '/vms/:id',
+      summary: 'Reconfigure a VM (hardware changes on a running VM apply at its next power-on)',
+      tag: 'vms',
+      privilege: 'vm.reconfigure',
+      params: IdParams,
+      body: VmPatch,
+      response: Vm,
+      handler: ({ params, body, user, ip }) => s.vms.reconfigure(actorOf(user, ip), params.id, body),
+    }),
+    route({
+      method: 'DELETE',
+      url: '/vms/:id',
+      summary: 'Delete a powered-off VM and its disks',
+      tag: 'vms',
+      privilege: 'vm.delete',
+      params: IdParams,
+      response: Type.Null(),
+      status: 204,
+      handler: async ({ params, user, ip }) => {
+        await s.vms.remove(actorOf(user, ip), params.id);
+        return null;
+      },
+    }),
+    ...ACTIONS.map((a) =>
+      route({
+        method: 'POST',
+        url: `/vms/:id/actions/${a.verb}`,
+        summary: a.summary,
+        tag: 'vms',
+        privilege: 'vm.power',
+        params: IdParams,
+        query: ActionQuery,
+        response: Task,
+        status: 202,
+        handler: async ({ params, query, user, ip, reply }) =>
+          taskReply(s, await s.vms.action(actorOf(user, ip), params.id, a.verb), query, reply),
+      }),
+    ),
+    route({
+      method: 'GET',
+      url: '/vms/:id/console',
+      summary: 'Read the serial console log from a byte offset',
+      tag: 'vms',
+      privilege: 'vm.console',
+      params: IdParams,
+      query: Type.Object({ offset: Type.Optional(Type.Integer({ minimum: 0, default: 0 })) }),
+      response: Type.Object({ offset: Type.Integer(), next: Type.Integer(), data: Type.String() }),
+      handler: ({ params, query }) => s.vms.console(params.id, query.offset ?? 0),
+    }),
+  ];
+}

@@ -1,0 +1,196 @@
+/**
+ * The manager process: its data directory (CA and TLS identities, sealed under the
+ * manager's master key), the database, the services, and the HTTPS server.
+ *
+ * Data directory:
+ *   ca.pem / ca.key.sealed            the manager CA (agents' and the manager's certificates)
+ *   api.pem / api.key.sealed          HTTPS server certificate for the REST API and web UI
+ *   client.pem / client.key.sealed    the manager's client certificate for agents (CN hyperseal-manager)
+ *   manager.db                        SQLite database (unless --database postgres://…)
+ */
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join, resolve } from 'node:path';
+import { isIP } from 'node:net';
+import { randomUUID } from 'node:crypto';
+import type { FastifyInstance } from 'fastify';
+import { MANAGER_IDENTITY } from '../agent/api.js';
+import { readSealedFile, writeSealedFile } from '../crypto/sealed-file.js';
+import { HypersealError } from '../errors.js';
+import { writeFileAtomic } from '../fsutil.js';
+import { loadMasterKey, resolveMasterKeySource } from '../kms/master-key.js';
+import type { CertifiedKey } from '../pki/index.js';
+import { createCertificateAuthority, issueCertificate } from '../pki/index.js';
+import type { Db } from '../store/db.js';
+import { migrate, openDatabase } from '../store/index.js';
+import type { Actor } from './events.js';
+import { ManagerEvents } from './events.js';
+import { HostService } from './hosts.js';
+import type { AnyRoute } from './http.js';
+import { buildHttpApp } from './http.js';
+import { adminRoutes } from './routes/admin.js';
+import { hostRoutes } from './routes/hosts.js';
+import { vmRoutes } from './routes/vms.js';
+import { TaskEngine } from './tasks.js';
+import { UserService } from './users.js';
+import { VmService } from './vms.js';
+
+export interface ManagerServices {
+  db: Db;
+  events: ManagerEvents;
+  tasks: TaskEngine;
+  hosts: HostService;
+  vms: VmService;
+  users: UserService;
+  createNetwork(actor: Actor, name: string): Promise<{ id: string; name: string; kind: string }>;
+}
+
+export function allRoutes(s: ManagerServices): AnyRoute[] {
+  return [...vmRoutes(s), ...hostRoutes(s), ...adminRoutes(s)];
+}
+
+export interface ManagerIdentityFiles {
+  ca: CertifiedKey;
+  api: CertifiedKey;
+  client: CertifiedKey;
+}
+
+/** Creates (first start) or loads the manager's CA and certificates. */
+export async function loadManagerIdentity(dataDir: string, masterKey: Buffer, serverNames: string[]): Promise<ManagerIdentityFiles> {
+  const names = ['ca', 'api', 'client'] as const;
+  if (!existsSync(join(dataDir, 'client.pem'))) {
+    // Written in order, the client certificate last: its presence marks a finished setup.
+    const ca = await createCertificateAuthority({ commonName: `Hyperseal manager CA (${hostname()})`, validityDays: 3650 });
+    const all = [...new Set(['localhost', '127.0.0.1', hostname(), ...serverNames])];
+    const api = await issueCertificate(ca, {
+      commonName: 'hyperseal-manager-api',
+      usage: 'server',
+      dnsNames: all.filter((n) => isIP(n) === 0),
+      ipAddresses: all.filter((n) => isIP(n) !== 0),
+    });
+    const client = await issueCertificate(ca, { commonName: MANAGER_IDENTITY, usage: 'client' });
+    for (const [name, c] of [['ca', ca], ['api', api], ['client', client]] as const) {
+      writeSealedFile(dataDir, `${name}.key.sealed`, masterKey, c.keyPem);
+      writeFileAtomic(join(dataDir, `${name}.pem`), c.certPem);
+    }
+  }
+  const load = (name: (typeof names)[number]): CertifiedKey => ({
+    certPem: readFileSync(join(dataDir, `${name}.pem`), 'utf8'),
+    keyPem: readSealedFile(dataDir, `${name}.key.sealed`, masterKey),
+  });
+  return { ca: load('ca'), api: load('api'), client: load('client') };
+}
+
+export interface ManagerOptions {
+  dataDir: string;
+  /** sqlite path or postgres://… ; default DATA_DIR/manager.db */
+  database?: string;
+  host?: string;
+  port?: number;
+  masterKeyFile?: string;
+}
+
+export interface RunningManager {
+  /** Set on the first start only: an API token for the initial administrator (shown once). */
+  initialAdminToken?: string;
+  url: string;
+  caPath: string;
+  caSha256: string;
+  services: ManagerServices;
+  app: FastifyInstance;
+  close(): Promise<void>;
+}
+
+export async function startManager(opts: ManagerOptions): Promise<RunningManager> {
+  const dataDir = resolve(opts.dataDir);
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const fresh = !existsSync(join(dataDir, 'client.pem'));
+  const masterKey = loadMasterKey(resolveMasterKeySource(dataDir, opts.masterKeyFile, 'manager'), fresh);
+  const host = opts.host ?? '127.0.0.1';
+  const identity = await loadManagerIdentity(dataDir, masterKey, [host]);
+  masterKey.fill(0);
+
+  const db = await openDatabase(opts.database ?? { sqlitePath: join(dataDir, 'manager.db') });
+  try {
+    await migrate(db);
+  } catch (err) {
+    await db.close();
+    throw err;
+  }
+  const events = new ManagerEvents(db);
+  const tasks = new TaskEngine(db);
+  await tasks.recover();
+  const hosts = new HostService(db, { ca: identity.ca, client: identity.client }, events);
+  const users = new UserService(db, events);
+  await users.ensureBuiltInRoles();
+  const vms = new VmService(db, hosts, events, tasks);
+  const services: ManagerServices = {
+    db,
+    events,
+    tasks,
+    hosts,
+    vms,
+    users,
+    createNetwork: async (actor, name) => {
+      const id = randomUUID();
+      try {
+        await db.run(`INSERT INTO networks (id, name, kind) VALUES ($1, $2, 'port-group')`, [id, name]);
+      } catch (err) {
+        if (err instanceof HypersealError && err.code === 'HS_ERR_DB_CONFLICT') {
+          throw new HypersealError('HS_ERR_CONFLICT', `a network named '${name}' already exists`);
+        }
+        throw err;
+      }
+      await events.record(actor, {
+        type: 'network.created',
+        object: { kind: 'network', id, name },
+        changes: [{ path: 'name', from: null, to: name }],
+      });
+      return { id, name, kind: 'port-group' };
+    },
+  };
+  await hosts.connectAll();
+  let initialAdminToken: string | undefined;
+  if ((await users.userCount()) === 0) {
+    // First start: one administrator, reachable only through this token until it sets a password.
+    const system: Actor = { user: 'system', sourceIp: null };
+    const admin = await users.create(system, 'admin', undefined, ['Administrator']);
+    initialAdminToken = (await users.createToken(system, admin.id, 'initial', null)).token;
+    await services.createNetwork(system, 'VM Network');
+  }
+
+  const app = buildHttpApp({
+    routes: allRoutes(services),
+    authenticate: (req) => users.authenticate(req),
+    onRefused: async (req, principal, error) => {
+      await events.record(
+        { user: principal?.name ?? 'anonymous', sourceIp: req.ip },
+        {
+          type: 'access.denied',
+          object: { kind: 'api', id: `${req.method} ${req.routeOptions.url ?? req.url}`, name: `${req.method} ${req.routeOptions.url ?? req.url}` },
+          changes: [],
+          result: 'failure',
+          message: error.message,
+        },
+      );
+    },
+    title: 'Hyperseal manager API',
+    version: '1',
+    https: { cert: identity.api.certPem, key: identity.api.keyPem },
+  });
+  const address = await app.listen({ host, port: opts.port ?? 8443 });
+  const port = new URL(address).port;
+  return {
+    ...(initialAdminToken !== undefined ? { initialAdminToken } : {}),
+    url: `https://${isIP(host) === 6 ? `[${host}]` : host}:${port}`,
+    caPath: join(dataDir, 'ca.pem'),
+    caSha256: hosts.caFingerprint,
+    services,
+    app,
+    close: async () => {
+      await app.close();
+      hosts.close();
+      await db.close();
+    },
+  };
+}

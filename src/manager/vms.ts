@@ -1,0 +1,297 @@
+/**
+ * VM inventory and lifecycle. The manager owns each VM's configuration (the `vms` row);
+ * the host agent runs it. Changes are optimistic-concurrency guarded (`version`), and
+ * each one is recorded as an event with the exact fields that changed, from → to.
+ * Hardware changes made while a VM runs are kept and applied at its next power-on
+ * (`pendingRestart`), the way vSphere queues a reconfiguration that needs a restart.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import type { VmSpec } from '../agent/api.js';
+import { HypersealError } from '../errors.js';
+import type { Db } from '../store/db.js';
+import { fromJson, toJson } from '../store/db.js';
+import type { EventType } from '../events/index.js';
+import type { EventRecorder, Actor } from './events.js';
+import type { HostService } from './hosts.js';
+import type { Vm, VmConfig, VmPatch } from './model.js';
+import type { Task, TaskEngine } from './tasks.js';
+
+interface VmRow {
+  id: string;
+  name: string;
+  host_id: string;
+  state: string;
+  config: string;
+  version: number;
+  created_at: number;
+  updated_at: number;
+}
+
+const HARDWARE: readonly (keyof VmConfig)[] = ['cpus', 'memoryMiB', 'firmware', 'secureBoot', 'disks'];
+
+export type VmAction = 'power-on' | 'power-off' | 'shutdown' | 'reset';
+
+const ACTION_EVENT: Record<VmAction, { type: EventType; state: string }> = {
+  'power-on': { type: 'vm.powered-on', state: 'running' },
+  'power-off': { type: 'vm.powered-off', state: 'stopped' },
+  shutdown: { type: 'vm.shut-down', state: 'stopped' },
+  reset: { type: 'vm.reset', state: 'running' },
+};
+
+function randomMac(): string {
+  // Locally administered unicast (x2:…), QEMU's own 52:54:00 prefix.
+  const b = randomBytes(3);
+  return `52:54:00:${[...b].map((x) => x.toString(16).padStart(2, '0')).join(':')}`;
+}
+
+export class VmService {
+  /** VMs whose hardware changed while running; cleared at power-on. In memory: a restart re-derives it conservatively. */
+  private readonly pending = new Set<string>();
+
+  constructor(
+    private readonly db: Db,
+    private readonly hosts: HostService,
+    private readonly events: EventRecorder,
+    private readonly tasks: TaskEngine,
+  ) {}
+
+  private toVm(r: VmRow): Vm {
+    return {
+      id: r.id,
+      name: r.name,
+      hostId: r.host_id,
+      state: r.state,
+      simulated: this.hosts.isSimulated(r.host_id),
+      pendingRestart: this.pending.has(r.id),
+      config: fromJson<VmConfig>(r.config) as VmConfig,
+      version: r.version,
+      createdAt: r.created_at,
+      updatedAt: r.updated_at,
+    };
+  }
+
+  async list(opts: { limit: number; offset: number; name?: string; hostId?: string }): Promise<Vm[]> {
+    const where: string[] = [];
+    const params: (string | number)[] = [];
+    if (opts.name !== undefined) {
+      params.push(opts.name);
+      where.push(`name = $${params.length}`);
+    }
+    if (opts.hostId !== undefined) {
+      params.push(opts.hostId);
+      where.push(`host_id = $${params.length}`);
+    }
+    params.push(opts.limit, opts.offset);
+    const rows = await this.db.query<VmRow>(
+      `SELECT * FROM vms ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY name LIMIT $${params.length - 1} OFFSET $${params.length}`,
+      params,
+    );
+    return rows.map((r) => this.toVm(r));
+  }
+
+  async get(id: string): Promise<Vm> {
+    const row = await this.db.one<VmRow>(`SELECT * FROM vms WHERE id = $1`, [id]);
+    if (row === undefined) throw new HypersealError('HS_ERR_NOT_FOUND', `no VM ${id}`);
+    return this.toVm(row);
+  }
+
+  private async validate(config: VmConfig, hostId: string): Promise<void> {
+    if (config.secureBoot && config.firmware !== 'efi') {
+      throw new HypersealError('HS_ERR_INVALID_ARGUMENT', 'Secure Boot needs firmware efi; this VM uses bios');
+    }
+    const ids = (xs: { id: string }[]): void => {
+      const seen = new Set<string>();
+      for (const x of xs) {
+        if (seen.has(x.id)) throw new HypersealError('HS_ERR_INVALID_ARGUMENT', `duplicate device id '${x.id}'`);
+        seen.add(x.id);
+      }
+    };
+    ids(config.disks);
+    ids(config.nics);
+    for (const nic of config.nics) {
+      const known = await this.db.one(`SELECT id FROM networks WHERE name = $1`, [nic.network]);
+      if (known === undefined) throw new HypersealError('HS_ERR_INVALID_ARGUMENT', `no network named '${nic.network}'`);
+    }
+    for (const disk of config.disks) {
+      const ds = await this.db.one<{ host_id: string | null }>(`SELECT host_id FROM datastores WHERE id = $1`, [
+        disk.datastoreId,
+      ]);
+      if (ds === undefined) throw new HypersealError('HS_ERR_INVALID_ARGUMENT', `no datastore ${disk.datastoreId}`);
+      if (ds.host_id !== null && ds.host_id !== hostId) {
+        throw new HypersealError('HS_ERR_INVALID_ARGUMENT', `datastore ${disk.datastoreId} is not on host ${hostId}`);
+      }
+    }
+  }
+
+  async create(
+    actor: Actor,
+    input: Omit<Partial<VmConfig>, 'nics'> & { name: string; hostId?: string; nics?: { id: string; network: string; mac?: string }[] },
+  ): Promise<Vm> {
+    const hostId = input.hostId ?? (await this.hosts.defaultHostId());
+    await this.hosts.requireUsable(hostId);
+    const config: VmConfig = {
+      cpus: input.cpus ?? 1,
+      memoryMiB: input.memoryMiB ?? 128,
+      firmware: input.firmware ?? 'efi',
+      secureBoot: input.secureBoot ?? false,
+      disks: input.disks ?? [],
+      nics: (input.nics ?? []).map((n) => ({ ...n, mac: n.mac ?? randomMac() })),
+      tags: [...new Set(input.tags ?? [])].sort(),
+    };
+    await this.validate(config, hostId);
+    const now = Date.now();
+    const row: VmRow = {
+      id: randomUUID(),
+      name: input.name,
+      host_id: hostId,
+      state: 'stopped',
+      config: toJson(config),
+      version: 1,
+      created_at: now,
+      updated_at: now,
+    };
+    try {
+      await this.db.run(
+        `INSERT INTO vms (id, name, host_id, state, config, version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+        [row.id, row.name, row.host_id, row.state, row.config, row.version, row.created_at, row.updated_at],
+      );
+    } catch (err) {
+      if (err instanceof HypersealError && err.code === 'HS_ERR_DB_CONFLICT') {
+        throw new HypersealError('HS_ERR_CONFLICT', `a VM named '${input.name}' already exists`);
+      }
+      throw err;
+    }
+    const vm = this.toVm(row);
+    // Tell the host now, so disks exist before the first power-on; roll back if it refuses.
+    try {
+      await this.hosts.agent(hostId).defineVm(await this.spec(vm));
+    } catch (err) {
+      await this.db.run(`DELETE FROM vms WHERE id = $1`, [row.id]);
+      throw err;
+    }
+    await this.events.record(actor, {
+      type: 'vm.created',
+      object: { kind: 'vm', id: vm.id, name: vm.name },
+      changes: this.events.diff({}, { name: vm.name, hostId, ...config }),
+    });
+    return vm;
+  }
+
+  /** The agent's view of a VM: datastore ids resolved to paths on its host. */
+  async spec(vm: Vm): Promise<VmSpec> {
+    const disks = [];
+    for (const d of vm.config.disks) {
+      const ds = await this.db.one<{ path: string }>(`SELECT path FROM datastores WHERE id = $1`, [d.datastoreId]);
+      if (ds === undefined) throw new HypersealError('HS_ERR_NOT_FOUND', `no datastore ${d.datastoreId}`);
+      disks.push({ id: d.id, sizeMiB: d.sizeMiB, datastorePath: ds.path });
+    }
+    return {
+      id: vm.id,
+      name: vm.name,
+      cpus: vm.config.cpus,
+      memoryMiB: vm.config.memoryMiB,
+      firmware: vm.config.firmware,
+      secureBoot: vm.config.secureBoot,
+      disks,
+      nics: vm.config.nics.map((n) => ({ id: n.id, mac: n.mac ?? randomMac(), network: n.network })),
+    };
+  }
+
+  async reconfigure(actor: Actor, id: string, patch: VmPatch): Promise<Vm> {
+    const before = await this.get(id);
+    const { name, ...configPatch } = patch;
+    const config: VmConfig = {
+      ...before.config,
+      ...configPatch,
+      nics: (configPatch.nics ?? before.config.nics).map((n) => ({
+        ...n,
+        mac: n.mac ?? before.config.nics.find((o) => o.id === n.id)?.mac ?? randomMac(),
+      })),
+      tags: [...new Set(configPatch.tags ?? before.config.tags)].sort(),
+    };
+    await this.validate(config, before.hostId);
+    const newName = name ?? before.name;
+    const changes = this.events.diff(
+      { name: before.name, ...before.config },
+      { name: newName, ...config },
+    );
+    if (changes.length === 0) return before;
+    const r = await this.db.run(
+      `UPDATE vms SET name = $1, config = $2, version = version + 1, updated_at = $3 WHERE id = $4 AND version = $5`,
+      [newName, toJson(config), Date.now(), id, before.version],
+    );
+    if (r.changes === 0) {
+      throw new HypersealError('HS_ERR_CONFLICT', `VM ${before.name} was changed concurrently; read it again and retry`);
+    }
+    const after = await this.get(id);
+    const hardware = changes.some((c) => HARDWARE.some((h) => c.path === h || c.path.startsWith(`${h}.`) || c.path.startsWith(`${h}[`)));
+    if (before.state === 'stopped') await this.hosts.agent(before.hostId).defineVm(await this.spec(after));
+    else if (hardware) this.pending.add(id);
+    await this.events.record(actor, {
+      type: 'vm.reconfigured',
+      object: { kind: 'vm', id, name: after.name },
+      changes,
+    });
+    return { ...after, pendingRestart: this.pending.has(id) };
+  }
+
+  async remove(actor: Actor, id: string): Promise<void> {
+    const vm = await this.get(id);
+    if (vm.state !== 'stopped' && vm.state !== 'crashed') {
+      throw new HypersealError('HS_ERR_CONFLICT', `VM ${vm.name} is ${vm.state}; power it off before deleting it`);
+    }
+    await this.hosts.agent(vm.hostId).deleteVm(id);
+    await this.db.run(`DELETE FROM vms WHERE id = $1`, [id]);
+    this.pending.delete(id);
+    await this.events.record(actor, {
+      type: 'vm.deleted',
+      object: { kind: 'vm', id, name: vm.name },
+      changes: this.events.diff({ name: vm.name, hostId: vm.hostId, ...vm.config }, {}),
+    });
+  }
+
+  /** Runs a power action as a task; the event is recorded when the host confirms. */
+  async action(actor: Actor, id: string, action: VmAction): Promise<Task> {
+    const vm = await this.get(id);
+    return this.tasks.submit(
+      { kind: `vm.${action}`, objectKind: 'vm', objectId: id, user: actor.user },
+      async (ctx) => {
+        const agent = this.hosts.agent(vm.hostId);
+        ctx.progress(10);
+        if (action === 'power-on') {
+          // Apply configuration changes made while it ran.
+          const current = await this.get(id);
+          if (current.state === 'running') throw new HypersealError('HS_ERR_CONFLICT', `VM ${vm.name} is already running`);
+          await agent.defineVm(await this.spec(current));
+          this.pending.delete(id);
+        }
+        ctx.progress(30);
+        const runtime =
+          action === 'power-on'
+            ? await agent.powerOn(id)
+            : action === 'power-off'
+              ? await agent.powerOff(id)
+              : action === 'shutdown'
+                ? await agent.shutdown(id)
+                : await agent.reset(id);
+        const from = vm.state;
+        await this.setState(id, runtime.state);
+        await this.events.record(actor, {
+          type: ACTION_EVENT[action].type,
+          object: { kind: 'vm', id, name: vm.name },
+          changes: from === runtime.state ? [] : [{ path: 'state', from, to: runtime.state }],
+        });
+        return { state: runtime.state };
+      },
+    );
+  }
+
+  async setState(id: string, state: string): Promise<void> {
+    await this.db.run(`UPDATE vms SET state = $1 WHERE id = $2`, [state, id]);
+  }
+
+  async console(id: string, offset: number): Promise<{ offset: number; next: number; data: string }> {
+    const vm = await this.get(id);
+    return this.hosts.agent(vm.hostId).console(id, offset);
+  }
+}
