@@ -37,7 +37,8 @@ export interface VmSpec {
   nics: VmNicSpec[];
 }
 
-export type VmRuntimeState = 'stopped' | 'starting' | 'running' | 'paused' | 'shutting-down' | 'crashed' | 'unknown';
+export type VmRuntimeState =
+  'stopped' | 'starting' | 'running' | 'paused' | 'shutting-down' | 'crashed' | 'unknown';
 
 export interface VmRuntime {
   id: string;

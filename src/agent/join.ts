@@ -67,7 +67,6 @@ const NOT_FROM_PINNED_CA = new Set([
   'DEPTH_ZERO_SELF_SIGNED_CERT',
   'CERT_UNTRUSTED',
   'CERT_REJECTED',
-  'INVALID_PURPOSE',
 ]);
 const HOST_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
 
@@ -157,9 +156,14 @@ export function loadAgentIdentity(dataDir: string): AgentIdentity {
       return readFileSync(join(dataDir, name), 'utf8');
     } catch (cause) {
       // host.json is written last, so this is damage after the fact, not a torn join.
-      throw new HypersealError('HS_ERR_CONFIG', `${join(dataDir, name)} is missing or unreadable`, undefined, {
-        cause,
-      });
+      throw new HypersealError(
+        'HS_ERR_CONFIG',
+        `${join(dataDir, name)} is missing or unreadable`,
+        undefined,
+        {
+          cause,
+        },
+      );
     }
   };
   let host: unknown;
@@ -358,9 +362,20 @@ function postEnroll(
     req.once('error', (err: NodeJS.ErrnoException) => {
       clearTimeout(timer);
       if (err instanceof HypersealError) reject(err);
-      else if (err.code !== undefined && NOT_FROM_PINNED_CA.has(err.code)) {
-        // Someone who copied the public CA certificate into its chain (it passes step 1)
-        // but holds no certificate issued by that CA ends here.
+      else if (err.code === 'INVALID_PURPOSE') {
+        // A certificate of the right CA but for TLS clients: e.g. an enrolled agent's.
+        reject(
+          new HypersealError(
+            'HS_ERR_AGENT_CA_MISMATCH',
+            `the server at ${target.href} presents a certificate that is not a TLS server certificate ` +
+              `(${err.code}); the token was not sent`,
+            undefined,
+            { cause: err },
+          ),
+        );
+      } else if (err.code !== undefined && NOT_FROM_PINNED_CA.has(err.code)) {
+        // A forged chain that names the pinned CA as issuer (and so passes step 1) but
+        // is not signed by it ends here.
         reject(
           new HypersealError(
             'HS_ERR_AGENT_CA_MISMATCH',

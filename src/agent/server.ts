@@ -97,7 +97,10 @@ function matchRoute(method: string, pathname: string): Matched {
       try {
         decoded = decodeURIComponent(raw);
       } catch {
-        throw new HypersealError('HS_ERR_INVALID_ARGUMENT', 'the VM id in the path is not valid percent-encoding');
+        throw new HypersealError(
+          'HS_ERR_INVALID_ARGUMENT',
+          'the VM id in the path is not valid percent-encoding',
+        );
       }
       id = parseVmId(decoded);
     }
@@ -272,7 +275,10 @@ export async function startAgent(opts: AgentServerOptions): Promise<AgentServer>
 
     const reason = verdicts.get(socket) ?? refusalReason(socket);
     if (reason !== null) {
-      const err = new HypersealError('HS_ERR_AGENT_PEER_REFUSED', `this agent answers only its manager: ${reason}`);
+      const err = new HypersealError(
+        'HS_ERR_AGENT_PEER_REFUSED',
+        `this agent answers only its manager: ${reason}`,
+      );
       done(err.status, err.toJSON(), true);
       return;
     }
@@ -293,7 +299,11 @@ export async function startAgent(opts: AgentServerOptions): Promise<AgentServer>
             trace('agent', 'internal error', { path: url.pathname, error: String(err) });
           }
           // An oversized body was left unread: close rather than read the rest.
-          done(httpStatusOf(err), errorBody(err), err instanceof HypersealError && err.code === 'HS_ERR_TOO_LARGE');
+          done(
+            httpStatusOf(err),
+            errorBody(err),
+            err instanceof HypersealError && err.code === 'HS_ERR_TOO_LARGE',
+          );
         },
       );
   });

@@ -2,14 +2,26 @@
  * The simulated driver: VMs that exist only as records, for scale tests, demos and
  * hosts without QEMU. Every answer says `simulated: true` so nothing downstream can
  * mistake it for a real VM. Operations are instant and need no timers, so 10,000 VMs
- * cost a Map and one JSON file.
+ * cost a Map and a JSON file.
  *
- * Durability: the records live in `<dataDir>/sim-vms.json`, rewritten atomically. Writes
- * are group-committed: an operation resolves only once a write that includes it is on
- * disk, and all operations that arrive while a write is in progress share the next one,
- * so 10,000 concurrent defines cost a handful of writes, not 10,000.
+ * Durability: `<dataDir>/sim-vms.json` is a snapshot (rewritten atomically) and
+ * `<dataDir>/sim-vms.journal` holds one JSON line per change since it. Rewriting a
+ * 10,000-VM snapshot per change would cost megabytes per operation; a journal line costs
+ * a few hundred bytes. Changes are group-committed: an operation resolves once a write
+ * containing its line is fdatasync'ed, and all operations that arrive while a write is
+ * in progress share the next one. When the journal outgrows the snapshot, the snapshot
+ * is rewritten and the journal emptied; replaying a journal over a newer snapshot (a crash
+ * between the two) is harmless, because every line sets a whole record.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fdatasyncSync,
+  ftruncateSync,
+  openSync,
+  readFileSync,
+  writeSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { HypersealError } from '../errors.js';
 import { writeFileAtomic } from '../fsutil.js';
@@ -19,7 +31,10 @@ import { consoleChunk, vmNotFound, vmStateConflict } from './driver.js';
 import { hardwareDiffers, parseVmSpec } from './spec.js';
 
 export const SIM_STATE_FILE = 'sim-vms.json';
+export const SIM_JOURNAL_FILE = 'sim-vms.journal';
 const FORMAT_VERSION = 1;
+/** The journal is folded into the snapshot once it has this many lines and more than VMs. */
+const MIN_COMPACT_LINES = 1000;
 
 /** States a simulated VM can be in; nothing transitional, since every step is instant. */
 type SimState = Extract<VmRuntimeState, 'stopped' | 'running'>;
@@ -34,19 +49,28 @@ interface SimFile {
   vms: SimVm[];
 }
 
+/** A journal line: the whole record after a change, or its removal. */
+type JournalEntry = { put: SimVm } | { del: string };
+
 export class SimDriver implements VmDriver {
   readonly kind = 'sim' as const;
   readonly accel = 'none' as const;
   private readonly vms = new Map<string, SimVm>();
-  private readonly path: string;
-  /** The write in progress, and whether another one is needed after it. */
+  private readonly snapshotPath: string;
+  private readonly journalPath: string;
+  private journalFd: number | null = null;
+  private journalLines = 0;
+  /** Lines not yet handed to a write. */
+  private queued: string[] = [];
+  /** The write in progress (null when idle) and the one queued behind it. */
   private writing: Promise<void> | null = null;
-  /** Whether the write in progress has already taken its snapshot of `vms`. */
-  private snapshotTaken = false;
   private pending: Promise<void> | null = null;
+  /** Whether the write in progress has already taken the queued lines. */
+  private linesTaken = false;
 
   private constructor(dataDir: string) {
-    this.path = join(dataDir, SIM_STATE_FILE);
+    this.snapshotPath = join(dataDir, SIM_STATE_FILE);
+    this.journalPath = join(dataDir, SIM_JOURNAL_FILE);
   }
 
   /** Loads the records kept by a previous run (none on a fresh data directory). */
@@ -65,7 +89,7 @@ export class SimDriver implements VmDriver {
     }
     const next: SimVm = { spec: checked, state: vm?.state ?? 'stopped' };
     this.vms.set(checked.id, next);
-    await this.persist();
+    await this.persist({ put: next });
     return runtimeOf(next);
   }
 
@@ -73,7 +97,7 @@ export class SimDriver implements VmDriver {
     const vm = this.get(id);
     if (vm.state !== 'stopped') throw vmStateConflict(id, vm.state, 'delete a VM that is not stopped');
     this.vms.delete(id);
-    await this.persist();
+    await this.persist({ del: id });
   }
 
   powerOn(id: string): Promise<VmRuntime> {
@@ -118,8 +142,10 @@ export class SimDriver implements VmDriver {
   async recover(): Promise<void> {}
 
   async close(): Promise<void> {
-    await this.pending;
-    await this.writing;
+    await this.pending?.catch(() => undefined);
+    await this.writing?.catch(() => undefined);
+    if (this.journalFd !== null) closeSync(this.journalFd);
+    this.journalFd = null;
   }
 
   private get(id: string): SimVm {
@@ -132,17 +158,19 @@ export class SimDriver implements VmDriver {
     const vm = this.get(id);
     if (vm.state === state) return runtimeOf(vm); // idempotent: no write needed
     vm.state = state;
-    await this.persist();
+    await this.persist({ put: vm });
     return runtimeOf(vm);
   }
 
   /**
-   * Resolves once the current in-memory state (including the caller's change) is on
-   * disk. At most one write runs; callers arriving during it share the next one.
+   * Queues the line for `entry` (serialized now, so later changes to the record do not
+   * leak into it) and resolves once it is on disk. At most one write runs; callers
+   * arriving during it share the next one.
    */
-  private persist(): Promise<void> {
+  private persist(entry: JournalEntry): Promise<void> {
+    this.queued.push(JSON.stringify(entry) + '\n');
     if (this.pending) return this.pending;
-    if (this.writing && !this.snapshotTaken) return this.writing;
+    if (this.writing && !this.linesTaken) return this.writing;
     if (!this.writing) return this.startWrite();
     this.pending = this.writing
       .catch(() => undefined)
@@ -154,7 +182,7 @@ export class SimDriver implements VmDriver {
   }
 
   private startWrite(): Promise<void> {
-    this.snapshotTaken = false;
+    this.linesTaken = false;
     const writing = this.write().finally(() => {
       if (this.writing === writing) this.writing = null;
     });
@@ -165,46 +193,95 @@ export class SimDriver implements VmDriver {
   private async write(): Promise<void> {
     // Yield once so that operations issued in the same tick join this write.
     await new Promise<void>((resolve) => setImmediate(resolve));
-    this.snapshotTaken = true;
-    const file: SimFile = { version: FORMAT_VERSION, vms: Array.from(this.vms.values()) };
+    this.linesTaken = true;
+    const lines = this.queued;
+    this.queued = [];
     try {
-      writeFileAtomic(this.path, JSON.stringify(file));
+      this.journalFd ??= openSync(this.journalPath, 'a', 0o600);
+      writeSync(this.journalFd, lines.join(''));
+      fdatasyncSync(this.journalFd);
+      this.journalLines += lines.length;
+      if (this.journalLines >= Math.max(MIN_COMPACT_LINES, this.vms.size)) this.compact();
     } catch (cause) {
-      throw new HypersealError('HS_ERR_AGENT_DRIVER', `cannot save simulated VMs to ${this.path}`, undefined, {
-        cause,
-      });
+      throw new HypersealError(
+        'HS_ERR_AGENT_DRIVER',
+        `cannot save simulated VMs to ${this.journalPath}`,
+        undefined,
+        { cause },
+      );
     }
   }
 
+  /** Snapshot first, then empty the journal: a crash in between replays it harmlessly. */
+  private compact(): void {
+    const file: SimFile = { version: FORMAT_VERSION, vms: Array.from(this.vms.values()) };
+    writeFileAtomic(this.snapshotPath, JSON.stringify(file), 0o600);
+    if (this.journalFd !== null) {
+      ftruncateSync(this.journalFd, 0);
+      fdatasyncSync(this.journalFd);
+    }
+    this.journalLines = 0;
+  }
+
   private load(): void {
-    if (!existsSync(this.path)) return;
-    let file: unknown;
-    try {
-      file = JSON.parse(readFileSync(this.path, 'utf8'));
-    } catch (cause) {
-      throw new HypersealError('HS_ERR_CONFIG', `${this.path} is not readable JSON`, undefined, { cause });
-    }
-    const f = file as Partial<SimFile> | null;
-    if (typeof f !== 'object' || f === null || f.version !== FORMAT_VERSION || !Array.isArray(f.vms)) {
-      throw new HypersealError('HS_ERR_CONFIG', `${this.path} is not a version ${FORMAT_VERSION} sim VM file`);
-    }
-    for (const [i, raw] of f.vms.entries()) {
-      const rec = raw as Partial<SimVm> | null;
-      const state = rec?.state;
-      if (state !== 'stopped' && state !== 'running') {
-        throw new HypersealError('HS_ERR_CONFIG', `${this.path}: vms[${i}] has no valid state`);
-      }
-      // Re-validated: a hand-edited file must not smuggle in what the API would refuse.
-      let spec: VmSpec;
+    if (existsSync(this.snapshotPath)) {
+      let file: unknown;
       try {
-        spec = parseVmSpec(rec?.spec);
+        file = JSON.parse(readFileSync(this.snapshotPath, 'utf8'));
       } catch (cause) {
-        throw new HypersealError('HS_ERR_CONFIG', `${this.path}: vms[${i}] has an invalid spec`, undefined, {
+        throw new HypersealError('HS_ERR_CONFIG', `${this.snapshotPath} is not readable JSON`, undefined, {
           cause,
         });
       }
-      this.vms.set(spec.id, { spec, state });
+      const f = file as Partial<SimFile> | null;
+      if (typeof f !== 'object' || f === null || f.version !== FORMAT_VERSION || !Array.isArray(f.vms)) {
+        throw new HypersealError(
+          'HS_ERR_CONFIG',
+          `${this.snapshotPath} is not a version ${FORMAT_VERSION} sim VM file`,
+        );
+      }
+      for (const [i, raw] of f.vms.entries()) this.apply({ put: raw as SimVm }, `vms[${i}]`);
     }
+    if (existsSync(this.journalPath)) {
+      const lines = readFileSync(this.journalPath, 'utf8').split('\n');
+      // The last element is '' after a complete final line, or a line torn by a crash
+      // mid-write, which was never acknowledged: either way not replayed.
+      const complete = lines.slice(0, -1);
+      for (const [i, line] of complete.entries()) {
+        let entry: unknown;
+        try {
+          entry = JSON.parse(line);
+        } catch (cause) {
+          throw new HypersealError('HS_ERR_CONFIG', `${this.journalPath}:${i + 1} is not JSON`, undefined, {
+            cause,
+          });
+        }
+        this.apply(entry as JournalEntry, `line ${i + 1}`);
+      }
+      this.journalLines = complete.length;
+    }
+  }
+
+  /** Applies one stored change, re-validated: a hand-edited file must not smuggle in what the API refuses. */
+  private apply(entry: JournalEntry, where: string): void {
+    const bad = (what: string, cause?: unknown): HypersealError =>
+      new HypersealError('HS_ERR_CONFIG', `simulated VM store, ${where}: ${what}`, undefined, { cause });
+    if (typeof entry !== 'object' || entry === null) throw bad('not an object');
+    if ('del' in entry) {
+      if (typeof entry.del !== 'string') throw bad('del is not an id');
+      this.vms.delete(entry.del);
+      return;
+    }
+    const rec = (entry as { put?: Partial<SimVm> }).put;
+    const state = rec?.state;
+    if (state !== 'stopped' && state !== 'running') throw bad('no valid state');
+    let spec: VmSpec;
+    try {
+      spec = parseVmSpec(rec?.spec);
+    } catch (cause) {
+      throw bad('invalid spec', cause);
+    }
+    this.vms.set(spec.id, { spec, state });
   }
 }
 

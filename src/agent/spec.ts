@@ -105,7 +105,8 @@ function datastorePath(value: unknown, where: string): string {
 function disk(value: unknown, where: string): VmDiskSpec {
   const o = object(value, where, ['id', 'sizeMiB', 'datastorePath']);
   const id = o.id;
-  if (typeof id !== 'string' || !DEVICE_ID.test(id)) throw invalid(`${where}.id must match ${DEVICE_ID.source}`);
+  if (typeof id !== 'string' || !DEVICE_ID.test(id))
+    throw invalid(`${where}.id must match ${DEVICE_ID.source}`);
   return {
     id,
     sizeMiB: int(o.sizeMiB, `${where}.sizeMiB`, 1, LIMITS.maxDiskSizeMiB),
@@ -116,7 +117,8 @@ function disk(value: unknown, where: string): VmDiskSpec {
 function nic(value: unknown, where: string): VmNicSpec {
   const o = object(value, where, ['id', 'mac', 'network']);
   const id = o.id;
-  if (typeof id !== 'string' || !DEVICE_ID.test(id)) throw invalid(`${where}.id must match ${DEVICE_ID.source}`);
+  if (typeof id !== 'string' || !DEVICE_ID.test(id))
+    throw invalid(`${where}.id must match ${DEVICE_ID.source}`);
   const mac = o.mac;
   if (typeof mac !== 'string' || !MAC.test(mac)) {
     throw invalid(`${where}.mac must be a unicast MAC address like 52:54:00:12:34:56`);
@@ -173,8 +175,7 @@ export function parseShutdownRequest(value: unknown): Required<ShutdownRequest> 
     if (k !== 'timeoutMs') throw invalid(`shutdown body has an unknown field ${JSON.stringify(k)}`);
   }
   return {
-    timeoutMs:
-      o.timeoutMs === undefined ? 0 : int(o.timeoutMs, 'timeoutMs', 0, LIMITS.maxShutdownTimeoutMs),
+    timeoutMs: o.timeoutMs === undefined ? 0 : int(o.timeoutMs, 'timeoutMs', 0, LIMITS.maxShutdownTimeoutMs),
   };
 }
 

@@ -3,8 +3,9 @@
  * enrolls agents (signing their CSR as the real one does), and a small mutual-TLS client
  * standing in for the manager's agent client. Used by the *.test.ts files beside it.
  */
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -12,7 +13,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ErrorCode } from '../errors.js';
 import type { CertifiedKey } from '../pki/index.js';
-import { certificateFingerprint256, createCertificateAuthority, issueCertificate, signCsr } from '../pki/index.js';
+import {
+  certificateFingerprint256,
+  createCertificateAuthority,
+  issueCertificate,
+  signCsr,
+} from '../pki/index.js';
 import type { EnrollRequest, EnrollResponse, ErrorBody } from './api.js';
 import { MANAGER_IDENTITY } from './api.js';
 import { ENROLL_PATH } from './join.js';
@@ -110,7 +116,10 @@ export async function startFakeManager(opts: FakeManagerOptions): Promise<FakeMa
       });
     });
   });
-  const answer = async (req: IncomingMessage, text: string): Promise<[number, EnrollResponse | ErrorBody]> => {
+  const answer = async (
+    req: IncomingMessage,
+    text: string,
+  ): Promise<[number, EnrollResponse | ErrorBody]> => {
     if (req.method !== 'POST' || req.url !== ENROLL_PATH) {
       return [404, { code: 'HS_ERR_NOT_FOUND', message: `no route ${req.method ?? ''} ${req.url ?? ''}` }];
     }
@@ -186,7 +195,10 @@ export class TestAgentClient {
           res.on('data', (c: Buffer) => chunks.push(c));
           res.on('end', () => {
             const text = Buffer.concat(chunks).toString('utf8');
-            resolve({ status: res.statusCode ?? 0, body: text === '' ? null : (JSON.parse(text) as unknown) });
+            resolve({
+              status: res.statusCode ?? 0,
+              body: text === '' ? null : (JSON.parse(text) as unknown),
+            });
           });
           res.on('error', reject);
         },
@@ -199,6 +211,70 @@ export class TestAgentClient {
   close(): void {
     this.agent.destroy();
   }
+}
+
+/**
+ * A man in the middle's best forgery: a server certificate whose issuer name and
+ * authority key id are those of the real CA (so certificate-chain linking, which goes by
+ * name and key id, attaches the real, public CA certificate to it), signed by a look-alike
+ * CA key of its own. Made with the openssl CLI, since src/pki rightly cannot forge.
+ */
+export function forgeLookalikeServer(pki: ManagerPki, dir: string): { certChainPem: string; keyPem: string } {
+  const p = (name: string): string => join(dir, name);
+  const openssl = (...args: string[]): string =>
+    execFileSync('openssl', args, { encoding: 'utf8', stdio: 'pipe' });
+  writeFileSync(p('real-ca.pem'), pki.ca.certPem);
+  const skiText = openssl('x509', '-in', p('real-ca.pem'), '-noout', '-ext', 'subjectKeyIdentifier');
+  const ski = /([0-9A-F]{2}(?::[0-9A-F]{2})+)/.exec(skiText)?.[1];
+  if (ski === undefined) throw new Error(`no SKI in ${skiText}`);
+  const subject = openssl('x509', '-in', p('real-ca.pem'), '-noout', '-subject', '-nameopt', 'compat');
+  const cn = /CN=([^/\n]+)/.exec(subject)?.[1]?.trim();
+  if (cn === undefined) throw new Error(`no CN in ${subject}`);
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
+  openssl(
+    'req',
+    '-x509',
+    ...ec,
+    '-keyout',
+    p('fake-ca.key'),
+    '-out',
+    p('fake-ca.pem'),
+    '-subj',
+    `/CN=${cn}`,
+    '-days',
+    '1',
+    '-addext',
+    `subjectKeyIdentifier=${ski}`,
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
+    '-addext',
+    'keyUsage=critical,keyCertSign',
+  );
+  openssl('req', '-new', ...ec, '-keyout', p('leaf.key'), '-out', p('leaf.csr'), '-subj', '/CN=manager.test');
+  writeFileSync(
+    p('leaf.ext'),
+    'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nauthorityKeyIdentifier=keyid\n',
+  );
+  openssl(
+    'x509',
+    '-req',
+    '-in',
+    p('leaf.csr'),
+    '-CA',
+    p('fake-ca.pem'),
+    '-CAkey',
+    p('fake-ca.key'),
+    '-days',
+    '1',
+    '-extfile',
+    p('leaf.ext'),
+    '-out',
+    p('leaf.pem'),
+  );
+  return {
+    certChainPem: readFileSync(p('leaf.pem'), 'utf8') + pki.ca.certPem,
+    keyPem: readFileSync(p('leaf.key'), 'utf8'),
+  };
 }
 
 export function tempDir(prefix: string): { path: string; remove(): void } {

@@ -5,13 +5,18 @@ import { kmipCommand, KMIP_HELP } from './kmip.js';
 import { kmsCommand, KMS_HELP } from './kms.js';
 import { ExitCode, exitCodeOf, printError } from './output.js';
 import { upCommand } from './up.js';
+import { agentCommand, DAEMON_HELP, managerCommand } from './daemons.js';
+import { eventCommand, hostCommand, INVENTORY_HELP, loginCommand, taskCommand, vmCommand } from './inventory.js';
 import { usageError } from './args.js';
 
 const HELP = `hyperseal — security control plane for QEMU/KVM
 
 usage: hyperseal <command> [options]
 
-  up                 start the embedded key server (and, as they land, the manager and a local agent)
+  up [--demo]        start the embedded key server, the manager and a local agent
+  manager serve      the control plane;  agent join|serve: a host agent
+  login, host, vm, task, event
+                     inventory and lifecycle over the REST API
   kms serve|client-cert|grant
                      run and administer the embedded KMIP 1.1 key server
   kmip <op>          talk KMIP 1.1 to any key manager
@@ -19,6 +24,10 @@ usage: hyperseal <command> [options]
 
 Every command takes --help. Exit codes: 0 ok, 1 failure, 2 usage, 3 not found,
 4 forbidden, 5 conflict, 6 unavailable, 7 timeout.
+
+${DAEMON_HELP}
+
+${INVENTORY_HELP}
 
 ${KMS_HELP}
 
@@ -49,6 +58,20 @@ async function main(argv: string[]): Promise<number> {
       return kmsCommand(rest);
     case 'kmip':
       return kmipCommand(rest);
+    case 'manager':
+      return managerCommand(rest);
+    case 'agent':
+      return agentCommand(rest);
+    case 'login':
+      return loginCommand(rest);
+    case 'host':
+      return hostCommand(rest);
+    case 'vm':
+      return vmCommand(rest);
+    case 'task':
+      return taskCommand(rest);
+    case 'event':
+      return eventCommand(rest);
     default:
       throw usageError(`unknown command '${command}' (try: hyperseal help)`);
   }

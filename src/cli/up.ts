@@ -1,53 +1,157 @@
 /**
- * `hyperseal up`: everything that exists so far, started with one data directory.
- * Today that is the embedded KMIP key server plus an operator client certificate; the
- * manager and a local agent join here as they land. Ctrl-C stops everything cleanly.
+ * `hyperseal up`: the whole product on one machine with one data directory — the
+ * embedded KMIP key server, the manager, and a local agent enrolled with it (with
+ * --demo a second agent and two small VMs). Writes DIR/credentials.json (0600) so the
+ * CLI works at once. Running it again reuses everything. Ctrl-C stops all cleanly.
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join, relative, resolve } from 'node:path';
+import type { VmDriver } from '../agent/driver.js';
+import { joinManager } from '../agent/join.js';
+import type { AgentServer } from '../agent/server.js';
+import { startAgent } from '../agent/server.js';
+import { SimDriver } from '../agent/sim-driver.js';
 import { startKms } from '../kms/service.js';
-import { hostPort, parse, str } from './args.js';
+import type { Actor } from '../manager/events.js';
+import { startManager } from '../manager/services.js';
+import { flag, hostPort, parse, str } from './args.js';
+import { waitForSignal } from './daemons.js';
 
-const USAGE = 'hyperseal up [--data-dir DIR] [--kms-listen HOST:PORT]';
+const USAGE =
+  'hyperseal up [--data-dir DIR] [--demo] [--driver qemu|sim] [--kms-listen HOST:PORT] [--manager-listen HOST:PORT] [--agent-port N]';
+
+async function driverFor(kind: string, dataDir: string): Promise<VmDriver> {
+  if (kind === 'qemu') {
+    try {
+      const modulePath = '../agent/qemu-driver.js';
+      const mod = (await import(modulePath)) as { openQemuDriver(dataDir: string): Promise<VmDriver> };
+      return await mod.openQemuDriver(dataDir);
+    } catch (err) {
+      process.stderr.write(`hyperseal up: QEMU driver unavailable (${(err as Error).message}); using the simulated driver\n`);
+    }
+  }
+  return SimDriver.open(dataDir);
+}
 
 export async function upCommand(argv: string[]): Promise<number> {
-  const p = parse(argv, { 'data-dir': { type: 'string' }, 'kms-listen': { type: 'string' } }, USAGE);
-  const dataDir = resolve(str(p, 'data-dir') ?? '.hyperseal');
-  const kmsDir = join(dataDir, 'kms');
-  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-  const { host, port } = hostPort(str(p, 'kms-listen') ?? '127.0.0.1:5696', 5696);
-  const kms = await startKms({ dataDir: kmsDir, host, port });
-
-  // The operator's own KMIP identity, issued once, so the CLI works right away.
-  const prefix = join(dataDir, 'operator');
-  if (!existsSync(`${prefix}.key`)) {
-    const cert = await kms.dataDir.issueClientCertificate('operator');
-    writeFileSync(`${prefix}.pem`, cert.certPem, { mode: 0o644 });
-    writeFileSync(`${prefix}.key`, cert.keyPem, { mode: 0o600 });
-  }
-  const rel = (path: string): string => relative(process.cwd(), path) || '.';
-  const flags = `--server ${kms.host}:${kms.port} --ca ${rel(kms.dataDir.caPath)} --cert ${rel(prefix)}.pem --key ${rel(prefix)}.key`;
-  process.stdout.write(
-    [
-      '',
-      `Hyperseal is up (data in ${rel(dataDir)}).`,
-      `  embedded KMIP 1.1 key server  ${kms.host}:${kms.port}   CA ${rel(kms.dataDir.caPath)}`,
-      `  operator client certificate   ${rel(prefix)}.pem / .key`,
-      '',
-      'Next, in another terminal:',
-      `  npx hyperseal kmip ${flags} query`,
-      `  npx hyperseal kmip ${flags} create --name my-first-key`,
-      `  npx hyperseal kmip ${flags} locate --name my-first-key`,
-      '',
-      'Docs: docs/kmip.md (key server, other key managers), docs/errors.md. Ctrl-C stops everything.',
-      '',
-    ].join('\n'),
+  const p = parse(
+    argv,
+    {
+      'data-dir': { type: 'string' },
+      demo: { type: 'boolean' },
+      driver: { type: 'string' },
+      'kms-listen': { type: 'string' },
+      'manager-listen': { type: 'string' },
+      'agent-port': { type: 'string' },
+    },
+    USAGE,
   );
-  await new Promise<void>((resolveStop) => {
-    process.once('SIGINT', () => resolveStop());
-    process.once('SIGTERM', () => resolveStop());
-  });
-  await kms.close();
+  const dataDir = resolve(str(p, 'data-dir') ?? '.hyperseal');
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const rel = (path: string): string => relative(process.cwd(), path) || '.';
+  const stops: (() => Promise<void>)[] = [];
+  const stopAll = async (): Promise<void> => {
+    for (const stop of stops.reverse()) await stop().catch(() => undefined);
+  };
+  try {
+    // 1. The embedded key server and the operator's KMIP client certificate.
+    const kmsAddr = hostPort(str(p, 'kms-listen') ?? '127.0.0.1:5696', 5696);
+    const kms = await startKms({ dataDir: join(dataDir, 'kms'), host: kmsAddr.host, port: kmsAddr.port });
+    stops.push(() => kms.close());
+    const operator = join(dataDir, 'operator');
+    if (!existsSync(`${operator}.key`)) {
+      const cert = await kms.dataDir.issueClientCertificate('operator');
+      writeFileSync(`${operator}.pem`, cert.certPem, { mode: 0o644 });
+      writeFileSync(`${operator}.key`, cert.keyPem, { mode: 0o600 });
+    }
+
+    // 2. The manager.
+    const mAddr = hostPort(str(p, 'manager-listen') ?? '127.0.0.1:8443', 8443);
+    const manager = await startManager({ dataDir: join(dataDir, 'manager'), host: mAddr.host, port: mAddr.port });
+    stops.push(() => manager.close());
+    const credentials = join(dataDir, 'credentials.json');
+    if (manager.initialAdminToken !== undefined) {
+      writeFileSync(
+        credentials,
+        JSON.stringify({ managerUrl: manager.url, caPath: manager.caPath, token: manager.initialAdminToken }, null, 2) + '\n',
+        { mode: 0o600 },
+      );
+    }
+
+    // 3. Local agents, enrolled on first start.
+    const system: Actor = { user: 'system', sourceIp: null };
+    const driverKind = str(p, 'driver') ?? 'qemu';
+    const basePort = Number(str(p, 'agent-port') ?? '9443');
+    const agentCount = flag(p, 'demo') ? 2 : 1;
+    const agents: AgentServer[] = [];
+    for (let i = 0; i < agentCount; i++) {
+      const agentDir = join(dataDir, `agent${i + 1}`);
+      const port = basePort + i;
+      if (!existsSync(join(agentDir, 'host.json'))) {
+        const t = await manager.services.hosts.createEnrollmentToken(system);
+        await joinManager({
+          managerUrl: manager.url,
+          token: t.token,
+          caSha256: t.caSha256,
+          name: `${hostname()}-${i + 1}`,
+          address: `https://127.0.0.1:${port}`,
+          dataDir: agentDir,
+        });
+      }
+      const agent = await startAgent({
+        dataDir: agentDir,
+        listen: { host: '127.0.0.1', port },
+        driver: await driverFor(driverKind, agentDir),
+      });
+      stops.push(() => agent.close());
+      agents.push(agent);
+      await manager.services.hosts.attach(agent.hostId);
+    }
+
+    // 4. --demo: two small VMs on the networks of the enhanced-logging demo.
+    if (flag(p, 'demo')) {
+      for (const net of ['PCI', 'Non-PCI']) {
+        await manager.services.createNetwork(system, net).catch(() => undefined);
+      }
+      const existing = await manager.services.vms.list({ limit: 10, offset: 0 });
+      for (const [i, name] of ['web-01', 'db-01'].entries()) {
+        if (existing.some((v) => v.name === name)) continue;
+        await manager.services.vms.create(system, {
+          name,
+          hostId: agents[i % agents.length]?.hostId ?? '',
+          memoryMiB: 128,
+          firmware: 'efi',
+          nics: [{ id: 'nic0', network: 'PCI' }],
+          tags: ['pci', 'demo'],
+        });
+      }
+    }
+
+    process.stdout.write(
+      [
+        '',
+        `Hyperseal is up (data in ${rel(dataDir)}).`,
+        `  manager (REST API, web UI)    ${manager.url}/api/v1   CA ${rel(manager.caPath)}`,
+        `  embedded KMIP key server      ${kms.host}:${kms.port}`,
+        ...agents.map((a, i) => `  host agent ${i + 1}                  https://${a.host}:${a.port}  (host ${a.hostId})`),
+        `  credentials (admin token)     ${rel(credentials)} (mode 0600)`,
+        '',
+        'Next, in another terminal:',
+        '  npx hyperseal host list',
+        '  npx hyperseal vm create --name test-01 --memory 128',
+        '  npx hyperseal vm power-on test-01 && npx hyperseal vm console test-01',
+        '  npx hyperseal event list',
+        `  npx hyperseal kmip --server ${kms.host}:${kms.port} --ca ${rel(kms.dataDir.caPath)} --cert ${rel(operator)}.pem --key ${rel(operator)}.key query`,
+        '',
+        'Docs: docs/ (install, API, KMIP, security model, errors). Ctrl-C stops everything.',
+        '',
+      ].join('\n'),
+    );
+    await waitForSignal();
+  } finally {
+    await stopAll();
+  }
   process.stdout.write('hyperseal: stopped\n');
   return 0;
 }

@@ -90,9 +90,21 @@ void test('numeric keys are compared as strings: 0 and "0" are the same item', (
 });
 
 void test('a list that cannot be keyed (duplicate or missing keys) is one change of the whole list', () => {
-  const dup = { disks: [{ id: 'a', sizeGiB: 1 }, { id: 'a', sizeGiB: 2 }] };
+  const dup = {
+    disks: [
+      { id: 'a', sizeGiB: 1 },
+      { id: 'a', sizeGiB: 2 },
+    ],
+  };
   assert.deepEqual(diff(dup, { disks: [{ id: 'a', sizeGiB: 1 }] }, SCHEMA), [
-    { path: 'disks', from: [{ id: 'a', sizeGiB: 1 }, { id: 'a', sizeGiB: 2 }], to: [{ id: 'a', sizeGiB: 1 }] },
+    {
+      path: 'disks',
+      from: [
+        { id: 'a', sizeGiB: 1 },
+        { id: 'a', sizeGiB: 2 },
+      ],
+      to: [{ id: 'a', sizeGiB: 1 }],
+    },
   ]);
   const nokey = { disks: [{ sizeGiB: 1 }] };
   assert.deepEqual(diff(nokey, { disks: [{ sizeGiB: 2 }] }, SCHEMA), [
@@ -102,15 +114,21 @@ void test('a list that cannot be keyed (duplicate or missing keys) is one change
 });
 
 void test('tags are a set: one change with sorted, de-duplicated from/to; order and duplicates are no change', () => {
-  assert.deepEqual(diff({ tags: ['a'] }, { tags: ['b', 'a'] }), [{ path: 'tags', from: ['a'], to: ['a', 'b'] }]);
+  assert.deepEqual(diff({ tags: ['a'] }, { tags: ['b', 'a'] }), [
+    { path: 'tags', from: ['a'], to: ['a', 'b'] },
+  ]);
   assert.deepEqual(diff({ tags: ['b', 'a'] }, { tags: ['a', 'b', 'a'] }), []);
   assert.deepEqual(diff({ tags: ['x'] }, {}), [{ path: 'tags', from: ['x'], to: null }]);
-  assert.deepEqual(diff({ tags: [] }, { tags: ['pci', 'prod'] }), [{ path: 'tags', from: [], to: ['pci', 'prod'] }]);
+  assert.deepEqual(diff({ tags: [] }, { tags: ['pci', 'prod'] }), [
+    { path: 'tags', from: [], to: ['pci', 'prod'] },
+  ]);
   // Natural order, numbers by value, and 1 is not '1'.
   assert.deepEqual(diff({ ports: [10, 9] }, { ports: [9, 10, 100, '1'] }), [
     { path: 'ports', from: [9, 10], to: [9, 10, 100, '1'] },
   ]);
-  assert.deepEqual(diff({ t: ['vm10', 'vm9'] }, { t: ['vm9'] }), [{ path: 't', from: ['vm9', 'vm10'], to: ['vm9'] }]);
+  assert.deepEqual(diff({ t: ['vm10', 'vm9'] }, { t: ['vm9'] }), [
+    { path: 't', from: ['vm9', 'vm10'], to: ['vm9'] },
+  ]);
 });
 
 void test('an ordered list (boot order) is compared by position', () => {
@@ -154,9 +172,14 @@ void test('schema by dotted path for nested keyed lists (disks[…].snapshots)',
     { path: 'disks[d0].snapshots[s2]', from: null, to: { name: 's2', sizeMiB: 1 } },
   ]);
   // A bare name matches a list of that name at any depth.
-  assert.deepEqual(diff({ config: { nics: [{ id: 'n', net: 'a' }] } }, { config: { nics: [{ id: 'n', net: 'b' }] } }, SCHEMA), [
-    { path: 'config.nics[n].net', from: 'a', to: 'b' },
-  ]);
+  assert.deepEqual(
+    diff(
+      { config: { nics: [{ id: 'n', net: 'a' }] } },
+      { config: { nics: [{ id: 'n', net: 'b' }] } },
+      SCHEMA,
+    ),
+    [{ path: 'config.nics[n].net', from: 'a', to: 'b' }],
+  );
 });
 
 void test('no change gives [] (deep copies, undefined vs absent, null vs absent, Dates, -0)', () => {
@@ -186,11 +209,14 @@ void test('Dates are ISO strings; property order does not matter; paths quote od
   assert.deepEqual(diff({ at: new Date(0) }, { at: new Date(1000) }), [
     { path: 'at', from: '1970-01-01T00:00:00.000Z', to: '1970-01-01T00:00:01.000Z' },
   ]);
-  assert.deepEqual(diff({ b: 1, a: 1 }, { a: 2, b: 2 }).map((c) => c.path), ['a', 'b']);
-  assert.deepEqual(diff({ 'a.b': 1, 'x y': { '': 1 } }, { 'a.b': 2, 'x y': { '': 2 } }).map((c) => c.path), [
-    '"a.b"',
-    '"x y".""',
-  ]);
+  assert.deepEqual(
+    diff({ b: 1, a: 1 }, { a: 2, b: 2 }).map((c) => c.path),
+    ['a', 'b'],
+  );
+  assert.deepEqual(
+    diff({ 'a.b': 1, 'x y': { '': 1 } }, { 'a.b': 2, 'x y': { '': 2 } }).map((c) => c.path),
+    ['"a.b"', '"x y".""'],
+  );
 });
 
 void test('a shallow copy (shared references) diffs only what changed', () => {
@@ -232,7 +258,16 @@ void test('refuses cycles and excessive nesting instead of hanging', () => {
   let deep: Record<string, unknown> = { v: 1 };
   for (let i = 0; i < 40; i++) deep = { d: deep };
   assertInvalid(() => diff({}, deep), /nested deeper than 32/);
-  assertInvalid(() => diff({ list: Array.from({ length: 10 }, (_, i) => i) }, { list: [] }, {}, { maxDepth: 32, maxNodes: 5 }), /more than 5 values/);
+  assertInvalid(
+    () =>
+      diff(
+        { list: Array.from({ length: 10 }, (_, i) => i) },
+        { list: [] },
+        {},
+        { maxDepth: 32, maxNodes: 5 },
+      ),
+    /more than 5 values/,
+  );
 });
 
 void test('Secret and bytes compare by content: re-wrapping an unchanged value is no change', () => {

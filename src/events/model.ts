@@ -170,7 +170,8 @@ export const EventTypes = {
   },
   'access.denied': {
     severity: 'warning',
-    description: 'An API call was refused: not logged in, or lacking a privilege. The message names the missing privilege.',
+    description:
+      'An API call was refused: not logged in, or lacking a privilege. The message names the missing privilege.',
     done: '{user} was refused {object}',
     failed: '{user} was refused {object}',
   },

@@ -39,12 +39,15 @@ void test('a secret-named object is compared whole and never descended into', ()
 void test('a Buffer is always redacted, whatever its name', () => {
   const dek1 = Buffer.from('00112233445566778899aabbccddeeff', 'hex');
   const dek2 = Buffer.from('ffeeddccbbaa99887766554433221100', 'hex');
-  const changes = diff({ blob: dek1, enc: { sealed: new Uint8Array(dek1) } }, { blob: dek2, enc: { sealed: new Uint8Array(dek2) } });
+  const changes = diff(
+    { blob: dek1, enc: { sealed: new Uint8Array(dek1) } },
+    { blob: dek2, enc: { sealed: new Uint8Array(dek2) } },
+  );
   assert.deepEqual(changes, [
     { path: 'blob', from: REDACTED, to: REDACTED },
     { path: 'enc.sealed', from: REDACTED, to: REDACTED },
   ]);
-  assertNoLeak(changes, '0011', 'ffee', '"0"', '"1"');
+  assertNoLeak(changes, '0011', 'ffee', 'Buffer', '"data"');
   assert.equal(toEventValue(new DataView(new ArrayBuffer(4))), REDACTED);
   assert.equal(toEventValue(new ArrayBuffer(4)), REDACTED);
 });
@@ -52,7 +55,9 @@ void test('a Buffer is always redacted, whatever its name', () => {
 void test('a Secret nested in a keyed list item: redacted when the item is added and when it changes', () => {
   const schema = { disks: 'id' };
   // 'auth' is not a secret name: only the type protects it.
-  const before = { disks: [{ id: 'iscsi0', target: 'iqn.2024-05.lab:t0', auth: new Secret('chap-s3cr3t-1') }] };
+  const before = {
+    disks: [{ id: 'iscsi0', target: 'iqn.2024-05.lab:t0', auth: new Secret('chap-s3cr3t-1') }],
+  };
   const after = {
     disks: [
       { id: 'iscsi0', target: 'iqn.2024-05.lab:t0', auth: new Secret('chap-s3cr3t-2') },
@@ -68,8 +73,12 @@ void test('a Secret nested in a keyed list item: redacted when the item is added
 });
 
 void test('key ids stay visible next to redacted key material', () => {
-  const before = { encryption: { kekId: 'kms-a/42', keyId: 'k-1', dek: Buffer.from('aa', 'hex'), provider: 'kms-a' } };
-  const after = { encryption: { kekId: 'kms-a/43', keyId: 'k-2', dek: Buffer.from('bb', 'hex'), provider: 'kms-a' } };
+  const before = {
+    encryption: { kekId: 'kms-a/42', keyId: 'k-1', dek: Buffer.from('aa', 'hex'), provider: 'kms-a' },
+  };
+  const after = {
+    encryption: { kekId: 'kms-a/43', keyId: 'k-2', dek: Buffer.from('bb', 'hex'), provider: 'kms-a' },
+  };
   assert.deepEqual(diff(before, after), [
     { path: 'encryption.dek', from: REDACTED, to: REDACTED },
     { path: 'encryption.kekId', from: 'kms-a/42', to: 'kms-a/43' },
@@ -185,7 +194,9 @@ void test('secret names: what stays visible (ids, names, lengths, timestamps, pu
 });
 
 void test('booleans stay visible under secret names; numbers (PINs) do not', () => {
-  assert.deepEqual(diff({ hasPassword: false }, { hasPassword: true }), [{ path: 'hasPassword', from: false, to: true }]);
+  assert.deepEqual(diff({ hasPassword: false }, { hasPassword: true }), [
+    { path: 'hasPassword', from: false, to: true },
+  ]);
   assert.deepEqual(diff({ pin: 1234 }, { pin: 4321 }), [{ path: 'pin', from: REDACTED, to: REDACTED }]);
 });
 
@@ -195,7 +206,9 @@ void test('a PEM private key is redacted by content, under any name', () => {
   assert.equal(toEventValue('-----BEGIN OPENSSH PRIVATE KEY-----'), REDACTED);
   assert.equal(toEventValue('-----BEGIN PGP PRIVATE KEY BLOCK-----'), REDACTED);
   assert.equal(toEventValue('-----BEGIN CERTIFICATE-----'), '-----BEGIN CERTIFICATE-----');
-  assert.deepEqual(diff({ notes: ['a'] }, { notes: ['a', pem] }), [{ path: 'notes', from: ['a'], to: [REDACTED, 'a'] }]);
+  assert.deepEqual(diff({ notes: ['a'] }, { notes: ['a', pem] }), [
+    { path: 'notes', from: ['a'], to: [REDACTED, 'a'] },
+  ]);
 });
 
 void test('Secret prints as [redacted] everywhere and reveals only on request', () => {
@@ -205,7 +218,7 @@ void test('Secret prints as [redacted] everywhere and reveals only on request', 
   assert.equal(`${s}`, REDACTED);
   assert.equal('' + s, REDACTED);
   assert.equal(inspect(s), REDACTED);
-  assert.equal(inspect({ nested: { s } }, { depth: null }), "{ nested: { s: [redacted] } }");
+  assert.equal(inspect({ nested: { s } }, { depth: null }), '{ nested: { s: [redacted] } }');
   assert.equal(format('%o %O %s %j', s, s, s, s).includes('hunter2'), false);
   assert.deepEqual(Object.keys(s), []);
   assert.deepEqual({ ...s }, {});

@@ -176,7 +176,8 @@ export async function startManager(opts: ManagerOptions): Promise<RunningManager
     },
     title: 'Hyperseal manager API',
     version: '1',
-    https: { cert: identity.api.certPem, key: identity.api.keyPem },
+    // The chain includes the CA, so an agent that pins the CA's fingerprint (join) finds it.
+    https: { cert: identity.api.certPem + identity.ca.certPem, key: identity.api.keyPem },
   });
   const address = await app.listen({ host, port: opts.port ?? 8443 });
   const port = new URL(address).port;

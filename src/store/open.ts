@@ -4,8 +4,8 @@
  * - a file path, `sqlite:PATH` or `sqlite:///abs/path` → SQLite (the default: one file,
  *   nothing to install); `sqlite::memory:` → a throwaway in-memory database;
  * - `postgres://user:password@host:port/database` (or `postgresql://`) → PostgreSQL.
- *   Query parameters are passed to the driver (`sslmode=require`, `application_name`, or
- *   `host=/run/postgresql` for a unix socket directory).
+ *   Query parameters are passed to the driver (`sslmode=require`, `application_name`);
+ *   a unix socket directory is `postgres:///database?host=/run/postgresql&user=NAME`.
  *
  * A URL may carry a password. It never appears in a message: errors show the URL with
  * the password replaced by `***`, and driver messages are scrubbed of it.

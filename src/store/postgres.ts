@@ -25,6 +25,8 @@ const NETWORK_CODES = new Set([
   'EHOSTUNREACH',
   'ENOTFOUND',
   'EPIPE',
+  'ENOENT', // no socket file in a unix socket directory
+  'EACCES',
 ]);
 
 const INT8_OID = 20;

@@ -332,8 +332,13 @@ export class SqliteDb implements Db {
 
   /** Runs one statement (or script) under the mutex, at once when nothing holds it. */
   private locked<T>(operation: string, fn: () => T): Promise<T> {
-    this.guard.assertOutside(operation);
-    if (this.closed) return Promise.reject(closedError());
+    // Refusals are rejections too, never synchronous throws: callers may use .catch().
+    try {
+      this.guard.assertOutside(operation);
+      if (this.closed) throw closedError();
+    } catch (err) {
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
     // Statements are synchronous: with the mutex free, nothing can run in between.
     if (!this.mutex.locked) return settle(fn);
     return this.mutex.acquire().then(() => {

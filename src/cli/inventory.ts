@@ -1,0 +1,320 @@
+/**
+ * The CLI over the REST API (PowerCLI's place): login, hosts, VMs, tasks, events.
+ * Every read command takes --json; power actions wait for their task with a progress
+ * bar on stderr (unless --no-wait); failures exit with the code of the error's status.
+ */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { HypersealError } from '../errors.js';
+import { ApiClient } from '../sdk/client.js';
+import { flag, int, need, parse, str, usageError } from './args.js';
+import { printResult, table } from './output.js';
+
+interface Vm {
+  id: string;
+  name: string;
+  hostId: string;
+  state: string;
+  simulated: boolean;
+  pendingRestart: boolean;
+  config: { cpus: number; memoryMiB: number; firmware: string; secureBoot: boolean; tags: string[]; nics: { id: string; network: string }[]; disks: { id: string; sizeMiB: number }[] };
+}
+interface Task {
+  id: string;
+  kind: string;
+  state: string;
+  progress: number;
+  objectId: string;
+  error: { code: string; message: string } | null;
+  createdAt: number;
+}
+interface Host {
+  id: string;
+  name: string;
+  address: string;
+  state: string;
+  simulated: boolean;
+  facts: { accel?: string; qemuVersion?: string | null; uefiSecureBoot?: string } | null;
+}
+interface Event {
+  seq: number;
+  time: string;
+  type: string;
+  user: string;
+  message: string;
+  changes: { path: string; from: unknown; to: unknown }[];
+}
+
+export const INVENTORY_HELP = `inventory commands (credentials: --credentials FILE, $HYPERSEAL_CREDENTIALS, ./.hyperseal/credentials.json)
+  login --manager URL --ca CA.pem (--token TOKEN | --user NAME with $HYPERSEAL_PASSWORD)
+  host list [--json]
+  vm list [--json] | vm show VM [--json]
+  vm create --name N [--host ID] [--cpus N] [--memory MIB] [--firmware efi|bios] [--network NAME …] [--disk MIB …] [--tag T …]
+  vm power-on|power-off|shutdown|reset VM [--no-wait] [--json]
+  vm reconfigure VM [--memory MIB] [--cpus N] [--name N] [--tag T …]
+  vm console VM
+  vm delete VM
+  task list [--json] | task wait ID
+  event list [--type T] [--object VM] [--limit N] [--json]
+  (VM is a name or an id)`;
+
+const common = { json: { type: 'boolean' }, credentials: { type: 'string' } } as const;
+
+function client(p: ReturnType<typeof parse>): ApiClient {
+  return ApiClient.fromCredentials(str(p, 'credentials'));
+}
+
+async function resolveVm(api: ApiClient, nameOrId: string | undefined): Promise<Vm> {
+  if (nameOrId === undefined) throw usageError('a VM name or id is required');
+  const byName = await api.get<Vm[]>(`/vms?name=${encodeURIComponent(nameOrId)}`);
+  if (byName[0] !== undefined) return byName[0];
+  return api.get<Vm>(`/vms/${encodeURIComponent(nameOrId)}`);
+}
+
+function progressBar(t: Task): void {
+  if (!process.stderr.isTTY) return;
+  const width = 30;
+  const filled = Math.round((t.progress / 100) * width);
+  process.stderr.write(`\r${t.kind} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${String(t.progress).padStart(3)}% ${t.state}   `);
+  if (t.state === 'succeeded' || t.state === 'failed') process.stderr.write('\n');
+}
+
+async function finish(api: ApiClient, task: Task, json: boolean): Promise<number> {
+  const done = await api.waitTask<Task>(task.id, progressBar);
+  printResult(done, json, () => `${done.kind} ${done.state}${done.error ? `: ${done.error.message}` : ''}`);
+  if (done.state === 'failed' && done.error) {
+    throw new HypersealError(done.error.code as HypersealError['code'], done.error.message);
+  }
+  return 0;
+}
+
+function vmRow(v: Vm): (string | number)[] {
+  return [v.name, v.state + (v.simulated ? ' (simulated)' : ''), v.config.cpus, `${v.config.memoryMiB} MiB`, v.config.firmware, v.config.tags.join(',')];
+}
+
+export async function loginCommand(argv: string[]): Promise<number> {
+  const usage = 'hyperseal login --manager URL --ca CA.pem (--token TOKEN | --user NAME) [--out FILE]';
+  const p = parse(argv, { manager: { type: 'string' }, ca: { type: 'string' }, token: { type: 'string' }, user: { type: 'string' }, out: { type: 'string' } }, usage);
+  const managerUrl = need(p, 'manager', usage);
+  const caPath = resolve(need(p, 'ca', usage));
+  const caPem = readFileSync(caPath);
+  let token = str(p, 'token');
+  if (token === undefined) {
+    const user = need(p, 'user', usage);
+    const password = process.env.HYPERSEAL_PASSWORD;
+    if (!password) throw usageError('set HYPERSEAL_PASSWORD (never pass a password on the command line)');
+    const anon = new ApiClient({ managerUrl, caPem });
+    try {
+      const session = await anon.post<{ session: string }>('/session', { user, password });
+      // A session is for browsers; the CLI keeps a named API token instead.
+      token = await fetchToken(managerUrl, caPem, session.session);
+    } finally {
+      anon.close();
+    }
+  }
+  const api = new ApiClient({ managerUrl, caPem, token });
+  try {
+    const me = await api.get<{ user: string }>('/session');
+    const out = str(p, 'out') ?? join(process.env.XDG_CONFIG_HOME ?? join(homedir(), '.config'), 'hyperseal', 'credentials.json');
+    mkdirSync(dirname(out), { recursive: true, mode: 0o700 });
+    writeFileSync(out, JSON.stringify({ managerUrl, caPath, token }, null, 2) + '\n', { mode: 0o600 });
+    process.stdout.write(`logged in to ${managerUrl} as ${me.user}; credentials in ${out}\n`);
+  } finally {
+    api.close();
+  }
+  return 0;
+}
+
+async function fetchToken(managerUrl: string, caPem: Buffer, session: string): Promise<string> {
+  const https = await import('node:https');
+  const url = new URL('/api/v1/tokens', managerUrl);
+  const body = JSON.stringify({ name: `cli-${Date.now()}` });
+  return new Promise((resolveToken, reject) => {
+    const req = https.request(
+      url,
+      { method: 'POST', ca: caPem, headers: { cookie: `hs_session=${session}`, 'content-type': 'application/json' } },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const parsed = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { token?: string; message?: string };
+          if (parsed.token) resolveToken(parsed.token);
+          else reject(new HypersealError('HS_ERR_AUTH_INVALID_CREDENTIALS', parsed.message ?? 'login failed'));
+        });
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+export async function hostCommand(argv: string[]): Promise<number> {
+  const [verb, ...rest] = argv;
+  const p = parse(rest, common, 'hyperseal host list [--json]');
+  if (verb !== 'list') throw usageError(`unknown host command '${verb ?? ''}'\n${INVENTORY_HELP}`);
+  const api = client(p);
+  try {
+    const hosts = await api.get<Host[]>('/hosts');
+    printResult(hosts, flag(p, 'json'), () =>
+      table([
+        ['NAME', 'STATE', 'ADDRESS', 'ACCEL', 'QEMU', 'UEFI SB', 'ID'],
+        ...hosts.map((h) => [h.name + (h.simulated ? ' (simulated)' : ''), h.state, h.address, h.facts?.accel ?? '-', h.facts?.qemuVersion ?? '-', h.facts?.uefiSecureBoot ?? '-', h.id]),
+      ]),
+    );
+  } finally {
+    api.close();
+  }
+  return 0;
+}
+
+export async function vmCommand(argv: string[]): Promise<number> {
+  const [verb, ...rest] = argv;
+  const p = parse(
+    rest,
+    {
+      ...common,
+      name: { type: 'string' },
+      host: { type: 'string' },
+      cpus: { type: 'string' },
+      memory: { type: 'string' },
+      firmware: { type: 'string' },
+      network: { type: 'string', multiple: true },
+      disk: { type: 'string', multiple: true },
+      tag: { type: 'string', multiple: true },
+      'no-wait': { type: 'boolean' },
+    },
+    INVENTORY_HELP,
+  );
+  const json = flag(p, 'json');
+  const api = client(p);
+  const list = (name: string): string[] => {
+    const v = p.values[name];
+    return Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : [];
+  };
+  try {
+    switch (verb) {
+      case 'list': {
+        const vms = await api.get<Vm[]>('/vms');
+        printResult(vms, json, () => table([['NAME', 'STATE', 'CPUS', 'MEMORY', 'FIRMWARE', 'TAGS'], ...vms.map(vmRow)]));
+        return 0;
+      }
+      case 'show': {
+        const vm = await resolveVm(api, p.positionals[0]);
+        printResult(vm, json, () => JSON.stringify(vm, null, 2));
+        return 0;
+      }
+      case 'create': {
+        const cpus = int(p, 'cpus');
+        const memoryMiB = int(p, 'memory');
+        const firmware = str(p, 'firmware');
+        if (firmware !== undefined && firmware !== 'efi' && firmware !== 'bios') throw usageError('--firmware is efi or bios');
+        let datastoreId: string | undefined;
+        const disks = list('disk');
+        if (disks.length > 0) {
+          const ds = await api.get<{ id: string; hostId: string | null }[]>('/datastores');
+          const host = str(p, 'host');
+          datastoreId = (host === undefined ? ds[0] : ds.find((d) => d.hostId === host))?.id;
+          if (datastoreId === undefined) throw usageError('no datastore for the disks; is a host joined?');
+        }
+        const vm = await api.post<Vm>('/vms', {
+          name: need(p, 'name', 'vm create --name N'),
+          ...(str(p, 'host') !== undefined ? { hostId: str(p, 'host') } : {}),
+          ...(cpus !== undefined ? { cpus } : {}),
+          ...(memoryMiB !== undefined ? { memoryMiB } : {}),
+          ...(firmware !== undefined ? { firmware } : {}),
+          nics: list('network').map((network, i) => ({ id: `nic${i}`, network })),
+          disks: disks.map((size, i) => ({ id: `disk${i}`, sizeMiB: Number(size), datastoreId })),
+          tags: list('tag'),
+        });
+        printResult(vm, json, () => `created VM ${vm.name} (${vm.id})`);
+        return 0;
+      }
+      case 'power-on':
+      case 'power-off':
+      case 'shutdown':
+      case 'reset': {
+        const vm = await resolveVm(api, p.positionals[0]);
+        const task = await api.post<Task>(`/vms/${vm.id}/actions/${verb}`);
+        if (flag(p, 'no-wait')) {
+          printResult(task, json, () => task.id);
+          return 0;
+        }
+        return await finish(api, task, json);
+      }
+      case 'reconfigure': {
+        const vm = await resolveVm(api, p.positionals[0]);
+        const cpus = int(p, 'cpus');
+        const memoryMiB = int(p, 'memory');
+        const tags = list('tag');
+        const patch = {
+          ...(str(p, 'name') !== undefined ? { name: str(p, 'name') } : {}),
+          ...(cpus !== undefined ? { cpus } : {}),
+          ...(memoryMiB !== undefined ? { memoryMiB } : {}),
+          ...(tags.length > 0 ? { tags } : {}),
+        };
+        if (Object.keys(patch).length === 0) throw usageError('nothing to change: give --memory, --cpus, --name or --tag');
+        const after = await api.patch<Vm>(`/vms/${vm.id}`, patch);
+        printResult(after, json, () => `reconfigured VM ${after.name}${after.pendingRestart ? ' (hardware changes apply at the next power-on)' : ''}`);
+        return 0;
+      }
+      case 'console': {
+        const vm = await resolveVm(api, p.positionals[0]);
+        const c = await api.get<{ data: string }>(`/vms/${vm.id}/console?offset=0`);
+        process.stdout.write(c.data);
+        return 0;
+      }
+      case 'delete': {
+        const vm = await resolveVm(api, p.positionals[0]);
+        await api.delete(`/vms/${vm.id}`);
+        printResult({ deleted: vm.id }, json, () => `deleted VM ${vm.name}`);
+        return 0;
+      }
+      default:
+        throw usageError(`unknown vm command '${verb ?? ''}'\n${INVENTORY_HELP}`);
+    }
+  } finally {
+    api.close();
+  }
+}
+
+export async function taskCommand(argv: string[]): Promise<number> {
+  const [verb, ...rest] = argv;
+  const p = parse(rest, common, INVENTORY_HELP);
+  const api = client(p);
+  try {
+    if (verb === 'list') {
+      const tasks = await api.get<Task[]>('/tasks');
+      printResult(tasks, flag(p, 'json'), () =>
+        table([['ID', 'KIND', 'STATE', 'PROGRESS', 'CREATED'], ...tasks.map((t) => [t.id, t.kind, t.state, `${t.progress}%`, new Date(t.createdAt).toISOString()])]),
+      );
+      return 0;
+    }
+    if (verb === 'wait') {
+      const id = p.positionals[0];
+      if (id === undefined) throw usageError('task wait ID');
+      return await finish(api, await api.get<Task>(`/tasks/${encodeURIComponent(id)}`), flag(p, 'json'));
+    }
+    throw usageError(`unknown task command '${verb ?? ''}'\n${INVENTORY_HELP}`);
+  } finally {
+    api.close();
+  }
+}
+
+export async function eventCommand(argv: string[]): Promise<number> {
+  const [verb, ...rest] = argv;
+  const p = parse(rest, { ...common, type: { type: 'string' }, object: { type: 'string' }, limit: { type: 'string' } }, INVENTORY_HELP);
+  if (verb !== 'list') throw usageError(`unknown event command '${verb ?? ''}'\n${INVENTORY_HELP}`);
+  const api = client(p);
+  try {
+    const q = new URLSearchParams();
+    q.set('limit', String(int(p, 'limit', 50)));
+    if (str(p, 'type')) q.set('type', str(p, 'type') ?? '');
+    if (str(p, 'object')) q.set('objectId', (await resolveVm(api, str(p, 'object'))).id);
+    const events = await api.get<Event[]>(`/events?${q.toString()}`);
+    printResult(events, flag(p, 'json'), () => events.map((e) => `${e.time}  ${e.type.padEnd(22)} ${e.message}`).join('\n'));
+  } finally {
+    api.close();
+  }
+  return 0;
+}
