@@ -190,7 +190,8 @@ export const ErrorCodes = {
   },
   HS_ERR_AGENT_ENROLL_BAD_RESPONSE: {
     status: 502,
-    meaning: 'The manager’s answer to an enrollment is not usable (not JSON, missing fields, wrong certificate).',
+    meaning:
+      'The manager’s answer to an enrollment is not usable (not JSON, missing fields, wrong certificate).',
   },
   HS_ERR_AGENT_PEER_REFUSED: {
     status: 403,

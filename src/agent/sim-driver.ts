@@ -259,6 +259,17 @@ export class SimDriver implements VmDriver {
         this.apply(entry as JournalEntry, `line ${i + 1}`);
       }
       this.journalLines = complete.length;
+      if (lines.at(-1) !== '') {
+        // Cut the torn tail, or the next append would glue a new line onto it.
+        const keep = complete.reduce((n, l) => n + Buffer.byteLength(l) + 1, 0);
+        const fd = openSync(this.journalPath, 'r+');
+        try {
+          ftruncateSync(fd, keep);
+          fdatasyncSync(fd);
+        } finally {
+          closeSync(fd);
+        }
+      }
     }
   }
 

@@ -6,7 +6,8 @@ import { startAgent } from '../agent/server.js';
 import { startManager } from '../manager/services.js';
 import { hostPort, need, parse, str, usageError } from './args.js';
 
-const MANAGER_USAGE = 'hyperseal manager serve --data-dir DIR [--database sqlite:FILE|postgres://…] [--listen HOST:PORT]';
+const MANAGER_USAGE =
+  'hyperseal manager serve --data-dir DIR [--database sqlite:FILE|postgres://…] [--listen HOST:PORT]';
 const JOIN_USAGE =
   'hyperseal agent join --manager URL --token TOKEN --ca-sha256 HEX --data-dir DIR [--name NAME] [--listen HOST:PORT]';
 const AGENT_USAGE = 'hyperseal agent serve --data-dir DIR [--listen HOST:PORT] [--driver qemu|sim]';
@@ -29,7 +30,12 @@ export async function managerCommand(argv: string[]): Promise<number> {
   if (verb !== 'serve') throw usageError(`unknown manager command '${verb ?? ''}'\n${DAEMON_HELP}`);
   const p = parse(
     rest,
-    { 'data-dir': { type: 'string' }, database: { type: 'string' }, listen: { type: 'string' }, 'master-key-file': { type: 'string' } },
+    {
+      'data-dir': { type: 'string' },
+      database: { type: 'string' },
+      listen: { type: 'string' },
+      'master-key-file': { type: 'string' },
+    },
     MANAGER_USAGE,
   );
   const { host, port } = hostPort(str(p, 'listen') ?? '127.0.0.1:8443', 8443);
@@ -42,9 +48,13 @@ export async function managerCommand(argv: string[]): Promise<number> {
     ...(database !== undefined ? { database } : {}),
     ...(masterKeyFile !== undefined ? { masterKeyFile } : {}),
   });
-  process.stdout.write(`hyperseal manager: serving ${m.url}/api/v1 (CA ${m.caPath}, CA SHA-256 ${m.caSha256})\n`);
+  process.stdout.write(
+    `hyperseal manager: serving ${m.url}/api/v1 (CA ${m.caPath}, CA SHA-256 ${m.caSha256})\n`,
+  );
   if (m.initialAdminToken !== undefined) {
-    process.stdout.write(`hyperseal manager: first start; initial administrator token (shown once): ${m.initialAdminToken}\n`);
+    process.stdout.write(
+      `hyperseal manager: first start; initial administrator token (shown once): ${m.initialAdminToken}\n`,
+    );
   }
   await waitForSignal();
   await m.close();
@@ -91,15 +101,27 @@ export async function agentCommand(argv: string[]): Promise<number> {
       name: str(p, 'name') ?? (await import('node:os')).hostname(),
       address: `https://${host}:${port}`,
     });
-    process.stdout.write(`joined the manager at ${record.managerUrl} as host ${record.name} (${record.hostId})\n`);
+    process.stdout.write(
+      `joined the manager at ${record.managerUrl} as host ${record.name} (${record.hostId})\n`,
+    );
     return 0;
   }
   if (verb === 'serve') {
-    const p = parse(rest, { 'data-dir': { type: 'string' }, listen: { type: 'string' }, driver: { type: 'string' } }, AGENT_USAGE);
+    const p = parse(
+      rest,
+      { 'data-dir': { type: 'string' }, listen: { type: 'string' }, driver: { type: 'string' } },
+      AGENT_USAGE,
+    );
     const dataDir = need(p, 'data-dir', AGENT_USAGE);
     const { host, port } = hostPort(str(p, 'listen') ?? '127.0.0.1:9443', 9443);
-    const agent = await startAgent({ dataDir, listen: { host, port }, driver: await driverFor(str(p, 'driver') ?? 'qemu', dataDir) });
-    process.stdout.write(`hyperseal agent: host ${agent.hostId} serving https://${agent.host}:${agent.port}\n`);
+    const agent = await startAgent({
+      dataDir,
+      listen: { host, port },
+      driver: await driverFor(str(p, 'driver') ?? 'qemu', dataDir),
+    });
+    process.stdout.write(
+      `hyperseal agent: host ${agent.hostId} serving https://${agent.host}:${agent.port}\n`,
+    );
     await waitForSignal();
     await agent.close();
     process.stdout.write('hyperseal agent: stopped\n');

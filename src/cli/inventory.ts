@@ -18,7 +18,15 @@ interface Vm {
   state: string;
   simulated: boolean;
   pendingRestart: boolean;
-  config: { cpus: number; memoryMiB: number; firmware: string; secureBoot: boolean; tags: string[]; nics: { id: string; network: string }[]; disks: { id: string; sizeMiB: number }[] };
+  config: {
+    cpus: number;
+    memoryMiB: number;
+    firmware: string;
+    secureBoot: boolean;
+    tags: string[];
+    nics: { id: string; network: string }[];
+    disks: { id: string; sizeMiB: number }[];
+  };
 }
 interface Task {
   id: string;
@@ -76,7 +84,9 @@ function progressBar(t: Task): void {
   if (!process.stderr.isTTY) return;
   const width = 30;
   const filled = Math.round((t.progress / 100) * width);
-  process.stderr.write(`\r${t.kind} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${String(t.progress).padStart(3)}% ${t.state}   `);
+  process.stderr.write(
+    `\r${t.kind} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${String(t.progress).padStart(3)}% ${t.state}   `,
+  );
   if (t.state === 'succeeded' || t.state === 'failed') process.stderr.write('\n');
 }
 
@@ -90,12 +100,29 @@ async function finish(api: ApiClient, task: Task, json: boolean): Promise<number
 }
 
 function vmRow(v: Vm): (string | number)[] {
-  return [v.name, v.state + (v.simulated ? ' (simulated)' : ''), v.config.cpus, `${v.config.memoryMiB} MiB`, v.config.firmware, v.config.tags.join(',')];
+  return [
+    v.name,
+    v.state + (v.simulated ? ' (simulated)' : ''),
+    v.config.cpus,
+    `${v.config.memoryMiB} MiB`,
+    v.config.firmware,
+    v.config.tags.join(','),
+  ];
 }
 
 export async function loginCommand(argv: string[]): Promise<number> {
   const usage = 'hyperseal login --manager URL --ca CA.pem (--token TOKEN | --user NAME) [--out FILE]';
-  const p = parse(argv, { manager: { type: 'string' }, ca: { type: 'string' }, token: { type: 'string' }, user: { type: 'string' }, out: { type: 'string' } }, usage);
+  const p = parse(
+    argv,
+    {
+      manager: { type: 'string' },
+      ca: { type: 'string' },
+      token: { type: 'string' },
+      user: { type: 'string' },
+      out: { type: 'string' },
+    },
+    usage,
+  );
   const managerUrl = need(p, 'manager', usage);
   const caPath = resolve(need(p, 'ca', usage));
   const caPem = readFileSync(caPath);
@@ -116,7 +143,9 @@ export async function loginCommand(argv: string[]): Promise<number> {
   const api = new ApiClient({ managerUrl, caPem, token });
   try {
     const me = await api.get<{ user: string }>('/session');
-    const out = str(p, 'out') ?? join(process.env.XDG_CONFIG_HOME ?? join(homedir(), '.config'), 'hyperseal', 'credentials.json');
+    const out =
+      str(p, 'out') ??
+      join(process.env.XDG_CONFIG_HOME ?? join(homedir(), '.config'), 'hyperseal', 'credentials.json');
     mkdirSync(dirname(out), { recursive: true, mode: 0o700 });
     writeFileSync(out, JSON.stringify({ managerUrl, caPath, token }, null, 2) + '\n', { mode: 0o600 });
     process.stdout.write(`logged in to ${managerUrl} as ${me.user}; credentials in ${out}\n`);
@@ -133,14 +162,22 @@ async function fetchToken(managerUrl: string, caPem: Buffer, session: string): P
   return new Promise((resolveToken, reject) => {
     const req = https.request(
       url,
-      { method: 'POST', ca: caPem, headers: { cookie: `hs_session=${session}`, 'content-type': 'application/json' } },
+      {
+        method: 'POST',
+        ca: caPem,
+        headers: { cookie: `hs_session=${session}`, 'content-type': 'application/json' },
+      },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () => {
-          const parsed = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { token?: string; message?: string };
+          const parsed = JSON.parse(Buffer.concat(chunks).toString('utf8')) as {
+            token?: string;
+            message?: string;
+          };
           if (parsed.token) resolveToken(parsed.token);
-          else reject(new HypersealError('HS_ERR_AUTH_INVALID_CREDENTIALS', parsed.message ?? 'login failed'));
+          else
+            reject(new HypersealError('HS_ERR_AUTH_INVALID_CREDENTIALS', parsed.message ?? 'login failed'));
         });
       },
     );
@@ -159,7 +196,15 @@ export async function hostCommand(argv: string[]): Promise<number> {
     printResult(hosts, flag(p, 'json'), () =>
       table([
         ['NAME', 'STATE', 'ADDRESS', 'ACCEL', 'QEMU', 'UEFI SB', 'ID'],
-        ...hosts.map((h) => [h.name + (h.simulated ? ' (simulated)' : ''), h.state, h.address, h.facts?.accel ?? '-', h.facts?.qemuVersion ?? '-', h.facts?.uefiSecureBoot ?? '-', h.id]),
+        ...hosts.map((h) => [
+          h.name + (h.simulated ? ' (simulated)' : ''),
+          h.state,
+          h.address,
+          h.facts?.accel ?? '-',
+          h.facts?.qemuVersion ?? '-',
+          h.facts?.uefiSecureBoot ?? '-',
+          h.id,
+        ]),
       ]),
     );
   } finally {
@@ -196,7 +241,9 @@ export async function vmCommand(argv: string[]): Promise<number> {
     switch (verb) {
       case 'list': {
         const vms = await api.get<Vm[]>('/vms');
-        printResult(vms, json, () => table([['NAME', 'STATE', 'CPUS', 'MEMORY', 'FIRMWARE', 'TAGS'], ...vms.map(vmRow)]));
+        printResult(vms, json, () =>
+          table([['NAME', 'STATE', 'CPUS', 'MEMORY', 'FIRMWARE', 'TAGS'], ...vms.map(vmRow)]),
+        );
         return 0;
       }
       case 'show': {
@@ -208,7 +255,8 @@ export async function vmCommand(argv: string[]): Promise<number> {
         const cpus = int(p, 'cpus');
         const memoryMiB = int(p, 'memory');
         const firmware = str(p, 'firmware');
-        if (firmware !== undefined && firmware !== 'efi' && firmware !== 'bios') throw usageError('--firmware is efi or bios');
+        if (firmware !== undefined && firmware !== 'efi' && firmware !== 'bios')
+          throw usageError('--firmware is efi or bios');
         let datastoreId: string | undefined;
         const disks = list('disk');
         if (disks.length > 0) {
@@ -253,9 +301,15 @@ export async function vmCommand(argv: string[]): Promise<number> {
           ...(memoryMiB !== undefined ? { memoryMiB } : {}),
           ...(tags.length > 0 ? { tags } : {}),
         };
-        if (Object.keys(patch).length === 0) throw usageError('nothing to change: give --memory, --cpus, --name or --tag');
+        if (Object.keys(patch).length === 0)
+          throw usageError('nothing to change: give --memory, --cpus, --name or --tag');
         const after = await api.patch<Vm>(`/vms/${vm.id}`, patch);
-        printResult(after, json, () => `reconfigured VM ${after.name}${after.pendingRestart ? ' (hardware changes apply at the next power-on)' : ''}`);
+        printResult(
+          after,
+          json,
+          () =>
+            `reconfigured VM ${after.name}${after.pendingRestart ? ' (hardware changes apply at the next power-on)' : ''}`,
+        );
         return 0;
       }
       case 'console': {
@@ -286,7 +340,10 @@ export async function taskCommand(argv: string[]): Promise<number> {
     if (verb === 'list') {
       const tasks = await api.get<Task[]>('/tasks');
       printResult(tasks, flag(p, 'json'), () =>
-        table([['ID', 'KIND', 'STATE', 'PROGRESS', 'CREATED'], ...tasks.map((t) => [t.id, t.kind, t.state, `${t.progress}%`, new Date(t.createdAt).toISOString()])]),
+        table([
+          ['ID', 'KIND', 'STATE', 'PROGRESS', 'CREATED'],
+          ...tasks.map((t) => [t.id, t.kind, t.state, `${t.progress}%`, new Date(t.createdAt).toISOString()]),
+        ]),
       );
       return 0;
     }
@@ -303,7 +360,11 @@ export async function taskCommand(argv: string[]): Promise<number> {
 
 export async function eventCommand(argv: string[]): Promise<number> {
   const [verb, ...rest] = argv;
-  const p = parse(rest, { ...common, type: { type: 'string' }, object: { type: 'string' }, limit: { type: 'string' } }, INVENTORY_HELP);
+  const p = parse(
+    rest,
+    { ...common, type: { type: 'string' }, object: { type: 'string' }, limit: { type: 'string' } },
+    INVENTORY_HELP,
+  );
   if (verb !== 'list') throw usageError(`unknown event command '${verb ?? ''}'\n${INVENTORY_HELP}`);
   const api = client(p);
   try {
@@ -312,7 +373,9 @@ export async function eventCommand(argv: string[]): Promise<number> {
     if (str(p, 'type')) q.set('type', str(p, 'type') ?? '');
     if (str(p, 'object')) q.set('objectId', (await resolveVm(api, str(p, 'object'))).id);
     const events = await api.get<Event[]>(`/events?${q.toString()}`);
-    printResult(events, flag(p, 'json'), () => events.map((e) => `${e.time}  ${e.type.padEnd(22)} ${e.message}`).join('\n'));
+    printResult(events, flag(p, 'json'), () =>
+      events.map((e) => `${e.time}  ${e.type.padEnd(22)} ${e.message}`).join('\n'),
+    );
   } finally {
     api.close();
   }

@@ -6,7 +6,14 @@ import { kmsCommand, KMS_HELP } from './kms.js';
 import { ExitCode, exitCodeOf, printError } from './output.js';
 import { upCommand } from './up.js';
 import { agentCommand, DAEMON_HELP, managerCommand } from './daemons.js';
-import { eventCommand, hostCommand, INVENTORY_HELP, loginCommand, taskCommand, vmCommand } from './inventory.js';
+import {
+  eventCommand,
+  hostCommand,
+  INVENTORY_HELP,
+  loginCommand,
+  taskCommand,
+  vmCommand,
+} from './inventory.js';
 import { usageError } from './args.js';
 
 const HELP = `hyperseal — security control plane for QEMU/KVM

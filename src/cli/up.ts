@@ -28,7 +28,9 @@ async function driverFor(kind: string, dataDir: string): Promise<VmDriver> {
       const mod = (await import(modulePath)) as { openQemuDriver(dataDir: string): Promise<VmDriver> };
       return await mod.openQemuDriver(dataDir);
     } catch (err) {
-      process.stderr.write(`hyperseal up: QEMU driver unavailable (${(err as Error).message}); using the simulated driver\n`);
+      process.stderr.write(
+        `hyperseal up: QEMU driver unavailable (${(err as Error).message}); using the simulated driver\n`,
+      );
     }
   }
   return SimDriver.open(dataDir);
@@ -68,13 +70,21 @@ export async function upCommand(argv: string[]): Promise<number> {
 
     // 2. The manager.
     const mAddr = hostPort(str(p, 'manager-listen') ?? '127.0.0.1:8443', 8443);
-    const manager = await startManager({ dataDir: join(dataDir, 'manager'), host: mAddr.host, port: mAddr.port });
+    const manager = await startManager({
+      dataDir: join(dataDir, 'manager'),
+      host: mAddr.host,
+      port: mAddr.port,
+    });
     stops.push(() => manager.close());
     const credentials = join(dataDir, 'credentials.json');
     if (manager.initialAdminToken !== undefined) {
       writeFileSync(
         credentials,
-        JSON.stringify({ managerUrl: manager.url, caPath: manager.caPath, token: manager.initialAdminToken }, null, 2) + '\n',
+        JSON.stringify(
+          { managerUrl: manager.url, caPath: manager.caPath, token: manager.initialAdminToken },
+          null,
+          2,
+        ) + '\n',
         { mode: 0o600 },
       );
     }
@@ -134,7 +144,9 @@ export async function upCommand(argv: string[]): Promise<number> {
         `Hyperseal is up (data in ${rel(dataDir)}).`,
         `  manager (REST API, web UI)    ${manager.url}/api/v1   CA ${rel(manager.caPath)}`,
         `  embedded KMIP key server      ${kms.host}:${kms.port}`,
-        ...agents.map((a, i) => `  host agent ${i + 1}                  https://${a.host}:${a.port}  (host ${a.hostId})`),
+        ...agents.map(
+          (a, i) => `  host agent ${i + 1}                  https://${a.host}:${a.port}  (host ${a.hostId})`,
+        ),
         `  credentials (admin token)     ${rel(credentials)} (mode 0600)`,
         '',
         'Next, in another terminal:',

@@ -87,7 +87,7 @@ const PROPS = [
   'sizeGiB',
   'a',
   'b',
-  'odd.key',
+  'odd.part',
   'with space',
   '',
   '__proto__',

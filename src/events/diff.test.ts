@@ -219,6 +219,21 @@ void test('Dates are ISO strings; property order does not matter; paths quote od
   );
 });
 
+void test('own properties only: __proto__ and constructor are data, never the prototype', () => {
+  const after = JSON.parse('{"a":1,"__proto__":{"x":1}}') as object;
+  const changes = diff({ a: 1 }, after);
+  assert.deepEqual(changes, [{ path: '__proto__', from: null, to: { x: 1 } }]);
+  assert.equal(
+    Object.getPrototypeOf(changes[0]?.to),
+    Object.prototype,
+    'the value is not an object with a prototype of {x: 1}',
+  );
+  assert.deepEqual(diff({}, { constructor: 'c' }), [{ path: 'constructor', from: null, to: 'c' }]);
+  assert.deepEqual(diff({ nics: [{ id: 'a' }] }, { nics: [] }, { nics: 'constructor' }), [
+    { path: 'nics', from: [{ id: 'a' }], to: [] },
+  ]);
+});
+
 void test('a shallow copy (shared references) diffs only what changed', () => {
   const after = { ...demoBefore, memoryMiB: 8192 };
   assert.deepEqual(diff(demoBefore, after, SCHEMA), [{ path: 'memoryMiB', from: 6144, to: 8192 }]);

@@ -58,6 +58,11 @@ interface Ctx {
 
 type Obj = Record<string, unknown>;
 
+/** An OWN property: `o['__proto__']` or `o['constructor']` must not read the prototype. */
+function own(o: Obj, k: string): unknown {
+  return Object.hasOwn(o, k) ? o[k] : undefined;
+}
+
 export function diff(
   before: object | null | undefined,
   after: object | null | undefined,
@@ -113,8 +118,8 @@ function diffObjects(
       [...segs, { kind: 'prop', name: k }],
       generic === '' ? k : `${generic}.${k}`,
       k,
-      a[k],
-      b[k],
+      own(a, k),
+      own(b, k),
       depth + 1,
     );
   }
@@ -204,7 +209,7 @@ function keyed(items: readonly unknown[], field: string): Map<string, Obj> | und
   const m = new Map<string, Obj>();
   for (const item of items) {
     if (!isPlainObject(item)) return undefined;
-    const k = item[field];
+    const k = own(item, field);
     const key =
       typeof k === 'string' ? k : typeof k === 'number' && Number.isFinite(k) ? String(k) : undefined;
     if (key === undefined || m.has(key)) return undefined;
@@ -290,9 +295,9 @@ function sameValue(ctx: Ctx, a: unknown, b: unknown, depth: number, segs: readon
   if (!isPlainObject(a) || !isPlainObject(b)) return false; // (narrowing only; thrown above)
   const ka = definedKeys(a);
   const kb = definedKeys(b);
-  if (ka.length !== kb.length || ka.some((k) => b[k] === undefined)) return false;
+  if (ka.length !== kb.length || ka.some((k) => own(b, k) === undefined)) return false;
   enter(ctx, segs, a, b);
-  const same = ka.every((k) => sameValue(ctx, a[k], b[k], depth + 1, segs));
+  const same = ka.every((k) => sameValue(ctx, a[k], own(b, k), depth + 1, segs));
   leave(ctx, a, b);
   return same;
 }
@@ -305,11 +310,10 @@ function refuse(v: unknown, segs: readonly PathSegment[]): true {
     typeof v === 'function' ||
     typeof v === 'symbol' ||
     (v instanceof Date && Number.isNaN(v.getTime()));
-  if (bad)
-    throw invalid(
-      `${typeof v === 'number' ? String(v) : `a ${typeof v}`} cannot be logged`,
-      formatPath(segs),
-    );
+  if (bad) {
+    const what = typeof v === 'number' ? String(v) : v instanceof Date ? 'an invalid Date' : `a ${typeof v}`;
+    throw invalid(`${what} cannot be logged`, formatPath(segs));
+  }
   return true;
 }
 

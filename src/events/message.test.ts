@@ -56,12 +56,12 @@ void test('values: strings quoted, numbers and booleans bare, null as (none), li
     { path: 'cpus', from: 2, to: 4.5 },
     { path: 'secureBoot', from: false, to: true },
     { path: 'tags', from: [], to: ['a', 'b'] },
-    { path: 'nics[nic1]', from: { id: 'nic1', network: 'DMZ', 'odd key': 1 }, to: null },
+    { path: 'nics[nic1]', from: { id: 'nic1', network: 'DMZ', 'odd field': 1 }, to: null },
   ];
   assert.equal(
     renderMessage(input({ changes })),
     "ops@local reconfigured VM web-01: notes (none) → 'hello'; cpus 2 → 4.5; secureBoot false → true; " +
-      "tags [] → ['a', 'b']; nics[nic1] {id: 'nic1', network: 'DMZ', 'odd key': 1} → (none)",
+      "tags [] → ['a', 'b']; nics[nic1] {id: 'nic1', network: 'DMZ', 'odd field': 1} → (none)",
   );
 });
 

@@ -122,6 +122,11 @@ void test('secret names: what is redacted', () => {
     'keyValue',
     'keyPair',
     'sshKey',
+    // Any other qualifier before a final 'key' errs on the side of secrecy.
+    'hostKey',
+    'signingKey',
+    'licenseKey',
+    'odd key',
     'material',
     'dek',
     'DEK',

@@ -38,7 +38,9 @@ export class AgentClient {
         const cn = cert.subject?.CN;
         return cn === opts.hostId
           ? undefined
-          : new Error(`the agent at ${opts.address} presented a certificate for '${String(cn)}', not host ${opts.hostId}`);
+          : new Error(
+              `the agent at ${opts.address} presented a certificate for '${String(cn)}', not host ${opts.hostId}`,
+            );
       },
     });
   }
@@ -47,7 +49,12 @@ export class AgentClient {
     this.agent.destroy();
   }
 
-  private async call<T>(route: { method: string; path: string }, id?: string, body?: unknown, query = ''): Promise<T> {
+  private async call<T>(
+    route: { method: string; path: string },
+    id?: string,
+    body?: unknown,
+    query = '',
+  ): Promise<T> {
     const path = route.path.replace(':id', encodeURIComponent(id ?? '')) + query;
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     return new Promise<T>((resolve, reject) => {
@@ -70,13 +77,25 @@ export class AgentClient {
             try {
               parsed = text === '' ? null : JSON.parse(text);
             } catch {
-              reject(new HypersealError('HS_ERR_HOST_UNAVAILABLE', `host ${this.opts.hostId} sent a non-JSON answer`));
+              reject(
+                new HypersealError(
+                  'HS_ERR_HOST_UNAVAILABLE',
+                  `host ${this.opts.hostId} sent a non-JSON answer`,
+                ),
+              );
               return;
             }
             if ((res.statusCode ?? 500) >= 400) {
               const e = parsed as { code?: string; message?: string } | null;
-              const code = (e?.code !== undefined && e.code in ErrorCodes ? e.code : 'HS_ERR_HOST_UNAVAILABLE') as ErrorCode;
-              reject(new HypersealError(code, `host ${this.opts.hostId}: ${e?.message ?? `HTTP ${res.statusCode}`}`));
+              const code = (
+                e?.code !== undefined && e.code in ErrorCodes ? e.code : 'HS_ERR_HOST_UNAVAILABLE'
+              ) as ErrorCode;
+              reject(
+                new HypersealError(
+                  code,
+                  `host ${this.opts.hostId}: ${e?.message ?? `HTTP ${res.statusCode}`}`,
+                ),
+              );
               return;
             }
             resolve(parsed as T);

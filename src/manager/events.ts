@@ -60,7 +60,11 @@ function toEvent(r: EventRow): Event {
     severity: r.severity as Severity,
     user: r.user_name ?? '',
     sourceIp: r.source_ip,
-    object: { kind: (r.object_kind ?? 'vm') as EventObject['kind'], id: r.object_id ?? '', name: r.object_name ?? '' },
+    object: {
+      kind: (r.object_kind ?? 'vm') as EventObject['kind'],
+      id: r.object_id ?? '',
+      name: r.object_name ?? '',
+    },
     changes: fromJson<Change[]>(r.changes) ?? [],
     result: r.result as EventResult,
     message: r.message,
@@ -71,6 +75,7 @@ function toEvent(r: EventRow): Event {
 
 export class ManagerEvents implements EventRecorder {
   private tail: Promise<unknown> = Promise.resolve();
+  private head: { seq: number; hash: string } | null | undefined;
   private readonly listeners = new Set<(e: Event) => void>();
 
   constructor(private readonly db: Db) {}
@@ -103,10 +108,14 @@ export class ManagerEvents implements EventRecorder {
     });
     const base = input.message === undefined ? unchained : { ...unchained, message: input.message };
     for (let attempt = 0; ; attempt++) {
-      const head = await this.db.one<{ seq: number; hash: string }>(
-        `SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1`,
-      );
-      const event = chainEvent(base, head === undefined ? null : { seq: Number(head.seq), hash: head.hash });
+      // The head is cached between appends; a conflict (another manager appended) re-reads it.
+      if (this.head === undefined || attempt > 0) {
+        const row = await this.db.one<{ seq: number; hash: string }>(
+          `SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1`,
+        );
+        this.head = row === undefined ? null : { seq: Number(row.seq), hash: row.hash };
+      }
+      const event = chainEvent(base, this.head);
       try {
         await this.db.run(
           `INSERT INTO events (seq, id, time, type, severity, user_name, source_ip, object_kind, object_id, object_name, changes, result, message, prev_hash, hash)
@@ -129,6 +138,7 @@ export class ManagerEvents implements EventRecorder {
             event.hash,
           ],
         );
+        this.head = { seq: event.seq, hash: event.hash };
         for (const l of this.listeners) l(event);
         return event;
       } catch (err) {

@@ -101,12 +101,15 @@ export class HostService {
     }
   }
 
-  async createEnrollmentToken(actor: Actor, ttlMs?: number): Promise<{ token: string; caSha256: string; expiresAt: number }> {
+  async createEnrollmentToken(
+    actor: Actor,
+    ttlMs?: number,
+  ): Promise<{ token: string; caSha256: string; expiresAt: number }> {
     const t = newEnrollmentToken(new Date(), ttlMs);
-    await this.db.run(`INSERT INTO enrollment_tokens (token_hash, expires_at, used_at) VALUES ($1, $2, NULL)`, [
-      t.record.tokenHash,
-      t.record.expiresAt.getTime(),
-    ]);
+    await this.db.run(
+      `INSERT INTO enrollment_tokens (token_hash, expires_at, used_at) VALUES ($1, $2, NULL)`,
+      [t.record.tokenHash, t.record.expiresAt.getTime()],
+    );
     await this.events.record(actor, {
       type: 'host.enrollment-token-created',
       object: { kind: 'host', id: '-', name: t.hint },
@@ -151,7 +154,10 @@ export class HostService {
       );
       const address = new URL(req.address);
       if (address.protocol !== 'https:') {
-        throw new HypersealError('HS_ERR_INVALID_ARGUMENT', `agent address must be https://HOST:PORT, got ${req.address}`);
+        throw new HypersealError(
+          'HS_ERR_INVALID_ARGUMENT',
+          `agent address must be https://HOST:PORT, got ${req.address}`,
+        );
       }
       const hostId = randomUUID();
       const host = address.hostname.replace(/^\[|\]$/g, '');
@@ -165,7 +171,8 @@ export class HostService {
         `UPDATE enrollment_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1`,
         [now.getTime(), tokenHash],
       );
-      if (used.changes !== 1) throw new HypersealError('HS_ERR_AUTH_TOKEN_USED', 'enrollment token was already used');
+      if (used.changes !== 1)
+        throw new HypersealError('HS_ERR_AUTH_TOKEN_USED', 'enrollment token was already used');
       const record: HostRecord = {
         id: hostId,
         name: req.name,
@@ -180,7 +187,15 @@ export class HostService {
       await this.db.run(
         `INSERT INTO hosts (id, name, address, state, cert_fingerprint, facts, simulated, joined_at, revoked_at)
          VALUES ($1, $2, $3, $4, $5, '{}', $6, $7, NULL)`,
-        [record.id, record.name, record.address, record.state, record.certFingerprint, false, record.joinedAt],
+        [
+          record.id,
+          record.name,
+          record.address,
+          record.state,
+          record.certFingerprint,
+          false,
+          record.joinedAt,
+        ],
       );
       await this.events.record(
         { user: 'agent', sourceIp },
@@ -244,7 +259,8 @@ export class HostService {
     const row = await this.db.one<{ id: string }>(
       `SELECT id FROM hosts WHERE revoked_at IS NULL ORDER BY joined_at LIMIT 1`,
     );
-    if (row === undefined) throw new HypersealError('HS_ERR_INVALID_ARGUMENT', 'no host has joined yet; give hostId');
+    if (row === undefined)
+      throw new HypersealError('HS_ERR_INVALID_ARGUMENT', 'no host has joined yet; give hostId');
     return row.id;
   }
 
@@ -260,7 +276,8 @@ export class HostService {
   /** The mutual-TLS client of an enrolled, non-revoked host. */
   agent(id: string): AgentClient {
     const c = this.clients.get(id);
-    if (c === undefined) throw new HypersealError('HS_ERR_HOST_UNAVAILABLE', `host ${id} is not connected (revoked or unknown)`);
+    if (c === undefined)
+      throw new HypersealError('HS_ERR_HOST_UNAVAILABLE', `host ${id} is not connected (revoked or unknown)`);
     return c;
   }
 

@@ -101,9 +101,13 @@ function requiredPrivileges(p: RoutePrivilege): string[] {
 export function buildHttpApp(opts: HttpOptions): FastifyInstance {
   const app = Fastify({
     logger: false,
-    ...(opts.https ? { https: { cert: opts.https.cert, key: opts.https.key, minVersion: 'TLSv1.2' as const } } : {}),
+    ...(opts.https
+      ? { https: { cert: opts.https.cert, key: opts.https.key, minVersion: 'TLSv1.2' as const } }
+      : {}),
     bodyLimit: opts.bodyLimitBytes ?? 1 << 20,
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false } },
+    ajv: {
+      customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false },
+    },
   });
 
   app.setErrorHandler((err: unknown, _request, reply) => {
@@ -114,22 +118,31 @@ export function buildHttpApp(opts: HttpOptions): FastifyInstance {
     }
     const fe = err as { validation?: unknown; statusCode?: number; message?: string; code?: string };
     if (fe.validation !== undefined) {
-      void reply.status(400).send({ code: 'HS_ERR_INVALID_ARGUMENT', message: fe.message ?? 'invalid request' });
+      void reply
+        .status(400)
+        .send({ code: 'HS_ERR_INVALID_ARGUMENT', message: fe.message ?? 'invalid request' });
       return;
     }
     if (fe.statusCode !== undefined && fe.statusCode >= 400 && fe.statusCode < 500) {
       // fastify's own client errors (bad JSON, body too large, unsupported media type).
       void reply
         .status(fe.statusCode)
-        .send({ code: fe.statusCode === 413 ? 'HS_ERR_TOO_LARGE' : 'HS_ERR_INVALID_ARGUMENT', message: fe.message ?? '' });
+        .send({
+          code: fe.statusCode === 413 ? 'HS_ERR_TOO_LARGE' : 'HS_ERR_INVALID_ARGUMENT',
+          message: fe.message ?? '',
+        });
       return;
     }
-    process.emitWarning(`manager: internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    process.emitWarning(
+      `manager: internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`,
+    );
     void reply.status(500).send({ code: 'HS_ERR_INTERNAL', message: 'internal error' });
   });
 
   app.setNotFoundHandler((request, reply) => {
-    void reply.status(404).send({ code: 'HS_ERR_NOT_FOUND', message: `no route ${request.method} ${request.url}` });
+    void reply
+      .status(404)
+      .send({ code: 'HS_ERR_NOT_FOUND', message: `no route ${request.method} ${request.url}` });
   });
 
   for (const r of opts.routes) {
@@ -147,7 +160,10 @@ export function buildHttpApp(opts: HttpOptions): FastifyInstance {
         if (r.privilege !== 'public') {
           user = await opts.authenticate(request);
           if (user === undefined) {
-            const e = new HypersealError('HS_ERR_AUTH_REQUIRED', 'log in or send an API token (Authorization: Bearer …)');
+            const e = new HypersealError(
+              'HS_ERR_AUTH_REQUIRED',
+              'log in or send an API token (Authorization: Bearer …)',
+            );
             await opts.onRefused?.(request, undefined, e);
             throw e;
           }
@@ -177,13 +193,21 @@ export function buildHttpApp(opts: HttpOptions): FastifyInstance {
     });
   }
 
-  const openapi = openApiDocument(opts.routes, opts.title ?? 'Hyperseal manager API', opts.version ?? '0.0.0');
+  const openapi = openApiDocument(
+    opts.routes,
+    opts.title ?? 'Hyperseal manager API',
+    opts.version ?? '0.0.0',
+  );
   app.get('/api/v1/openapi.json', async () => openapi);
   return app;
 }
 
 /** OpenAPI 3.1 from the route table: the same schemas fastify validates with. */
-export function openApiDocument(routes: readonly AnyRoute[], title: string, version: string): Record<string, unknown> {
+export function openApiDocument(
+  routes: readonly AnyRoute[],
+  title: string,
+  version: string,
+): Record<string, unknown> {
   const paths: Record<string, Record<string, unknown>> = {};
   const strip = (s: TSchema): unknown => JSON.parse(JSON.stringify(s)) as unknown;
   for (const r of routes) {
@@ -191,12 +215,18 @@ export function openApiDocument(routes: readonly AnyRoute[], title: string, vers
     const parameters: unknown[] = [];
     const props = (s: TSchema | undefined): Record<string, TSchema> =>
       (s as { properties?: Record<string, TSchema> } | undefined)?.properties ?? {};
-    const requiredOf = (s: TSchema | undefined): string[] => (s as { required?: string[] } | undefined)?.required ?? [];
+    const requiredOf = (s: TSchema | undefined): string[] =>
+      (s as { required?: string[] } | undefined)?.required ?? [];
     for (const [name, schema] of Object.entries(props(r.params))) {
       parameters.push({ name, in: 'path', required: true, schema: strip(schema) });
     }
     for (const [name, schema] of Object.entries(props(r.query))) {
-      parameters.push({ name, in: 'query', required: requiredOf(r.query).includes(name), schema: strip(schema) });
+      parameters.push({
+        name,
+        in: 'query',
+        required: requiredOf(r.query).includes(name),
+        schema: strip(schema),
+      });
     }
     const status = String(r.status ?? 200);
     const op: Record<string, unknown> = {
@@ -210,10 +240,14 @@ export function openApiDocument(routes: readonly AnyRoute[], title: string, vers
           status === '204'
             ? { description: 'No content' }
             : { description: 'OK', content: { 'application/json': { schema: strip(r.response) } } },
-        default: { description: 'Error', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
+        default: {
+          description: 'Error',
+          content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
+        },
       },
     };
-    if (r.body) op.requestBody = { required: true, content: { 'application/json': { schema: strip(r.body) } } };
+    if (r.body)
+      op.requestBody = { required: true, content: { 'application/json': { schema: strip(r.body) } } };
     if (r.privilege !== 'public') op.security = [{ bearer: [] }, { session: [] }];
     (paths[path] ??= {})[r.method.toLowerCase()] = op;
   }

@@ -56,11 +56,18 @@ export interface ManagerIdentityFiles {
 }
 
 /** Creates (first start) or loads the manager's CA and certificates. */
-export async function loadManagerIdentity(dataDir: string, masterKey: Buffer, serverNames: string[]): Promise<ManagerIdentityFiles> {
+export async function loadManagerIdentity(
+  dataDir: string,
+  masterKey: Buffer,
+  serverNames: string[],
+): Promise<ManagerIdentityFiles> {
   const names = ['ca', 'api', 'client'] as const;
   if (!existsSync(join(dataDir, 'client.pem'))) {
     // Written in order, the client certificate last: its presence marks a finished setup.
-    const ca = await createCertificateAuthority({ commonName: `Hyperseal manager CA (${hostname()})`, validityDays: 3650 });
+    const ca = await createCertificateAuthority({
+      commonName: `Hyperseal manager CA (${hostname()})`,
+      validityDays: 3650,
+    });
     const all = [...new Set(['localhost', '127.0.0.1', hostname(), ...serverNames])];
     const api = await issueCertificate(ca, {
       commonName: 'hyperseal-manager-api',
@@ -69,7 +76,11 @@ export async function loadManagerIdentity(dataDir: string, masterKey: Buffer, se
       ipAddresses: all.filter((n) => isIP(n) !== 0),
     });
     const client = await issueCertificate(ca, { commonName: MANAGER_IDENTITY, usage: 'client' });
-    for (const [name, c] of [['ca', ca], ['api', api], ['client', client]] as const) {
+    for (const [name, c] of [
+      ['ca', ca],
+      ['api', api],
+      ['client', client],
+    ] as const) {
       writeSealedFile(dataDir, `${name}.key.sealed`, masterKey, c.keyPem);
       writeFileAtomic(join(dataDir, `${name}.pem`), c.certPem);
     }
@@ -167,7 +178,11 @@ export async function startManager(opts: ManagerOptions): Promise<RunningManager
         { user: principal?.name ?? 'anonymous', sourceIp: req.ip },
         {
           type: 'access.denied',
-          object: { kind: 'api', id: `${req.method} ${req.routeOptions.url ?? req.url}`, name: `${req.method} ${req.routeOptions.url ?? req.url}` },
+          object: {
+            kind: 'api',
+            id: `${req.method} ${req.routeOptions.url ?? req.url}`,
+            name: `${req.method} ${req.routeOptions.url ?? req.url}`,
+          },
           changes: [],
           result: 'failure',
           message: error.message,

@@ -80,13 +80,19 @@ export class TaskEngine {
   async recover(): Promise<number> {
     const r = await this.db.run(
       `UPDATE tasks SET state = 'failed', finished_at = $1, error = $2 WHERE state IN ('queued', 'running')`,
-      [Date.now(), toJson({ code: 'HS_ERR_INTERNAL', message: 'interrupted: the manager restarted while it ran' })],
+      [
+        Date.now(),
+        toJson({ code: 'HS_ERR_INTERNAL', message: 'interrupted: the manager restarted while it ran' }),
+      ],
     );
     return r.changes;
   }
 
   /** Records a task and starts it (as soon as a slot is free); returns it queued. */
-  async submit(spec: { kind: string; objectKind: string; objectId: string; user: string }, work: TaskWork): Promise<Task> {
+  async submit(
+    spec: { kind: string; objectKind: string; objectId: string; user: string },
+    work: TaskWork,
+  ): Promise<Task> {
     const row: TaskRow = {
       id: randomUUID(),
       kind: spec.kind,
@@ -103,7 +109,19 @@ export class TaskEngine {
     await this.db.run(
       `INSERT INTO tasks (id, kind, object_kind, object_id, user_name, state, progress, error, created_at, started_at, finished_at)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-      [row.id, row.kind, row.object_kind, row.object_id, row.user_name, row.state, 0, null, row.created_at, null, null],
+      [
+        row.id,
+        row.kind,
+        row.object_kind,
+        row.object_id,
+        row.user_name,
+        row.state,
+        0,
+        null,
+        row.created_at,
+        null,
+        null,
+      ],
     );
     const start = (): void => void this.run(row.id, work);
     if (this.running < this.concurrency) start();
@@ -116,7 +134,10 @@ export class TaskEngine {
     let lastWrite = 0;
     let pending: number | undefined;
     try {
-      await this.db.run(`UPDATE tasks SET state = 'running', started_at = $1 WHERE id = $2`, [Date.now(), id]);
+      await this.db.run(`UPDATE tasks SET state = 'running', started_at = $1 WHERE id = $2`, [
+        Date.now(),
+        id,
+      ]);
       const ctx: TaskContext = {
         progress: (percent) => {
           const p = Math.max(0, Math.min(99, Math.round(percent)));
@@ -126,16 +147,18 @@ export class TaskEngine {
             return;
           }
           lastWrite = now;
-          void this.db.run(`UPDATE tasks SET progress = $1 WHERE id = $2 AND state = 'running'`, [p, id]).catch(() => {});
+          void this.db
+            .run(`UPDATE tasks SET progress = $1 WHERE id = $2 AND state = 'running'`, [p, id])
+            .catch(() => {});
         },
       };
       const result = await work(ctx);
       void pending;
       this.results.set(id, result ?? null);
-      await this.db.run(`UPDATE tasks SET state = 'succeeded', progress = 100, finished_at = $1 WHERE id = $2`, [
-        Date.now(),
-        id,
-      ]);
+      await this.db.run(
+        `UPDATE tasks SET state = 'succeeded', progress = 100, finished_at = $1 WHERE id = $2`,
+        [Date.now(), id],
+      );
     } catch (err) {
       const error = isHypersealError(err)
         ? { code: err.code, message: err.message }

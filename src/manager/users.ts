@@ -54,13 +54,10 @@ export class UserService {
     const hash = password === undefined ? null : await hashPassword(password);
     await this.db.transaction(async (tx) => {
       try {
-        await tx.run(`INSERT INTO users (id, name, password_hash, disabled, created_at) VALUES ($1, $2, $3, $4, $5)`, [
-          id,
-          name,
-          hash,
-          false,
-          Date.now(),
-        ]);
+        await tx.run(
+          `INSERT INTO users (id, name, password_hash, disabled, created_at) VALUES ($1, $2, $3, $4, $5)`,
+          [id, name, hash, false, Date.now()],
+        );
       } catch (err) {
         if (err instanceof HypersealError && err.code === 'HS_ERR_DB_CONFLICT') {
           throw new HypersealError('HS_ERR_CONFLICT', `a user named '${name}' already exists`);
@@ -102,7 +99,13 @@ export class UserService {
       `SELECT r.name FROM roles r JOIN user_roles ur ON ur.role_id = r.id WHERE ur.user_id = $1 ORDER BY r.name`,
       [id],
     );
-    return { id: row.id, name: row.name, disabled: row.disabled, roles: roles.map((r) => r.name), createdAt: row.created_at };
+    return {
+      id: row.id,
+      name: row.name,
+      disabled: row.disabled,
+      roles: roles.map((r) => r.name),
+      createdAt: row.created_at,
+    };
   }
 
   async list(): Promise<UserView[]> {
@@ -115,7 +118,8 @@ export class UserService {
     const roleIds = await this.roleIds(roles);
     await this.db.transaction(async (tx) => {
       await tx.run(`DELETE FROM user_roles WHERE user_id = $1`, [id]);
-      for (const roleId of roleIds) await tx.run(`INSERT INTO user_roles (user_id, role_id) VALUES ($1, $2)`, [id, roleId]);
+      for (const roleId of roleIds)
+        await tx.run(`INSERT INTO user_roles (user_id, role_id) VALUES ($1, $2)`, [id, roleId]);
     });
     const after = await this.get(id);
     await this.events.record(actor, {
@@ -138,7 +142,10 @@ export class UserService {
     }));
   }
 
-  async createRole(actor: Actor, input: { name: string; description?: string; privileges: string[] }): Promise<Role> {
+  async createRole(
+    actor: Actor,
+    input: { name: string; description?: string; privileges: string[] },
+  ): Promise<Role> {
     const role = defineCustomRole(input);
     await this.db.run(`INSERT INTO roles (id, name, privileges, builtin) VALUES ($1, $2, $3, $4)`, [
       randomUUID(),
@@ -169,14 +176,21 @@ export class UserService {
   }
 
   /** Password login: a session id (for the web UI's cookie) or an error, and an event either way. */
-  async login(name: string, password: string, sourceIp: string): Promise<{ session: string; expiresAt: number; user: UserView }> {
+  async login(
+    name: string,
+    password: string,
+    sourceIp: string,
+  ): Promise<{ session: string; expiresAt: number; user: UserView }> {
     const row = await this.db.one<{ id: string; password_hash: string | null; disabled: boolean }>(
       `SELECT id, password_hash, disabled FROM users WHERE name = $1`,
       [name],
     );
     try {
       // Runs the same work for unknown users, so timing does not reveal which names exist.
-      await authenticatePassword(password, row?.disabled === false ? (row.password_hash ?? undefined) : undefined);
+      await authenticatePassword(
+        password,
+        row?.disabled === false ? (row.password_hash ?? undefined) : undefined,
+      );
     } catch (err) {
       await this.events.record(
         { user: name, sourceIp },
@@ -197,7 +211,10 @@ export class UserService {
       s.record.expiresAt?.getTime() ?? 0,
     ]);
     const user = await this.get(row?.id ?? '');
-    await this.events.record({ user: name, sourceIp }, { type: 'user.logged-in', object: { kind: 'user', id: user.id, name }, changes: [] });
+    await this.events.record(
+      { user: name, sourceIp },
+      { type: 'user.logged-in', object: { kind: 'user', id: user.id, name }, changes: [] },
+    );
     return { session: s.token, expiresAt: s.record.expiresAt?.getTime() ?? 0, user };
   }
 
@@ -205,7 +222,12 @@ export class UserService {
     await this.db.run(`DELETE FROM sessions WHERE id_hash = $1`, [hashToken(token)]);
   }
 
-  async createToken(actor: Actor, userId: string, name: string, ttlMs: number | null): Promise<{ id: string; token: string }> {
+  async createToken(
+    actor: Actor,
+    userId: string,
+    name: string,
+    ttlMs: number | null,
+  ): Promise<{ id: string; token: string }> {
     const t = newApiToken(new Date(), ttlMs);
     const id = randomUUID();
     await this.db.run(
@@ -227,10 +249,14 @@ export class UserService {
     const now = new Date();
     if (header !== undefined) {
       const parsed = parseBearer(header);
-      const row = await this.db.one<{ user_id: string; token_hash: string; created_at: number; expires_at: number | null }>(
-        `SELECT user_id, token_hash, created_at, expires_at FROM api_tokens WHERE token_hash = $1`,
-        [hashToken(parsed.token)],
-      );
+      const row = await this.db.one<{
+        user_id: string;
+        token_hash: string;
+        created_at: number;
+        expires_at: number | null;
+      }>(`SELECT user_id, token_hash, created_at, expires_at FROM api_tokens WHERE token_hash = $1`, [
+        hashToken(parsed.token),
+      ]);
       verifyToken(
         parsed,
         'api',
@@ -252,14 +278,26 @@ export class UserService {
         [hashToken(cookie)],
       );
       if (row === undefined) return undefined;
-      verifyToken(cookie, 'session', { tokenHash: row.id_hash as ReturnType<typeof hashToken>, createdAt: now, expiresAt: new Date(row.expires_at) }, now);
+      verifyToken(
+        cookie,
+        'session',
+        {
+          tokenHash: row.id_hash as ReturnType<typeof hashToken>,
+          createdAt: now,
+          expiresAt: new Date(row.expires_at),
+        },
+        now,
+      );
       return this.principal(row.user_id, 'session');
     }
     return undefined;
   }
 
   private async principal(userId: string, via: 'token' | 'session'): Promise<Principal | undefined> {
-    const user = await this.db.one<{ name: string; disabled: boolean }>(`SELECT name, disabled FROM users WHERE id = $1`, [userId]);
+    const user = await this.db.one<{ name: string; disabled: boolean }>(
+      `SELECT name, disabled FROM users WHERE id = $1`,
+      [userId],
+    );
     if (user === undefined || user.disabled) return undefined;
     return { userId, name: user.name, privileges: await this.privilegesOf(userId), via };
   }

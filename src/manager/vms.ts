@@ -97,12 +97,16 @@ export class VmService {
 
   private async validate(config: VmConfig, hostId: string): Promise<void> {
     if (config.secureBoot && config.firmware !== 'efi') {
-      throw new HypersealError('HS_ERR_INVALID_ARGUMENT', 'Secure Boot needs firmware efi; this VM uses bios');
+      throw new HypersealError(
+        'HS_ERR_INVALID_ARGUMENT',
+        'Secure Boot needs firmware efi; this VM uses bios',
+      );
     }
     const ids = (xs: { id: string }[]): void => {
       const seen = new Set<string>();
       for (const x of xs) {
-        if (seen.has(x.id)) throw new HypersealError('HS_ERR_INVALID_ARGUMENT', `duplicate device id '${x.id}'`);
+        if (seen.has(x.id))
+          throw new HypersealError('HS_ERR_INVALID_ARGUMENT', `duplicate device id '${x.id}'`);
         seen.add(x.id);
       }
     };
@@ -110,22 +114,32 @@ export class VmService {
     ids(config.nics);
     for (const nic of config.nics) {
       const known = await this.db.one(`SELECT id FROM networks WHERE name = $1`, [nic.network]);
-      if (known === undefined) throw new HypersealError('HS_ERR_INVALID_ARGUMENT', `no network named '${nic.network}'`);
+      if (known === undefined)
+        throw new HypersealError('HS_ERR_INVALID_ARGUMENT', `no network named '${nic.network}'`);
     }
     for (const disk of config.disks) {
-      const ds = await this.db.one<{ host_id: string | null }>(`SELECT host_id FROM datastores WHERE id = $1`, [
-        disk.datastoreId,
-      ]);
-      if (ds === undefined) throw new HypersealError('HS_ERR_INVALID_ARGUMENT', `no datastore ${disk.datastoreId}`);
+      const ds = await this.db.one<{ host_id: string | null }>(
+        `SELECT host_id FROM datastores WHERE id = $1`,
+        [disk.datastoreId],
+      );
+      if (ds === undefined)
+        throw new HypersealError('HS_ERR_INVALID_ARGUMENT', `no datastore ${disk.datastoreId}`);
       if (ds.host_id !== null && ds.host_id !== hostId) {
-        throw new HypersealError('HS_ERR_INVALID_ARGUMENT', `datastore ${disk.datastoreId} is not on host ${hostId}`);
+        throw new HypersealError(
+          'HS_ERR_INVALID_ARGUMENT',
+          `datastore ${disk.datastoreId} is not on host ${hostId}`,
+        );
       }
     }
   }
 
   async create(
     actor: Actor,
-    input: Omit<Partial<VmConfig>, 'nics'> & { name: string; hostId?: string; nics?: { id: string; network: string; mac?: string }[] },
+    input: Omit<Partial<VmConfig>, 'nics'> & {
+      name: string;
+      hostId?: string;
+      nics?: { id: string; network: string; mac?: string }[];
+    },
   ): Promise<Vm> {
     const hostId = input.hostId ?? (await this.hosts.defaultHostId());
     await this.hosts.requireUsable(hostId);
@@ -181,7 +195,9 @@ export class VmService {
   async spec(vm: Vm): Promise<VmSpec> {
     const disks = [];
     for (const d of vm.config.disks) {
-      const ds = await this.db.one<{ path: string }>(`SELECT path FROM datastores WHERE id = $1`, [d.datastoreId]);
+      const ds = await this.db.one<{ path: string }>(`SELECT path FROM datastores WHERE id = $1`, [
+        d.datastoreId,
+      ]);
       if (ds === undefined) throw new HypersealError('HS_ERR_NOT_FOUND', `no datastore ${d.datastoreId}`);
       disks.push({ id: d.id, sizeMiB: d.sizeMiB, datastorePath: ds.path });
     }
@@ -211,20 +227,22 @@ export class VmService {
     };
     await this.validate(config, before.hostId);
     const newName = name ?? before.name;
-    const changes = this.events.diff(
-      { name: before.name, ...before.config },
-      { name: newName, ...config },
-    );
+    const changes = this.events.diff({ name: before.name, ...before.config }, { name: newName, ...config });
     if (changes.length === 0) return before;
     const r = await this.db.run(
       `UPDATE vms SET name = $1, config = $2, version = version + 1, updated_at = $3 WHERE id = $4 AND version = $5`,
       [newName, toJson(config), Date.now(), id, before.version],
     );
     if (r.changes === 0) {
-      throw new HypersealError('HS_ERR_CONFLICT', `VM ${before.name} was changed concurrently; read it again and retry`);
+      throw new HypersealError(
+        'HS_ERR_CONFLICT',
+        `VM ${before.name} was changed concurrently; read it again and retry`,
+      );
     }
     const after = await this.get(id);
-    const hardware = changes.some((c) => HARDWARE.some((h) => c.path === h || c.path.startsWith(`${h}.`) || c.path.startsWith(`${h}[`)));
+    const hardware = changes.some((c) =>
+      HARDWARE.some((h) => c.path === h || c.path.startsWith(`${h}.`) || c.path.startsWith(`${h}[`)),
+    );
     if (before.state === 'stopped') await this.hosts.agent(before.hostId).defineVm(await this.spec(after));
     else if (hardware) this.pending.add(id);
     await this.events.record(actor, {
@@ -238,7 +256,10 @@ export class VmService {
   async remove(actor: Actor, id: string): Promise<void> {
     const vm = await this.get(id);
     if (vm.state !== 'stopped' && vm.state !== 'crashed') {
-      throw new HypersealError('HS_ERR_CONFLICT', `VM ${vm.name} is ${vm.state}; power it off before deleting it`);
+      throw new HypersealError(
+        'HS_ERR_CONFLICT',
+        `VM ${vm.name} is ${vm.state}; power it off before deleting it`,
+      );
     }
     await this.hosts.agent(vm.hostId).deleteVm(id);
     await this.db.run(`DELETE FROM vms WHERE id = $1`, [id]);
@@ -261,7 +282,8 @@ export class VmService {
         if (action === 'power-on') {
           // Apply configuration changes made while it ran.
           const current = await this.get(id);
-          if (current.state === 'running') throw new HypersealError('HS_ERR_CONFLICT', `VM ${vm.name} is already running`);
+          if (current.state === 'running')
+            throw new HypersealError('HS_ERR_CONFLICT', `VM ${vm.name} is already running`);
           await agent.defineVm(await this.spec(current));
           this.pending.delete(id);
         }

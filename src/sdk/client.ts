@@ -46,7 +46,11 @@ export function loadCredentials(path: string): Credentials {
   if (!parsed.managerUrl || !parsed.caPath || !parsed.token) {
     throw new HypersealError('HS_ERR_CONFIG', `credentials ${path} need managerUrl, caPath and token`);
   }
-  return { managerUrl: parsed.managerUrl, caPath: resolve(dirname(path), parsed.caPath), token: parsed.token };
+  return {
+    managerUrl: parsed.managerUrl,
+    caPath: resolve(dirname(path), parsed.caPath),
+    token: parsed.token,
+  };
 }
 
 export class ApiClient {
@@ -96,7 +100,9 @@ export class ApiClient {
             const status = res.statusCode ?? 500;
             if (status >= 400) {
               const e = parsed as { code?: string; message?: string } | null;
-              const code = (e?.code !== undefined && e.code in ErrorCodes ? e.code : 'HS_ERR_INTERNAL') as ErrorCode;
+              const code = (
+                e?.code !== undefined && e.code in ErrorCodes ? e.code : 'HS_ERR_INTERNAL'
+              ) as ErrorCode;
               reject(new HypersealError(code, e?.message ?? `HTTP ${status}`));
               return;
             }
@@ -105,7 +111,12 @@ export class ApiClient {
         },
       );
       req.on('error', (err) =>
-        reject(new HypersealError('HS_ERR_HOST_UNAVAILABLE', `cannot reach the manager at ${this.creds.managerUrl}: ${err.message}`)),
+        reject(
+          new HypersealError(
+            'HS_ERR_HOST_UNAVAILABLE',
+            `cannot reach the manager at ${this.creds.managerUrl}: ${err.message}`,
+          ),
+        ),
       );
       req.end(payload);
     });
@@ -138,7 +149,8 @@ export class ApiClient {
       const t = await this.get<T>(`/tasks/${encodeURIComponent(id)}?waitMs=1000`);
       onProgress?.(t);
       if (t.state === 'succeeded' || t.state === 'failed') return t;
-      if (Date.now() > deadline) throw new HypersealError('HS_ERR_INTERNAL', `task ${id} did not finish in ${timeoutMs} ms`);
+      if (Date.now() > deadline)
+        throw new HypersealError('HS_ERR_INTERNAL', `task ${id} did not finish in ${timeoutMs} ms`);
     }
   }
 }

@@ -30,7 +30,10 @@ export function adminRoutes(s: ManagerServices): AnyRoute[] {
       summary: 'Log in with a password; sets the session cookie and returns the session id',
       tag: 'auth',
       privilege: 'public',
-      body: Type.Object({ user: Type.String({ maxLength: 80 }), password: Type.String({ maxLength: 1024 }) }, { additionalProperties: false }),
+      body: Type.Object(
+        { user: Type.String({ maxLength: 80 }), password: Type.String({ maxLength: 1024 }) },
+        { additionalProperties: false },
+      ),
       response: Type.Object({ session: Type.String(), expiresAt: Type.Integer(), user: User }),
       status: 201,
       handler: async ({ body, ip, reply }) => {
@@ -49,7 +52,8 @@ export function adminRoutes(s: ManagerServices): AnyRoute[] {
       tag: 'auth',
       privilege: 'authenticated',
       response: Type.Object({ user: Type.String(), privileges: Type.Array(Type.String()) }),
-      handler: ({ user }) => Promise.resolve({ user: user?.name ?? '', privileges: [...(user?.privileges ?? [])].sort() }),
+      handler: ({ user }) =>
+        Promise.resolve({ user: user?.name ?? '', privileges: [...(user?.privileges ?? [])].sort() }),
     }),
     route({
       method: 'POST',
@@ -57,10 +61,14 @@ export function adminRoutes(s: ManagerServices): AnyRoute[] {
       summary: 'Create an API token for yourself (shown once)',
       tag: 'auth',
       privilege: 'authenticated',
-      body: Type.Object({ name: Name, ttlMs: Type.Optional(Type.Integer({ minimum: 60_000 })) }, { additionalProperties: false }),
+      body: Type.Object(
+        { name: Name, ttlMs: Type.Optional(Type.Integer({ minimum: 60_000 })) },
+        { additionalProperties: false },
+      ),
       response: Type.Object({ id: Type.String(), token: Type.String() }),
       status: 201,
-      handler: ({ body, user, ip }) => s.users.createToken(actorOf(user, ip), user?.userId ?? '', body.name, body.ttlMs ?? null),
+      handler: ({ body, user, ip }) =>
+        s.users.createToken(actorOf(user, ip), user?.userId ?? '', body.name, body.ttlMs ?? null),
     }),
     route({
       method: 'GET',
@@ -78,12 +86,17 @@ export function adminRoutes(s: ManagerServices): AnyRoute[] {
       tag: 'users',
       privilege: 'user.manage',
       body: Type.Object(
-        { name: Name, password: Type.Optional(Type.String({ maxLength: 1024 })), roles: Type.Array(Type.String(), { maxItems: 16 }) },
+        {
+          name: Name,
+          password: Type.Optional(Type.String({ maxLength: 1024 })),
+          roles: Type.Array(Type.String(), { maxItems: 16 }),
+        },
         { additionalProperties: false },
       ),
       response: User,
       status: 201,
-      handler: ({ body, user, ip }) => s.users.create(actorOf(user, ip), body.name, body.password, body.roles),
+      handler: ({ body, user, ip }) =>
+        s.users.create(actorOf(user, ip), body.name, body.password, body.roles),
     }),
     route({
       method: 'PUT',
@@ -92,7 +105,10 @@ export function adminRoutes(s: ManagerServices): AnyRoute[] {
       tag: 'users',
       privilege: ['user.manage', 'role.manage'],
       params: IdParams,
-      body: Type.Object({ roles: Type.Array(Type.String(), { maxItems: 16 }) }, { additionalProperties: false }),
+      body: Type.Object(
+        { roles: Type.Array(Type.String(), { maxItems: 16 }) },
+        { additionalProperties: false },
+      ),
       response: User,
       handler: ({ params, body, user, ip }) => s.users.setRoles(actorOf(user, ip), params.id, body.roles),
     }),
@@ -103,10 +119,14 @@ export function adminRoutes(s: ManagerServices): AnyRoute[] {
       tag: 'users',
       privilege: 'user.manage',
       params: IdParams,
-      body: Type.Object({ name: Name, ttlMs: Type.Optional(Type.Integer({ minimum: 60_000 })) }, { additionalProperties: false }),
+      body: Type.Object(
+        { name: Name, ttlMs: Type.Optional(Type.Integer({ minimum: 60_000 })) },
+        { additionalProperties: false },
+      ),
       response: Type.Object({ id: Type.String(), token: Type.String() }),
       status: 201,
-      handler: ({ params, body, user, ip }) => s.users.createToken(actorOf(user, ip), params.id, body.name, body.ttlMs ?? null),
+      handler: ({ params, body, user, ip }) =>
+        s.users.createToken(actorOf(user, ip), params.id, body.name, body.ttlMs ?? null),
     }),
     route({
       method: 'GET',
@@ -124,7 +144,11 @@ export function adminRoutes(s: ManagerServices): AnyRoute[] {
       tag: 'roles',
       privilege: 'role.manage',
       body: Type.Object(
-        { name: Type.String({ maxLength: 64 }), description: Type.Optional(Type.String({ maxLength: 500 })), privileges: Type.Array(Type.String(), { maxItems: 100 }) },
+        {
+          name: Type.String({ maxLength: 64 }),
+          description: Type.Optional(Type.String({ maxLength: 500 })),
+          privileges: Type.Array(Type.String(), { maxItems: 100 }),
+        },
         { additionalProperties: false },
       ),
       response: Role,
@@ -142,12 +166,23 @@ export function adminRoutes(s: ManagerServices): AnyRoute[] {
       privilege: 'task.read',
       query: Type.Object({
         limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
-        state: Type.Optional(Type.Union([Type.Literal('queued'), Type.Literal('running'), Type.Literal('succeeded'), Type.Literal('failed')])),
+        state: Type.Optional(
+          Type.Union([
+            Type.Literal('queued'),
+            Type.Literal('running'),
+            Type.Literal('succeeded'),
+            Type.Literal('failed'),
+          ]),
+        ),
         objectId: Type.Optional(Type.String()),
       }),
       response: Type.Array(Task),
       handler: ({ query }) =>
-        s.tasks.list({ limit: query.limit ?? 100, ...(query.state ? { state: query.state } : {}), ...(query.objectId ? { objectId: query.objectId } : {}) }),
+        s.tasks.list({
+          limit: query.limit ?? 100,
+          ...(query.state ? { state: query.state } : {}),
+          ...(query.objectId ? { objectId: query.objectId } : {}),
+        }),
     }),
     route({
       method: 'GET',
@@ -158,7 +193,8 @@ export function adminRoutes(s: ManagerServices): AnyRoute[] {
       params: IdParams,
       query: Type.Object({ waitMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 600_000 })) }),
       response: Task,
-      handler: ({ params, query }) => (query.waitMs ? s.tasks.wait(params.id, query.waitMs) : s.tasks.get(params.id)),
+      handler: ({ params, query }) =>
+        query.waitMs ? s.tasks.wait(params.id, query.waitMs) : s.tasks.get(params.id),
     }),
     route({
       method: 'GET',
@@ -185,7 +221,11 @@ export function adminRoutes(s: ManagerServices): AnyRoute[] {
       summary: 'Verify the hash chain of the event store; names the first bad event',
       tag: 'events',
       privilege: 'event.read',
-      response: Type.Object({ ok: Type.Boolean(), count: Type.Integer(), firstBad: Type.Optional(Type.Unknown()) }),
+      response: Type.Object({
+        ok: Type.Boolean(),
+        count: Type.Integer(),
+        firstBad: Type.Optional(Type.Unknown()),
+      }),
       handler: () => s.events.verify(),
     }),
   ];

@@ -6,7 +6,13 @@ import { Host, IdParams, Name } from '../model.js';
 import type { ManagerServices } from '../services.js';
 import { actorOf } from './common.js';
 
-const Datastore = Type.Object({ id: Type.String(), hostId: Type.Union([Type.String(), Type.Null()]), name: Type.String(), path: Type.String(), shared: Type.Boolean() });
+const Datastore = Type.Object({
+  id: Type.String(),
+  hostId: Type.Union([Type.String(), Type.Null()]),
+  name: Type.String(),
+  path: Type.String(),
+  shared: Type.Boolean(),
+});
 const Network = Type.Object({ id: Type.String(), name: Type.String(), kind: Type.String() });
 
 export function hostRoutes(s: ManagerServices): AnyRoute[] {
@@ -36,7 +42,10 @@ export function hostRoutes(s: ManagerServices): AnyRoute[] {
       summary: 'Create a one-time token for a host agent to join',
       tag: 'hosts',
       privilege: 'host.enroll',
-      body: Type.Object({ ttlMs: Type.Optional(Type.Integer({ minimum: 60_000 })) }, { additionalProperties: false }),
+      body: Type.Object(
+        { ttlMs: Type.Optional(Type.Integer({ minimum: 60_000 })) },
+        { additionalProperties: false },
+      ),
       response: Type.Object({ token: Type.String(), caSha256: Type.String(), expiresAt: Type.Integer() }),
       status: 201,
       handler: ({ body, user, ip }) => s.hosts.createEnrollmentToken(actorOf(user, ip), body.ttlMs),
@@ -89,9 +98,15 @@ export function hostRoutes(s: ManagerServices): AnyRoute[] {
       privilege: 'datastore.read',
       response: Type.Array(Datastore),
       handler: async () =>
-        (await s.db.query<{ id: string; host_id: string | null; name: string; path: string; shared: boolean }>(
-          `SELECT * FROM datastores ORDER BY name`,
-        )).map((d) => ({ id: d.id, hostId: d.host_id, name: d.name, path: d.path, shared: d.shared })),
+        (
+          await s.db.query<{
+            id: string;
+            host_id: string | null;
+            name: string;
+            path: string;
+            shared: boolean;
+          }>(`SELECT * FROM datastores ORDER BY name`)
+        ).map((d) => ({ id: d.id, hostId: d.host_id, name: d.name, path: d.path, shared: d.shared })),
     }),
     route({
       method: 'GET',
@@ -100,7 +115,10 @@ export function hostRoutes(s: ManagerServices): AnyRoute[] {
       tag: 'networks',
       privilege: 'network.read',
       response: Type.Array(Network),
-      handler: () => s.db.query<{ id: string; name: string; kind: string }>(`SELECT id, name, kind FROM networks ORDER BY name`),
+      handler: () =>
+        s.db.query<{ id: string; name: string; kind: string }>(
+          `SELECT id, name, kind FROM networks ORDER BY name`,
+        ),
     }),
     route({
       method: 'POST',

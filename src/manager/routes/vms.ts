@@ -31,7 +31,13 @@ export function vmRoutes(s: ManagerServices): AnyRoute[] {
       privilege: 'vm.read',
       query: ListQuery,
       response: Type.Array(Vm),
-      handler: ({ query }) => s.vms.list({ limit: query.limit ?? 1000, offset: query.offset ?? 0, ...(query.name ? { name: query.name } : {}), ...(query.hostId ? { hostId: query.hostId } : {}) }),
+      handler: ({ query }) =>
+        s.vms.list({
+          limit: query.limit ?? 1000,
+          offset: query.offset ?? 0,
+          ...(query.name ? { name: query.name } : {}),
+          ...(query.hostId ? { hostId: query.hostId } : {}),
+        }),
     }),
     route({
       method: 'POST',
