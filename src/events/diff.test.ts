@@ -270,6 +270,12 @@ void test('refuses cycles and excessive nesting instead of hanging', () => {
   c['l'] = c;
   c['r'] = c;
   assertInvalid(() => diff({}, { c }), /cycle/);
+  // Not a cycle: after holds one of before's objects one level deeper.
+  const q = { q: { r: 1 } };
+  assert.deepEqual(diff({ p: q }, { p: { q } }), [
+    { path: 'p.q.q', from: null, to: { r: 1 } },
+    { path: 'p.q.r', from: 1, to: null },
+  ]);
   let deep: Record<string, unknown> = { v: 1 };
   for (let i = 0; i < 40; i++) deep = { d: deep };
   assertInvalid(() => diff({}, deep), /nested deeper than 32/);

@@ -52,8 +52,12 @@ interface Ctx {
   readonly schema: DiffSchema;
   readonly walk: Walk;
   readonly out: Change[];
-  /** Objects on the current path, both sides: a cycle would never end. */
-  readonly stack: Set<object>;
+  /**
+   * Objects on the current path, per side: a cycle would never end. Per side, because
+   * `after` may legitimately hold one of `before`'s objects deeper down.
+   */
+  readonly stackA: Set<object>;
+  readonly stackB: Set<object>;
 }
 
 type Obj = Record<string, unknown>;
@@ -72,7 +76,7 @@ export function diff(
   const a = before ?? {};
   const b = after ?? {};
   if (!isPlainObject(a) || !isPlainObject(b)) throw invalid('diff() compares two plain objects', undefined);
-  const ctx: Ctx = { schema, walk: new Walk(limits), out: [], stack: new Set() };
+  const ctx: Ctx = { schema, walk: new Walk(limits), out: [], stackA: new Set(), stackB: new Set() };
   diffObjects(ctx, [], '', a, b, 0);
   return ctx.out;
 }
@@ -93,13 +97,15 @@ function push(
   });
 }
 
-function enter(ctx: Ctx, segs: readonly PathSegment[], ...objs: object[]): void {
-  for (const o of objs) if (ctx.stack.has(o)) throw invalid('a cycle cannot be logged', formatPath(segs));
-  for (const o of objs) ctx.stack.add(o);
+function enter(ctx: Ctx, segs: readonly PathSegment[], a: object, b: object): void {
+  if (ctx.stackA.has(a) || ctx.stackB.has(b)) throw invalid('a cycle cannot be logged', formatPath(segs));
+  ctx.stackA.add(a);
+  ctx.stackB.add(b);
 }
 
-function leave(ctx: Ctx, ...objs: object[]): void {
-  for (const o of objs) ctx.stack.delete(o);
+function leave(ctx: Ctx, a: object, b: object): void {
+  ctx.stackA.delete(a);
+  ctx.stackB.delete(b);
 }
 
 function diffObjects(

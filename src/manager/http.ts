@@ -145,6 +145,14 @@ export function buildHttpApp(opts: HttpOptions): FastifyInstance {
       .send({ code: 'HS_ERR_NOT_FOUND', message: `no route ${request.method} ${request.url}` });
   });
 
+  /** Who sent each request, resolved in onRequest (before the body is parsed or validated). */
+  const principals = new WeakMap<FastifyRequest, Principal>();
+  const refuse = async (request: FastifyRequest, user: Principal | undefined, err: unknown): Promise<void> => {
+    if (err instanceof HypersealError && (err.status === 401 || err.status === 403)) {
+      await opts.onRefused?.(request, user, err);
+    }
+  };
+
   for (const r of opts.routes) {
     const required = requiredPrivileges(r.privilege);
     app.route({
@@ -155,37 +163,53 @@ export function buildHttpApp(opts: HttpOptions): FastifyInstance {
         ...(r.query ? { querystring: r.query } : {}),
         ...(r.body ? { body: r.body } : {}),
       },
-      handler: async (request, reply) => {
+      // Authentication and the privilege check run first, in onRequest: an anonymous or
+      // unprivileged caller gets 401/403 before its body is parsed or validated, so it
+      // learns nothing of the schema (and a malformed body is not a way around the check).
+      onRequest: async (request) => {
+        if (r.privilege === 'public') return;
         let user: Principal | undefined;
-        if (r.privilege !== 'public') {
+        try {
           user = await opts.authenticate(request);
-          if (user === undefined) {
-            const e = new HypersealError(
-              'HS_ERR_AUTH_REQUIRED',
-              'log in or send an API token (Authorization: Bearer …)',
-            );
-            await opts.onRefused?.(request, undefined, e);
-            throw e;
-          }
-          const missing = required.filter((p) => !user?.privileges.has(p));
-          if (missing.length > 0) {
-            const e = new HypersealError(
-              'HS_ERR_AUTH_FORBIDDEN',
-              `${user.name} lacks the privilege${missing.length > 1 ? 's' : ''} ${missing.join(', ')} for ${r.method} /api/v1${r.url}`,
-            );
-            await opts.onRefused?.(request, user, e);
-            throw e;
-          }
+        } catch (err) {
+          // A malformed, unknown or expired token is a refusal too, and is audited as one.
+          await refuse(request, undefined, err);
+          throw err;
         }
-        const result = await r.handler({
-          params: request.params,
-          query: request.query,
-          body: request.body,
-          user,
-          ip: request.ip,
-          request,
-          reply,
-        });
+        if (user === undefined) {
+          const e = new HypersealError('HS_ERR_AUTH_REQUIRED', 'log in or send an API token (Authorization: Bearer …)');
+          await refuse(request, undefined, e);
+          throw e;
+        }
+        const missing = required.filter((p) => !user.privileges.has(p));
+        if (missing.length > 0) {
+          const e = new HypersealError(
+            'HS_ERR_AUTH_FORBIDDEN',
+            `${user.name} lacks the privilege${missing.length > 1 ? 's' : ''} ${missing.join(', ')} for ${r.method} /api/v1${r.url}`,
+          );
+          await refuse(request, user, e);
+          throw e;
+        }
+        principals.set(request, user);
+      },
+      handler: async (request, reply) => {
+        const user = principals.get(request);
+        let result: unknown;
+        try {
+          result = await r.handler({
+            params: request.params,
+            query: request.query,
+            body: request.body,
+            user,
+            ip: request.ip,
+            request,
+            reply,
+          });
+        } catch (err) {
+          // Object-level refusals made by services (e.g. granting a role one does not hold).
+          await refuse(request, user, err);
+          throw err;
+        }
         if (reply.sent) return reply;
         void reply.status(r.status ?? 200);
         return r.status === 204 ? reply.send() : reply.send(result);

@@ -95,8 +95,10 @@ export function adminRoutes(s: ManagerServices): AnyRoute[] {
       ),
       response: User,
       status: 201,
-      handler: ({ body, user, ip }) =>
-        s.users.create(actorOf(user, ip), body.name, body.password, body.roles),
+      handler: async ({ body, user, ip }) => {
+        await s.users.checkCanGrant(user, body.roles);
+        return s.users.create(actorOf(user, ip), body.name, body.password, body.roles);
+      },
     }),
     route({
       method: 'PUT',
@@ -110,7 +112,10 @@ export function adminRoutes(s: ManagerServices): AnyRoute[] {
         { additionalProperties: false },
       ),
       response: User,
-      handler: ({ params, body, user, ip }) => s.users.setRoles(actorOf(user, ip), params.id, body.roles),
+      handler: async ({ params, body, user, ip }) => {
+        await s.users.checkCanGrant(user, body.roles);
+        return s.users.setRoles(actorOf(user, ip), params.id, body.roles);
+      },
     }),
     route({
       method: 'POST',
@@ -154,6 +159,7 @@ export function adminRoutes(s: ManagerServices): AnyRoute[] {
       response: Role,
       status: 201,
       handler: async ({ body, user, ip }) => {
+        await s.users.checkCanGrant(user, [], body.privileges);
         const r = await s.users.createRole(actorOf(user, ip), body);
         return { ...r, privileges: [...r.privileges] };
       },
