@@ -170,7 +170,9 @@ export function verifyChain(events: readonly Event[], anchor?: ChainHead): Verif
       const n = e.seq - expectedSeq;
       return fail(
         'missing',
-        `${n} event${n === 1 ? '' : 's'} (seq ${expectedSeq}…${e.seq - 1}) missing before event ${i}`,
+        n === 1
+          ? `event seq ${expectedSeq} missing before event ${i}`
+          : `${n} events (seq ${expectedSeq}…${e.seq - 1}) missing before event ${i}`,
       );
     }
     return fail(

@@ -207,7 +207,8 @@ export function buildHttpApp(opts: HttpOptions): FastifyInstance {
           });
         } catch (err) {
           // Object-level refusals made by services (e.g. granting a role one does not hold).
-          await refuse(request, user, err);
+          // Public routes (login, enrollment) record their own refusal events.
+          if (r.privilege !== 'public') await refuse(request, user, err);
           throw err;
         }
         if (reply.sent) return reply;
