@@ -47,7 +47,6 @@ export interface KmsOpenOptions {
   durability?: StoreDurability;
 }
 
-
 export class KmsDataDir {
   private constructor(
     readonly dir: string,

@@ -125,12 +125,10 @@ export function buildHttpApp(opts: HttpOptions): FastifyInstance {
     }
     if (fe.statusCode !== undefined && fe.statusCode >= 400 && fe.statusCode < 500) {
       // fastify's own client errors (bad JSON, body too large, unsupported media type).
-      void reply
-        .status(fe.statusCode)
-        .send({
-          code: fe.statusCode === 413 ? 'HS_ERR_TOO_LARGE' : 'HS_ERR_INVALID_ARGUMENT',
-          message: fe.message ?? '',
-        });
+      void reply.status(fe.statusCode).send({
+        code: fe.statusCode === 413 ? 'HS_ERR_TOO_LARGE' : 'HS_ERR_INVALID_ARGUMENT',
+        message: fe.message ?? '',
+      });
       return;
     }
     process.emitWarning(
@@ -147,7 +145,11 @@ export function buildHttpApp(opts: HttpOptions): FastifyInstance {
 
   /** Who sent each request, resolved in onRequest (before the body is parsed or validated). */
   const principals = new WeakMap<FastifyRequest, Principal>();
-  const refuse = async (request: FastifyRequest, user: Principal | undefined, err: unknown): Promise<void> => {
+  const refuse = async (
+    request: FastifyRequest,
+    user: Principal | undefined,
+    err: unknown,
+  ): Promise<void> => {
     if (err instanceof HypersealError && (err.status === 401 || err.status === 403)) {
       await opts.onRefused?.(request, user, err);
     }
@@ -177,7 +179,10 @@ export function buildHttpApp(opts: HttpOptions): FastifyInstance {
           throw err;
         }
         if (user === undefined) {
-          const e = new HypersealError('HS_ERR_AUTH_REQUIRED', 'log in or send an API token (Authorization: Bearer …)');
+          const e = new HypersealError(
+            'HS_ERR_AUTH_REQUIRED',
+            'log in or send an API token (Authorization: Bearer …)',
+          );
           await refuse(request, undefined, e);
           throw e;
         }

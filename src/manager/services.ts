@@ -61,7 +61,6 @@ export async function loadManagerIdentity(
   masterKey: Buffer,
   serverNames: string[],
 ): Promise<ManagerIdentityFiles> {
-  const names = ['ca', 'api', 'client'] as const;
   if (!existsSync(join(dataDir, 'client.pem'))) {
     // Written in order, the client certificate last: its presence marks a finished setup.
     const ca = await createCertificateAuthority({
@@ -85,7 +84,7 @@ export async function loadManagerIdentity(
       writeFileAtomic(join(dataDir, `${name}.pem`), c.certPem);
     }
   }
-  const load = (name: (typeof names)[number]): CertifiedKey => ({
+  const load = (name: 'ca' | 'api' | 'client'): CertifiedKey => ({
     certPem: readFileSync(join(dataDir, `${name}.pem`), 'utf8'),
     keyPem: readSealedFile(dataDir, `${name}.key.sealed`, masterKey),
   });

@@ -6,7 +6,13 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
 import type { Privilege, Role } from '../auth/index.js';
-import { BUILT_IN_ROLES, defineCustomRole, effectivePrivileges, isPrivilege, requireCanGrant } from '../auth/index.js';
+import {
+  BUILT_IN_ROLES,
+  defineCustomRole,
+  effectivePrivileges,
+  isPrivilege,
+  requireCanGrant,
+} from '../auth/index.js';
 import { authenticatePassword, checkPasswordPolicy, hashPassword } from '../auth/passwords.js';
 import { hashToken, newApiToken, newSession, parseBearer, verifyToken } from '../auth/tokens.js';
 import { HypersealError } from '../errors.js';
@@ -134,7 +140,11 @@ export class UserService {
    * No one grants what they do not hold: a user manager without crypto privileges cannot
    * make someone (or themselves) an Administrator.
    */
-  async checkCanGrant(actor: Principal | undefined, roleNames: string[], privileges: string[] = []): Promise<void> {
+  async checkCanGrant(
+    actor: Principal | undefined,
+    roleNames: string[],
+    privileges: string[] = [],
+  ): Promise<void> {
     if (actor === undefined) throw new HypersealError('HS_ERR_AUTH_REQUIRED', 'log in first');
     const roles = (await this.listRoles()).filter((r) => roleNames.includes(r.name));
     const wanted = [...roles.flatMap((r) => r.privileges), ...privileges.filter(isPrivilege)];
