@@ -373,15 +373,41 @@ void test('hyperseal up prints commands that work, and stops on SIGINT', async (
     rmSync(root, { recursive: true, force: true });
   });
 
+  // The manager listens on a kernel-chosen port; the agent's port is fixed at join time.
+  const agentPort = await freePort();
   const up = await startDaemon(
-    (port) => ['up', '--data-dir', 'hs', '--kms-listen', `${HOST}:${port}`],
+    (port) => [
+      'up',
+      '--data-dir',
+      'hs',
+      '--kms-listen',
+      `${HOST}:${port}`,
+      '--manager-listen',
+      `${HOST}:0`,
+      '--agent-port',
+      String(agentPort),
+      '--driver',
+      'sim',
+    ],
     /Ctrl-C stops everything/,
     { env, cwd: root },
   );
   daemons.push(up);
   const out = up.stdout();
   assert.match(out, /Hyperseal is up/);
-  assert.match(out, new RegExp(`embedded KMIP 1\\.1 key server\\s+${HOST}:${up.port}`));
+  assert.match(out, new RegExp(`embedded KMIP key server\\s+${HOST}:${up.port}`));
+  assert.match(out, new RegExp(`host agent 1\\s+https://${HOST}:${agentPort}`));
+  assert.equal(statSync(join(root, 'hs', 'credentials.json')).mode & 0o777, 0o600);
+  // The CLI over the REST API works with the credentials `up` wrote.
+  const hosts = await run(['host', 'list', '--json', '--credentials', join(root, 'hs', 'credentials.json')], {
+    env,
+    cwd: root,
+  });
+  expectExit(hosts, 0, 'host list');
+  const listed = JSON.parse(hosts.stdout) as { state: string; simulated: boolean }[];
+  assert.equal(listed.length, 1);
+  assert.equal(listed[0]?.state, 'connected');
+  assert.equal(listed[0]?.simulated, true);
   assert.equal(statSync(join(root, 'hs', 'operator.key')).mode & 0o777, 0o600);
 
   // Run the printed commands, with `npx hyperseal` replaced by this build's binary.
@@ -399,11 +425,16 @@ void test('hyperseal up prints commands that work, and stops on SIGINT', async (
   assert.match(query.stdout, /^vendor:\s+Hyperseal KMS$/m);
   assert.match(query.stdout, /^operations:.*\bCreate\b.*\bGet\b/m);
   assert.match(query.stdout, /^object types:\s+SymmetricKey$/m);
-  const created = await run(printed('create'), { env, cwd: root });
-  expectExit(created, 0, 'the printed create command');
-  const located = await run(printed('locate'), { env, cwd: root });
-  expectExit(located, 0, 'the printed locate command');
-  assert.equal(located.stdout.trim(), created.stdout.trim());
+  // And the printed VM commands, against the simulated host.
+  const creds = ['--credentials', join(root, 'hs', 'credentials.json')];
+  expectExit(
+    await run(['vm', 'create', '--name', 'test-01', '--memory', '128', ...creds], { env, cwd: root }),
+    0,
+    'vm create',
+  );
+  expectExit(await run(['vm', 'power-on', 'test-01', ...creds], { env, cwd: root }), 0, 'vm power-on');
+  const vms = await run(['vm', 'list', '--json', ...creds], { env, cwd: root });
+  assert.equal((JSON.parse(vms.stdout) as { name: string; state: string }[])[0]?.state, 'running');
 
   assert.equal(await stopDaemon(up, 'SIGINT'), 0, `up exit\nstderr: ${up.stderr()}`);
   assert.match(up.stdout(), /^hyperseal: stopped$/m);

@@ -93,11 +93,19 @@ export interface TestPlatform {
     body?: unknown,
     headers?: Record<string, string>,
   ): Promise<HttpAnswer<T>>;
+  /** The same with a body sent as is (malformed JSON, say), as application/json unless told. */
+  requestRaw<T = unknown>(
+    token: string | undefined,
+    method: string,
+    path: string,
+    body: string,
+    headers?: Record<string, string>,
+  ): Promise<HttpAnswer<T>>;
   /** Creates a user holding exactly `roleName`, with an API token, through the API. */
   userClient(roleName: string, userName?: string): Promise<UserClient>;
   /** Enrolls and starts one more agent (a real join with a fresh token). */
   addAgent(name?: string): Promise<TestAgent>;
-  /** Closes the manager and starts it again on the same data directory and database. */
+  /** Closes the manager and starts it again on the same data directory, database and port. */
   restartManager(): Promise<RunningManager>;
   /** The manager's own client identity (CN hyperseal-manager) for calling agents directly. */
   managerClientIdentity(): { certPem: string; keyPem: string; caPem: string };
@@ -131,10 +139,10 @@ export async function startTestPlatform(opts: PlatformOptions = {}): Promise<Tes
   let manager: RunningManager | undefined;
   let closed = false;
 
-  const start = (): Promise<RunningManager> =>
+  const start = (port = 0): Promise<RunningManager> =>
     startManager({
       dataDir: managerDir,
-      port: 0,
+      port,
       ...(opts.database !== undefined ? { database: opts.database } : {}),
     });
 
@@ -194,16 +202,15 @@ export async function startTestPlatform(opts: PlatformOptions = {}): Promise<Tes
     };
     for (let i = 0; i < (opts.agents ?? 1); i++) await addAgent();
 
-    const request = <T>(
+    const requestRaw = <T>(
       token: string | undefined,
       method: string,
       path: string,
-      body?: unknown,
+      payload: Buffer | undefined,
       headers: Record<string, string> = {},
     ): Promise<HttpAnswer<T>> => {
       const m = manager as RunningManager;
       const url = new URL(m.url);
-      const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
       return new Promise((resolve, reject) => {
         const req = https.request(
           {
@@ -239,6 +246,14 @@ export async function startTestPlatform(opts: PlatformOptions = {}): Promise<Tes
         req.end(payload);
       });
     };
+    const request = <T>(
+      token: string | undefined,
+      method: string,
+      path: string,
+      body?: unknown,
+      headers: Record<string, string> = {},
+    ): Promise<HttpAnswer<T>> =>
+      requestRaw<T>(token, method, path, body === undefined ? undefined : Buffer.from(JSON.stringify(body)), headers);
 
     const userClient = async (roleName: string, userName?: string): Promise<UserClient> => {
       const name = userName ?? `user-${++users}-${roleName.replace(/[^A-Za-z0-9]+/g, '-').toLowerCase()}`;
@@ -257,11 +272,18 @@ export async function startTestPlatform(opts: PlatformOptions = {}): Promise<Tes
       api,
       agents,
       request,
+      requestRaw: (token, method, path, body, headers) =>
+        requestRaw(token, method, path, Buffer.from(body), {
+          'content-type': 'application/json',
+          ...headers,
+        }),
       userClient,
       addAgent,
       restartManager: async () => {
+        const port = Number(new URL((manager as RunningManager).url).port);
         await (manager as RunningManager).close();
-        manager = await start();
+        // The same port, so clients made before the restart (api, userClient) keep working.
+        manager = await start(port);
         // The agents kept running; the manager reconnects to them at start (connectAll).
         return manager;
       },

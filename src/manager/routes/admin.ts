@@ -113,7 +113,9 @@ export function adminRoutes(s: ManagerServices): AnyRoute[] {
       ),
       response: User,
       handler: async ({ params, body, user, ip }) => {
-        await s.users.checkCanGrant(user, body.roles);
+        // Managing a user involves what it holds now, too: a No Cryptography Administrator
+        // may not strip an Administrator of its roles.
+        await s.users.checkCanGrant(user, [...body.roles, ...(await s.users.get(params.id)).roles]);
         return s.users.setRoles(actorOf(user, ip), params.id, body.roles);
       },
     }),
@@ -130,8 +132,11 @@ export function adminRoutes(s: ManagerServices): AnyRoute[] {
       ),
       response: Type.Object({ id: Type.String(), token: Type.String() }),
       status: 201,
-      handler: ({ params, body, user, ip }) =>
-        s.users.createToken(actorOf(user, ip), params.id, body.name, body.ttlMs ?? null),
+      handler: async ({ params, body, user, ip }) => {
+        // A token acts as its user: minting one for someone who holds more is escalation.
+        await s.users.checkCanGrant(user, (await s.users.get(params.id)).roles);
+        return s.users.createToken(actorOf(user, ip), params.id, body.name, body.ttlMs ?? null);
+      },
     }),
     route({
       method: 'GET',
