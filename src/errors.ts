@@ -133,6 +133,63 @@ export const ErrorCodes = {
       'The database schema is not one this Hyperseal can use (newer, or with a different migration history), or a migration failed.',
   },
 
+  // QMP (QEMU Machine Protocol, the agent's control channel to each VM)
+  HS_ERR_QMP_BAD_MESSAGE: {
+    status: 502,
+    meaning: 'QEMU sent a QMP line that is not valid UTF-8 JSON or not a greeting, return, error or event.',
+  },
+  HS_ERR_QMP_TOO_LARGE: { status: 502, meaning: 'QEMU sent a QMP line longer than the configured maximum.' },
+  HS_ERR_QMP_CONNECT: {
+    status: 502,
+    meaning: 'Could not connect to a VM’s QMP socket (missing, refused, or capabilities negotiation failed).',
+  },
+  HS_ERR_QMP_TIMEOUT: {
+    status: 504,
+    meaning: 'QEMU did not send its QMP greeting or answer a command within the timeout.',
+  },
+  HS_ERR_QMP_CONNECTION_CLOSED: {
+    status: 502,
+    meaning: 'The QMP connection closed before QEMU answered (QEMU exited, or the client was closed).',
+  },
+  HS_ERR_QMP_COMMAND_FAILED: {
+    status: 502,
+    meaning: 'QEMU answered a QMP command with an error; the message carries its class and description.',
+  },
+
+  // QEMU processes
+  HS_ERR_QEMU_INVALID_SPEC: {
+    status: 400,
+    meaning: 'A VM spec cannot be turned into a QEMU command line (bad name, id, path, MAC, size or option).',
+  },
+  HS_ERR_QEMU_FIRMWARE_NOT_FOUND: {
+    status: 500,
+    meaning: 'No installed OVMF firmware matches what the VM needs (UEFI, or UEFI with Secure Boot).',
+  },
+  HS_ERR_QEMU_TOOL_FAILED: {
+    status: 500,
+    meaning: 'A QEMU tool (qemu-img, qemu-system-x86_64 --version) failed; the message carries its output.',
+  },
+  HS_ERR_QEMU_DISK_EXISTS: {
+    status: 409,
+    meaning: 'A disk image to be created already exists; it is never overwritten.',
+  },
+  HS_ERR_QEMU_START_FAILED: {
+    status: 500,
+    meaning: 'QEMU exited or did not open its QMP socket while starting a VM; the message carries its stderr.',
+  },
+  HS_ERR_QEMU_ALREADY_RUNNING: {
+    status: 409,
+    meaning: 'A QEMU process for this VM is already running.',
+  },
+  HS_ERR_QEMU_NOT_RUNNING: {
+    status: 409,
+    meaning: 'No QEMU process runs for this VM (no pidfile, a stale pid, or a pid that is another process).',
+  },
+  HS_ERR_QEMU_SHUTDOWN_TIMEOUT: {
+    status: 504,
+    meaning: 'The guest did not power off within the timeout after an ACPI power-button press.',
+  },
+
   // PKI
   HS_ERR_PKI: { status: 500, meaning: 'A certificate or key could not be created, parsed or verified.' },
 

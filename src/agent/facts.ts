@@ -33,7 +33,8 @@ interface Versions {
   at: number;
 }
 
-let versionCache: Versions | null = null;
+/** Per QEMU binary: tests and hosts with several QEMUs ask about different ones. */
+const versionCache = new Map<string, Versions>();
 
 export async function collectHostFacts(driver: VmDriver, opts: FactsProbeOptions = {}): Promise<HostFacts> {
   const simulated = driver.kind === 'sim';
@@ -81,7 +82,7 @@ export function uefiSecureBoot(efiDir: string): HostFacts['uefiSecureBoot'] {
   if (!existsSync(efiDir)) return 'not-uefi';
   try {
     const dir = join(efiDir, 'efivars');
-    const name = readdirSync(dir).find((n) => n.toLowerCase() === SECURE_BOOT_VAR);
+    const name = readdirSync(dir).find((n) => n.toLowerCase() === SECURE_BOOT_VAR.toLowerCase());
     if (name === undefined) return 'unknown';
     const value = readFileSync(join(dir, name));
     if (value.length < 5) return 'unknown';
@@ -106,19 +107,21 @@ export function parseQemuVersion(text: string | null): string | null {
 }
 
 async function packageVersions(qemuBinary: string): Promise<Versions> {
-  if (versionCache && Date.now() - versionCache.at < VERSION_CACHE_MS) return versionCache;
+  const cached = versionCache.get(qemuBinary);
+  if (cached && Date.now() - cached.at < VERSION_CACHE_MS) return cached;
   const [qemu, ovmf] = await Promise.all([
     run(qemuBinary, ['--version']),
     // OVMF has no version inside its image that is cheap to read; the package's is what
     // security advisories refer to anyway.
     run('dpkg-query', ['-W', '-f=${Version}', 'ovmf']),
   ]);
-  versionCache = {
+  const versions: Versions = {
     qemuVersion: parseQemuVersion(qemu),
     ovmfVersion: ovmf !== null && ovmf.trim() !== '' ? ovmf.trim() : null,
     at: Date.now(),
   };
-  return versionCache;
+  versionCache.set(qemuBinary, versions);
+  return versions;
 }
 
 let cachedAgentVersion: string | null = null;

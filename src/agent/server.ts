@@ -273,7 +273,7 @@ export async function startAgent(opts: AgentServerOptions): Promise<AgentServer>
       });
     };
 
-    const reason = verdicts.get(socket) ?? refusalReason(socket);
+    const reason = verdicts.has(socket) ? (verdicts.get(socket) ?? null) : refusalReason(socket);
     if (reason !== null) {
       const err = new HypersealError(
         'HS_ERR_AGENT_PEER_REFUSED',

@@ -91,13 +91,14 @@ export class HostService {
     try {
       const facts = await client.facts();
       this.simulated.set(h.id, facts.simulated);
-      await this.db.run(`UPDATE hosts SET facts = $1, simulated = $2, state = 'connected' WHERE id = $3`, [
-        toJson(facts),
-        facts.simulated,
+      await this.db.run(
+        `UPDATE hosts SET facts = $1, simulated = $2, state = 'connected' WHERE id = $3 AND revoked_at IS NULL`,
+        [toJson(facts), facts.simulated, h.id],
+      );
+    } catch {
+      await this.db.run(`UPDATE hosts SET state = 'disconnected' WHERE id = $1 AND revoked_at IS NULL`, [
         h.id,
       ]);
-    } catch {
-      await this.db.run(`UPDATE hosts SET state = 'disconnected' WHERE id = $1`, [h.id]);
     }
   }
 
@@ -152,7 +153,17 @@ export class HostService {
             },
         now,
       );
-      const address = new URL(req.address);
+      // Input from an unauthenticated caller: a bad address or CSR is its mistake (400),
+      // not the manager's (a TypeError or HS_ERR_PKI would answer 500).
+      let address: URL;
+      try {
+        address = new URL(req.address);
+      } catch {
+        throw new HypersealError(
+          'HS_ERR_INVALID_ARGUMENT',
+          `agent address must be https://HOST:PORT, got ${req.address}`,
+        );
+      }
       if (address.protocol !== 'https:') {
         throw new HypersealError(
           'HS_ERR_INVALID_ARGUMENT',
@@ -165,14 +176,12 @@ export class HostService {
         usage: 'server',
         commonName: hostId,
         ...(isIP(host) === 0 ? { dnsNames: [host] } : { ipAddresses: [host] }),
+      }).catch((err: unknown) => {
+        if (err instanceof HypersealError && err.code === 'HS_ERR_PKI') {
+          throw new HypersealError('HS_ERR_INVALID_ARGUMENT', `the agent's CSR was refused: ${err.message}`);
+        }
+        throw err;
       });
-      // One-time use: only the request that flips used_at may proceed.
-      const used = await this.db.run(
-        `UPDATE enrollment_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1`,
-        [now.getTime(), tokenHash],
-      );
-      if (used.changes !== 1)
-        throw new HypersealError('HS_ERR_AUTH_TOKEN_USED', 'enrollment token was already used');
       const record: HostRecord = {
         id: hostId,
         name: req.name,
@@ -184,19 +193,37 @@ export class HostService {
         joinedAt: now.getTime(),
         revokedAt: null,
       };
-      await this.db.run(
-        `INSERT INTO hosts (id, name, address, state, cert_fingerprint, facts, simulated, joined_at, revoked_at)
-         VALUES ($1, $2, $3, $4, $5, '{}', $6, $7, NULL)`,
-        [
-          record.id,
-          record.name,
-          record.address,
-          record.state,
-          record.certFingerprint,
-          false,
-          record.joinedAt,
-        ],
-      );
+      // Spending the token and adding the host are one transaction: a host that cannot be
+      // added (its name is taken) leaves the token unused.
+      await this.db.transaction(async (tx) => {
+        // One-time use: only the request that flips used_at may proceed.
+        const used = await tx.run(
+          `UPDATE enrollment_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1`,
+          [now.getTime(), tokenHash],
+        );
+        if (used.changes !== 1)
+          throw new HypersealError('HS_ERR_AUTH_TOKEN_USED', 'enrollment token was already used');
+        try {
+          await tx.run(
+            `INSERT INTO hosts (id, name, address, state, cert_fingerprint, facts, simulated, joined_at, revoked_at)
+             VALUES ($1, $2, $3, $4, $5, '{}', $6, $7, NULL)`,
+            [
+              record.id,
+              record.name,
+              record.address,
+              record.state,
+              record.certFingerprint,
+              false,
+              record.joinedAt,
+            ],
+          );
+        } catch (err) {
+          if (err instanceof HypersealError && err.code === 'HS_ERR_DB_CONFLICT') {
+            throw new HypersealError('HS_ERR_CONFLICT', `a host named '${req.name}' already exists`);
+          }
+          throw err;
+        }
+      });
       await this.events.record(
         { user: 'agent', sourceIp },
         {
@@ -216,6 +243,8 @@ export class HostService {
 
   /** After enrollment the agent starts serving; the manager connects and reads its facts. */
   async attach(hostId: string): Promise<HostRecord> {
+    // Reconnecting must not undo a revocation (connect() would set state 'connected').
+    await this.requireUsable(hostId);
     const h = await this.get(hostId);
     await this.connect(h);
     const after = await this.get(hostId);

@@ -134,6 +134,7 @@ export async function startManager(opts: ManagerOptions): Promise<RunningManager
   const users = new UserService(db, events);
   await users.ensureBuiltInRoles();
   const vms = new VmService(db, hosts, events, tasks);
+  await vms.recoverPending();
   const services: ManagerServices = {
     db,
     events,

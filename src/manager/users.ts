@@ -323,7 +323,14 @@ export class UserService {
       `SELECT name, disabled FROM users WHERE id = $1`,
       [userId],
     );
-    if (user === undefined || user.disabled) return undefined;
+    if (user === undefined) return undefined;
+    if (user.disabled) {
+      // Said, and audited, as such: a disabled account still trying is worth knowing about.
+      throw new HypersealError(
+        'HS_ERR_AUTH_INVALID_TOKEN',
+        `the ${via === 'token' ? 'API token' : 'session'} belongs to user ${user.name}, which is disabled`,
+      );
+    }
     return { userId, name: user.name, privileges: await this.privilegesOf(userId), via };
   }
 }

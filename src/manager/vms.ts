@@ -27,7 +27,16 @@ interface VmRow {
   updated_at: number;
 }
 
-const HARDWARE: readonly (keyof VmConfig)[] = ['cpus', 'memoryMiB', 'firmware', 'secureBoot', 'disks'];
+// NICs too: the running VM stays on its old network until the next power-on applies the
+// spec (nothing hot-plugs), which is exactly what pendingRestart must say.
+const HARDWARE: readonly (keyof VmConfig)[] = [
+  'cpus',
+  'memoryMiB',
+  'firmware',
+  'secureBoot',
+  'disks',
+  'nics',
+];
 
 export type VmAction = 'power-on' | 'power-off' | 'shutdown' | 'reset';
 
@@ -68,6 +77,24 @@ export class VmService {
       createdAt: r.created_at,
       updatedAt: r.updated_at,
     };
+  }
+
+  /**
+   * Re-derives `pendingRestart` after a manager restart (the set is in memory only). A VM
+   * that runs and whose configuration changed after its last successful power-on began
+   * (or that has no such power-on on record) may be running an older spec: it is marked
+   * pending. Conservative: a change that needed no restart (a tag) counts as well.
+   */
+  async recoverPending(): Promise<void> {
+    const rows = await this.db.query<{ id: string; updated_at: number; started: number | string | null }>(
+      `SELECT v.id, v.updated_at,
+              (SELECT max(t.started_at) FROM tasks t
+                WHERE t.object_id = v.id AND t.kind = 'vm.power-on' AND t.state = 'succeeded') AS started
+         FROM vms v WHERE v.state <> 'stopped'`,
+    );
+    for (const r of rows) {
+      if (r.started === null || Number(r.updated_at) >= Number(r.started)) this.pending.add(r.id);
+    }
   }
 
   async list(opts: { limit: number; offset: number; name?: string; hostId?: string }): Promise<Vm[]> {
@@ -215,6 +242,8 @@ export class VmService {
 
   async reconfigure(actor: Actor, id: string, patch: VmPatch): Promise<Vm> {
     const before = await this.get(id);
+    // Checked before anything is written: a VM on a revoked host is not ours to change.
+    await this.hosts.requireUsable(before.hostId);
     const { name, ...configPatch } = patch;
     const config: VmConfig = {
       ...before.config,
@@ -229,10 +258,17 @@ export class VmService {
     const newName = name ?? before.name;
     const changes = this.events.diff({ name: before.name, ...before.config }, { name: newName, ...config });
     if (changes.length === 0) return before;
-    const r = await this.db.run(
-      `UPDATE vms SET name = $1, config = $2, version = version + 1, updated_at = $3 WHERE id = $4 AND version = $5`,
-      [newName, toJson(config), Date.now(), id, before.version],
-    );
+    const r = await this.db
+      .run(
+        `UPDATE vms SET name = $1, config = $2, version = version + 1, updated_at = $3 WHERE id = $4 AND version = $5`,
+        [newName, toJson(config), Date.now(), id, before.version],
+      )
+      .catch((err: unknown) => {
+        if (err instanceof HypersealError && err.code === 'HS_ERR_DB_CONFLICT') {
+          throw new HypersealError('HS_ERR_CONFLICT', `a VM named '${newName}' already exists`);
+        }
+        throw err;
+      });
     if (r.changes === 0) {
       throw new HypersealError(
         'HS_ERR_CONFLICT',
@@ -243,8 +279,19 @@ export class VmService {
     const hardware = changes.some((c) =>
       HARDWARE.some((h) => c.path === h || c.path.startsWith(`${h}.`) || c.path.startsWith(`${h}[`)),
     );
-    if (before.state === 'stopped') await this.hosts.agent(before.hostId).defineVm(await this.spec(after));
-    else if (hardware) this.pending.add(id);
+    if (before.state === 'stopped') {
+      try {
+        await this.hosts.agent(before.hostId).defineVm(await this.spec(after));
+      } catch (err) {
+        // The host refused or is unreachable: put the row back, so the inventory never
+        // holds a change that was neither applied nor recorded as an event.
+        await this.db.run(
+          `UPDATE vms SET name = $1, config = $2, version = $3, updated_at = $4 WHERE id = $5 AND version = $6`,
+          [before.name, toJson(before.config), before.version, before.updatedAt, id, after.version],
+        );
+        throw err;
+      }
+    } else if (hardware) this.pending.add(id);
     await this.events.record(actor, {
       type: 'vm.reconfigured',
       object: { kind: 'vm', id, name: after.name },
@@ -274,6 +321,8 @@ export class VmService {
   /** Runs a power action as a task; the event is recorded when the host confirms. */
   async action(actor: Actor, id: string, action: VmAction): Promise<Task> {
     const vm = await this.get(id);
+    // Refused up front (409), not as a failed task: the manager does not act on a revoked host.
+    await this.hosts.requireUsable(vm.hostId);
     return this.tasks.submit(
       { kind: `vm.${action}`, objectKind: 'vm', objectId: id, user: actor.user },
       async (ctx) => {

@@ -44,13 +44,18 @@ describe('host enrollment', () => {
   });
 
   const newToken = (): Promise<Token> => platform.api.post<Token>('/hosts/enrollment-tokens', {});
-  const refusals = async (): Promise<Event[]> => platform.api.get<Event[]>('/events?type=host.join-refused&limit=10000');
+  const refusals = async (): Promise<Event[]> =>
+    platform.api.get<Event[]>('/events?type=host.join-refused&limit=10000');
   const tokenRow = (token: string): Promise<{ used_at: number | null } | undefined> =>
-    platform.manager.services.db.one<{ used_at: number | null }>(`SELECT used_at FROM enrollment_tokens WHERE token_hash = $1`, [
-      hashToken(token),
-    ]);
+    platform.manager.services.db.one<{ used_at: number | null }>(
+      `SELECT used_at FROM enrollment_tokens WHERE token_hash = $1`,
+      [hashToken(token)],
+    );
   /** A join from a fresh directory; resolves to the host or the refusal's code. */
-  const tryJoin = async (token: string, caSha256: string): Promise<{ hostId: string } | { code: string; dir: string }> => {
+  const tryJoin = async (
+    token: string,
+    caSha256: string,
+  ): Promise<{ hostId: string } | { code: string; dir: string }> => {
     const dir = join(scratch, `join-${++joins}`);
     try {
       return await joinManager({
@@ -67,7 +72,8 @@ describe('host enrollment', () => {
       return { code: err.code, dir };
     }
   };
-  const codeOf = (r: { hostId: string } | { code: string }): string => ('code' in r ? r.code : `joined ${r.hostId}`);
+  const codeOf = (r: { hostId: string } | { code: string }): string =>
+    'code' in r ? r.code : `joined ${r.hostId}`;
 
   test('agents joined with real tokens and are connected, with facts and datastores', async () => {
     const hosts = await platform.api.get<HostRecord[]>('/hosts');
@@ -82,7 +88,11 @@ describe('host enrollment', () => {
     const joined = await platform.api.get<Event[]>('/events?type=host.joined');
     assert.deepEqual(new Set(joined.map((e) => e.object.id)), new Set(platform.agents.map((a) => a.hostId)));
     const ds = await platform.api.get<{ hostId: string }[]>('/datastores');
-    for (const a of platform.agents) assert.ok(ds.some((d) => d.hostId === a.hostId), `a datastore on ${a.name}`);
+    for (const a of platform.agents)
+      assert.ok(
+        ds.some((d) => d.hostId === a.hostId),
+        `a datastore on ${a.name}`,
+      );
   });
 
   test('a token joins once; the second use is HS_ERR_AUTH_TOKEN_USED and an event', async () => {
@@ -106,10 +116,10 @@ describe('host enrollment', () => {
 
   test('an expired token is HS_ERR_AUTH_TOKEN_EXPIRED and an event', async () => {
     const t = await newToken();
-    await platform.manager.services.db.run(`UPDATE enrollment_tokens SET expires_at = $1 WHERE token_hash = $2`, [
-      Date.now() - 1000,
-      hashToken(t.token),
-    ]);
+    await platform.manager.services.db.run(
+      `UPDATE enrollment_tokens SET expires_at = $1 WHERE token_hash = $2`,
+      [Date.now() - 1000, hashToken(t.token)],
+    );
     const before = (await refusals()).length;
     assert.equal(codeOf(await tryJoin(t.token, t.caSha256)), 'HS_ERR_AUTH_TOKEN_EXPIRED');
     const after = await refusals();
@@ -121,7 +131,11 @@ describe('host enrollment', () => {
   test('a garbage or unknown token is HS_ERR_AUTH_INVALID_TOKEN and an event', async () => {
     const { caSha256 } = await newToken();
     const before = (await refusals()).length;
-    for (const token of ['garbage', `hs_enroll_${randomBytes(32).toString('base64url')}`, `hs_${randomBytes(32).toString('base64url')}`]) {
+    for (const token of [
+      'garbage',
+      `hs_enroll_${randomBytes(32).toString('base64url')}`,
+      `hs_${randomBytes(32).toString('base64url')}`,
+    ]) {
       assert.equal(codeOf(await tryJoin(token, caSha256)), 'HS_ERR_AUTH_INVALID_TOKEN', token.slice(0, 12));
     }
     assert.equal((await refusals()).length, before + 3);
@@ -133,12 +147,27 @@ describe('host enrollment', () => {
     const goodAddress = `https://127.0.0.1:${await freePort()}`;
     const badCsr = '-----BEGIN CERTIFICATE REQUEST-----\nnope\n-----END CERTIFICATE REQUEST-----\n';
     const attempts: [string, Record<string, string>, string][] = [
-      ['a CSR that does not parse', { name: 'bad-csr', address: goodAddress, csrPem: badCsr }, 'HS_ERR_INVALID_ARGUMENT'],
-      ['an address that is not a URL', { name: 'bad-address', address: 'not a url', csrPem: badCsr }, 'HS_ERR_INVALID_ARGUMENT'],
-      ['an http address', { name: 'http-address', address: 'http://127.0.0.1:9', csrPem: badCsr }, 'HS_ERR_INVALID_ARGUMENT'],
+      [
+        'a CSR that does not parse',
+        { name: 'bad-csr', address: goodAddress, csrPem: badCsr },
+        'HS_ERR_INVALID_ARGUMENT',
+      ],
+      [
+        'an address that is not a URL',
+        { name: 'bad-address', address: 'not a url', csrPem: badCsr },
+        'HS_ERR_INVALID_ARGUMENT',
+      ],
+      [
+        'an http address',
+        { name: 'http-address', address: 'http://127.0.0.1:9', csrPem: badCsr },
+        'HS_ERR_INVALID_ARGUMENT',
+      ],
     ];
     for (const [what, fields, code] of attempts) {
-      const res = await platform.request<ErrorAnswer>(undefined, 'POST', '/hosts/enroll', { token: t.token, ...fields });
+      const res = await platform.request<ErrorAnswer>(undefined, 'POST', '/hosts/enroll', {
+        token: t.token,
+        ...fields,
+      });
       assert.equal(res.status, 400, `${what}: ${res.status} ${JSON.stringify(res.body)}`);
       assert.equal(res.body.code, code, what);
     }
@@ -148,7 +177,14 @@ describe('host enrollment', () => {
     const taken = platform.agents[0]?.name ?? '';
     const dir = join(scratch, 'taken-name');
     await assert.rejects(
-      joinManager({ managerUrl: platform.manager.url, token: t.token, caSha256: t.caSha256, name: taken, address: goodAddress, dataDir: dir }),
+      joinManager({
+        managerUrl: platform.manager.url,
+        token: t.token,
+        caSha256: t.caSha256,
+        name: taken,
+        address: goodAddress,
+        dataDir: dir,
+      }),
       (err: unknown) => isHypersealError(err, 'HS_ERR_CONFLICT'),
     );
     assert.equal((await refusals()).length, before + attempts.length + 1);
@@ -165,7 +201,11 @@ describe('host enrollment', () => {
     const wrongPin = randomBytes(32).toString('hex');
     const r = await tryJoin(t.token, wrongPin);
     assert.equal(codeOf(r), 'HS_ERR_AGENT_CA_MISMATCH');
-    assert.equal((await refusals()).length, before, 'no host.join-refused: the token never reached the manager');
+    assert.equal(
+      (await refusals()).length,
+      before,
+      'no host.join-refused: the token never reached the manager',
+    );
     assert.equal((await tokenRow(t.token))?.used_at, null, 'the token is still unused');
     // The same token, pinned right, then works: it really was never spent.
     const ok = await tryJoin(t.token, t.caSha256.toUpperCase().replace(/(..)(?!$)/g, '$1:'));
@@ -184,16 +224,27 @@ describe('host enrollment', () => {
     // The other agent's certificate and key: issued by the same CA, but a server
     // certificate for another host. Refused in the TLS handshake (no clientAuth usage)
     // or with 403 HS_ERR_AGENT_PEER_REFUSED; never answered.
-    const other = await callAgent(a1, { certPem: a2.certPem, keyPem: a2.keyPem, caPem }, 'GET', '/v1/vms').then(
+    const other = await callAgent(
+      a1,
+      { certPem: a2.certPem, keyPem: a2.keyPem, caPem },
+      'GET',
+      '/v1/vms',
+    ).then(
       (r) => r,
       (err: NodeJS.ErrnoException) => ({ status: 0, body: err.code ?? err.message }),
     );
     assert.ok(
-      other.status === 0 || (other.status === 403 && (other.body as ErrorAnswer).code === 'HS_ERR_AGENT_PEER_REFUSED'),
+      other.status === 0 ||
+        (other.status === 403 && (other.body as ErrorAnswer).code === 'HS_ERR_AGENT_PEER_REFUSED'),
       `another agent's certificate was answered: ${other.status} ${JSON.stringify(other.body)}`,
     );
     // Its own certificate, presented back to it: the same.
-    const self = await callAgent(a1, { certPem: a1.certPem, keyPem: a1.keyPem, caPem }, 'GET', '/v1/facts').then(
+    const self = await callAgent(
+      a1,
+      { certPem: a1.certPem, keyPem: a1.keyPem, caPem },
+      'GET',
+      '/v1/facts',
+    ).then(
       (r) => r,
       (err: NodeJS.ErrnoException) => ({ status: 0, body: err.code ?? err.message }),
     );
@@ -210,12 +261,44 @@ describe('host enrollment', () => {
     assert.equal((refused.body as ErrorAnswer).code, 'HS_ERR_AGENT_PEER_REFUSED');
   });
 
+  test('an unreachable host: a reconfigure fails with HS_ERR_HOST_UNAVAILABLE and changes nothing', async () => {
+    const agent = await platform.addAgent('to-stop');
+    const vm = await platform.api.post<Vm>('/vms', {
+      name: 'on-stopped-agent',
+      memoryMiB: 64,
+      hostId: agent.hostId,
+    });
+    await agent.server.close();
+    const seq = (await platform.api.get<Event[]>('/events?limit=1'))[0]?.seq;
+    const res = await platform.request<ErrorAnswer>(platform.adminToken, 'PATCH', `/vms/${vm.id}`, {
+      memoryMiB: 256,
+    });
+    assert.equal(res.status, 503, JSON.stringify(res.body));
+    assert.equal(res.body.code, 'HS_ERR_HOST_UNAVAILABLE');
+    const after = await platform.api.get<Vm>(`/vms/${vm.id}`);
+    assert.equal(after.config.memoryMiB, 64, 'the change was rolled back');
+    assert.equal(after.version, vm.version);
+    assert.equal((await platform.api.get<Event[]>('/events?limit=1'))[0]?.seq, seq, 'and no event claims it');
+  });
+
   test('a revoked host: the manager stops acting on its VMs, and says so', async () => {
     // A host of its own, so the other tests' hosts stay usable.
     const agent = await platform.addAgent('to-revoke');
-    const vm = await platform.api.post<Vm>('/vms', { name: 'on-revoked', memoryMiB: 64, hostId: agent.hostId });
-    const running = await platform.api.post<Vm>('/vms', { name: 'running-on-revoked', memoryMiB: 64, hostId: agent.hostId });
-    const on = await platform.request<{ state: string }>(platform.adminToken, 'POST', `/vms/${running.id}/actions/power-on?sync=true`);
+    const vm = await platform.api.post<Vm>('/vms', {
+      name: 'on-revoked',
+      memoryMiB: 64,
+      hostId: agent.hostId,
+    });
+    const running = await platform.api.post<Vm>('/vms', {
+      name: 'running-on-revoked',
+      memoryMiB: 64,
+      hostId: agent.hostId,
+    });
+    const on = await platform.request<{ state: string }>(
+      platform.adminToken,
+      'POST',
+      `/vms/${running.id}/actions/power-on?sync=true`,
+    );
     assert.equal(on.body.state, 'succeeded');
 
     const revoked = await platform.api.post<HostRecord>(`/hosts/${agent.hostId}/actions/revoke`);
@@ -252,11 +335,16 @@ describe('host enrollment', () => {
     assert.equal((await platform.api.get<Event[]>('/events?limit=1'))[0]?.seq, eventsBefore);
     // No task was even started for the refused power actions.
     const tasks = await platform.api.get<{ objectId: string; state: string }[]>(`/tasks?objectId=${vm.id}`);
-    assert.deepEqual(tasks.filter((t) => t.state !== 'succeeded'), []);
+    assert.deepEqual(
+      tasks.filter((t) => t.state !== 'succeeded'),
+      [],
+    );
 
     // After a manager restart the revoked host stays unused.
     await platform.restartManager();
-    const again = await platform.request<ErrorAnswer>(platform.adminToken, 'PATCH', `/vms/${vm.id}`, { memoryMiB: 128 });
+    const again = await platform.request<ErrorAnswer>(platform.adminToken, 'PATCH', `/vms/${vm.id}`, {
+      memoryMiB: 128,
+    });
     assert.ok(refusedCodes.has(again.body.code), JSON.stringify(again.body));
     assert.equal((await platform.api.get<HostRecord>(`/hosts/${agent.hostId}`)).state, 'revoked');
     // The other hosts are reconnected and usable.

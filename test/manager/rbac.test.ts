@@ -26,17 +26,52 @@ interface Call {
 
 const CALLS: readonly Call[] = [
   { name: 'list VMs', method: 'GET', path: '/vms', privilege: 'vm.read' },
-  { name: 'create a VM', method: 'POST', path: '/vms', privilege: 'vm.create', body: (n) => ({ name: `new-${n}`, memoryMiB: 64 }) },
-  { name: 'reconfigure a VM', method: 'PATCH', path: '/vms/:vm', privilege: 'vm.reconfigure', body: () => ({ memoryMiB: 96 }) },
-  { name: 'power a VM on', method: 'POST', path: '/vms/:vm/actions/power-on?sync=true', privilege: 'vm.power' },
+  {
+    name: 'create a VM',
+    method: 'POST',
+    path: '/vms',
+    privilege: 'vm.create',
+    body: (n) => ({ name: `new-${n}`, memoryMiB: 64 }),
+  },
+  {
+    name: 'reconfigure a VM',
+    method: 'PATCH',
+    path: '/vms/:vm',
+    privilege: 'vm.reconfigure',
+    body: () => ({ memoryMiB: 96 }),
+  },
+  {
+    name: 'power a VM on',
+    method: 'POST',
+    path: '/vms/:vm/actions/power-on?sync=true',
+    privilege: 'vm.power',
+  },
   { name: 'delete a VM', method: 'DELETE', path: '/vms/:doomed', privilege: 'vm.delete' },
   { name: 'read a console', method: 'GET', path: '/vms/:vm/console', privilege: 'vm.console' },
   { name: 'list hosts', method: 'GET', path: '/hosts', privilege: 'host.read' },
-  { name: 'create an enrollment token', method: 'POST', path: '/hosts/enrollment-tokens', privilege: 'host.enroll', body: () => ({}) },
+  {
+    name: 'create an enrollment token',
+    method: 'POST',
+    path: '/hosts/enrollment-tokens',
+    privilege: 'host.enroll',
+    body: () => ({}),
+  },
   { name: 'query events', method: 'GET', path: '/events', privilege: 'event.read' },
   { name: 'list users', method: 'GET', path: '/users', privilege: 'user.read' },
-  { name: 'create a user', method: 'POST', path: '/users', privilege: 'user.manage', body: (n) => ({ name: `made-by-${n}`, roles: ['Read-only'] }) },
-  { name: 'create a role', method: 'POST', path: '/roles', privilege: 'role.manage', body: (n) => ({ name: `role-by-${n}`, privileges: ['vm.read'] }) },
+  {
+    name: 'create a user',
+    method: 'POST',
+    path: '/users',
+    privilege: 'user.manage',
+    body: (n) => ({ name: `made-by-${n}`, roles: ['Read-only'] }),
+  },
+  {
+    name: 'create a role',
+    method: 'POST',
+    path: '/roles',
+    privilege: 'role.manage',
+    body: (n) => ({ name: `role-by-${n}`, privileges: ['vm.read'] }),
+  },
 ];
 
 const OK = { GET: 200, POST: 201, PATCH: 200, DELETE: 204 } as const;
@@ -48,10 +83,10 @@ const NO = 403;
  */
 const MATRIX: Record<RoleName, readonly number[]> = {
   //                               list  create  patch  power  delete  console  hosts  enroll  events  users  +user  +role
-  Administrator:                 [ 200,  201,    200,   200,   204,    200,     200,   201,    200,    200,   201,   201 ],
-  'No Cryptography Administrator': [ 200,  201,    200,   200,   204,    200,     200,   201,    200,    200,   201,   201 ],
-  'Read-only':                   [ 200,  NO,     NO,    NO,    NO,     NO,      200,   NO,     200,    200,   NO,    NO ],
-  Auditor:                       [ NO,   NO,     NO,    NO,    NO,     NO,      NO,    NO,     200,    NO,    NO,    NO ],
+  Administrator: [200, 201, 200, 200, 204, 200, 200, 201, 200, 200, 201, 201],
+  'No Cryptography Administrator': [200, 201, 200, 200, 204, 200, 200, 201, 200, 200, 201, 201],
+  'Read-only': [200, NO, NO, NO, NO, NO, 200, NO, 200, 200, NO, NO],
+  Auditor: [NO, NO, NO, NO, NO, NO, NO, NO, 200, NO, NO, NO],
 };
 
 describe('RBAC', () => {
@@ -108,7 +143,11 @@ describe('RBAC', () => {
         if (expected === NO) {
           refusals++;
           assert.equal(res.body.code, 'HS_ERR_AUTH_FORBIDDEN', where);
-          assert.match(res.body.message, new RegExp(`\\b${call.privilege.replace('.', '\\.')}\\b`), `${where}: names ${call.privilege}`);
+          assert.match(
+            res.body.message,
+            new RegExp(`\\b${call.privilege.replace('.', '\\.')}\\b`),
+            `${where}: names ${call.privilege}`,
+          );
           assert.match(res.body.message, new RegExp(me.name), `${where}: names the user`);
           // The refusal is in the audit trail, naming the route and the privilege.
           const events = await deniedEvents(me.name);
@@ -122,7 +161,11 @@ describe('RBAC', () => {
           assert.equal(res.body.state, 'succeeded', `${where}: the task succeeded`);
         }
       }
-      assert.equal((await deniedEvents(me.name)).length - deniedBefore, refusals, `${role}: one event per refusal`);
+      assert.equal(
+        (await deniedEvents(me.name)).length - deniedBefore,
+        refusals,
+        `${role}: one event per refusal`,
+      );
       // What was refused did not happen.
       const after = await platform.api.get<Vm>(`/vms/${vm.id}`);
       const allowed = (name: string): boolean => MATRIX[role][CALLS.findIndex((c) => c.name === name)] !== NO;
@@ -144,15 +187,23 @@ describe('RBAC', () => {
       assert.equal(res.status, 401, token);
       assert.equal(res.body.code, 'HS_ERR_AUTH_INVALID_TOKEN', token);
     }
-    const basic = await platform.request<ErrorAnswer>(undefined, 'GET', '/vms', undefined, { authorization: 'Basic YWRtaW46YWRtaW4=' });
+    const basic = await platform.request<ErrorAnswer>(undefined, 'GET', '/vms', undefined, {
+      authorization: 'Basic YWRtaW46YWRtaW4=',
+    });
     assert.equal(basic.status, 401);
     assert.equal(basic.body.code, 'HS_ERR_AUTH_INVALID_TOKEN');
 
     // A real token whose time has passed.
     const ro = clients.get('Read-only') as UserClient;
-    const t = await platform.api.post<{ id: string; token: string }>(`/users/${ro.userId}/tokens`, { name: 'short', ttlMs: 60_000 });
+    const t = await platform.api.post<{ id: string; token: string }>(`/users/${ro.userId}/tokens`, {
+      name: 'short',
+      ttlMs: 60_000,
+    });
     assert.equal((await platform.request(t.token, 'GET', '/vms')).status, 200);
-    await platform.manager.services.db.run(`UPDATE api_tokens SET expires_at = $1 WHERE id = $2`, [Date.now() - 1000, t.id]);
+    await platform.manager.services.db.run(`UPDATE api_tokens SET expires_at = $1 WHERE id = $2`, [
+      Date.now() - 1000,
+      t.id,
+    ]);
     const expired = await platform.request<ErrorAnswer>(t.token, 'GET', '/vms');
     assert.equal(expired.status, 401);
     assert.equal(expired.body.code, 'HS_ERR_AUTH_TOKEN_EXPIRED');
@@ -173,7 +224,10 @@ describe('RBAC', () => {
     });
     const t = await platform.api.post<{ token: string }>(`/users/${user.id}/tokens`, { name: 't' });
     assert.equal((await platform.request(t.token, 'GET', '/vms')).status, 200);
-    const login = await platform.request<{ session: string }>(undefined, 'POST', '/session', { user: 'soon-disabled', password });
+    const login = await platform.request<{ session: string }>(undefined, 'POST', '/session', {
+      user: 'soon-disabled',
+      password,
+    });
     assert.equal(login.status, 201);
     const cookie = { cookie: `hs_session=${login.body.session}` };
     assert.equal((await platform.request(undefined, 'GET', '/vms', undefined, cookie)).status, 200);
@@ -182,12 +236,20 @@ describe('RBAC', () => {
     await platform.manager.services.db.run(`UPDATE users SET disabled = $1 WHERE id = $2`, [true, user.id]);
     const viaToken = await platform.request<ErrorAnswer>(t.token, 'GET', '/vms');
     assert.equal(viaToken.status, 401);
-    assert.match(viaToken.body.code, /^HS_ERR_AUTH_/);
+    assert.equal(viaToken.body.code, 'HS_ERR_AUTH_INVALID_TOKEN');
+    assert.match(viaToken.body.message, /soon-disabled.*disabled/);
+    // The refusal names the account in the audit trail.
+    const denied = await platform.api.get<Event[]>('/events?type=access.denied&limit=1');
+    assert.match(denied[0]?.message ?? '', /soon-disabled/);
     const viaSession = await platform.request<ErrorAnswer>(undefined, 'GET', '/vms', undefined, cookie);
     assert.equal(viaSession.status, 401);
+    assert.equal(viaSession.body.code, 'HS_ERR_AUTH_INVALID_TOKEN');
     const mutate = await platform.request<ErrorAnswer>(t.token, 'POST', '/vms', { name: 'by-disabled' });
     assert.equal(mutate.status, 401);
-    const relogin = await platform.request<ErrorAnswer>(undefined, 'POST', '/session', { user: 'soon-disabled', password });
+    const relogin = await platform.request<ErrorAnswer>(undefined, 'POST', '/session', {
+      user: 'soon-disabled',
+      password,
+    });
     assert.equal(relogin.status, 401);
     assert.equal(relogin.body.code, 'HS_ERR_AUTH_INVALID_CREDENTIALS');
     assert.equal((await platform.api.get<Vm[]>('/vms?name=by-disabled')).length, 0);
@@ -195,13 +257,20 @@ describe('RBAC', () => {
 
   test('no one grants, or acts as someone with, privileges they do not hold', async () => {
     const nca = clients.get('No Cryptography Administrator') as UserClient;
-    const admin = (await platform.api.get<{ id: string; name: string }[]>('/users')).find((u) => u.name === 'admin');
+    const admin = (await platform.api.get<{ id: string; name: string }[]>('/users')).find(
+      (u) => u.name === 'admin',
+    );
     assert.ok(admin);
     const refusedBefore = (await deniedEvents(nca.name)).length;
     const attempts: [string, string, string, unknown][] = [
       ['make a new Administrator', 'POST', '/users', { name: 'escalated', roles: ['Administrator'] }],
       ['make itself an Administrator', 'PUT', `/users/${nca.userId}/roles`, { roles: ['Administrator'] }],
-      ['create a role with crypto privileges', 'POST', '/roles', { name: 'sneaky', privileges: ['vm.read', 'crypto.access'] }],
+      [
+        'create a role with crypto privileges',
+        'POST',
+        '/roles',
+        { name: 'sneaky', privileges: ['vm.read', 'crypto.access'] },
+      ],
       ['mint a token for the Administrator', 'POST', `/users/${admin.id}/tokens`, { name: 'stolen' }],
       ['demote the Administrator', 'PUT', `/users/${admin.id}/roles`, { roles: ['Read-only'] }],
     ];
@@ -211,13 +280,23 @@ describe('RBAC', () => {
       assert.equal(res.body.code, 'HS_ERR_AUTH_FORBIDDEN', what);
       assert.match(res.body.message, /crypto\./, `${what}: names the privileges it lacks`);
     }
-    assert.equal((await deniedEvents(nca.name)).length - refusedBefore, attempts.length, 'each refusal is audited');
+    assert.equal(
+      (await deniedEvents(nca.name)).length - refusedBefore,
+      attempts.length,
+      'each refusal is audited',
+    );
     const users = await platform.api.get<{ name: string; roles: string[] }[]>('/users');
-    assert.equal(users.find((u) => u.name === 'escalated'), undefined);
+    assert.equal(
+      users.find((u) => u.name === 'escalated'),
+      undefined,
+    );
     assert.deepEqual(users.find((u) => u.name === nca.name)?.roles, ['No Cryptography Administrator']);
     assert.deepEqual(users.find((u) => u.name === 'admin')?.roles, ['Administrator']);
     // What it does hold, it may grant.
-    const ok = await platform.request(nca.token, 'POST', '/users', { name: 'fine', roles: ['Read-only', 'Auditor'] });
+    const ok = await platform.request(nca.token, 'POST', '/users', {
+      name: 'fine',
+      roles: ['Read-only', 'Auditor'],
+    });
     assert.equal(ok.status, 201);
   });
 });

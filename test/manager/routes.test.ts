@@ -71,7 +71,8 @@ describe('manager routes', () => {
         const list: unknown[] = p;
         if (list.length === 0) problems.push(`${key(r)} declares an empty privilege list`);
         for (const x of list) {
-          if (typeof x !== 'string' || !isPrivilege(x)) problems.push(`${key(r)} names unknown privilege ${String(x)}`);
+          if (typeof x !== 'string' || !isPrivilege(x))
+            problems.push(`${key(r)} names unknown privilege ${String(x)}`);
         }
       } else problems.push(`${key(r)} has a privilege of type ${typeof p}`);
     }
@@ -91,21 +92,32 @@ describe('manager routes', () => {
   });
 
   test('every privilege the routes need is one some built-in role grants', () => {
-    const needed = new Set(routes.flatMap((r) => (typeof r.privilege === 'string' ? [r.privilege] : [...r.privilege])));
+    const needed = new Set(
+      routes.flatMap((r) => (typeof r.privilege === 'string' ? [r.privilege] : [...r.privilege])),
+    );
     for (const p of needed) {
       if (p === 'public' || p === 'authenticated') continue;
       assert.ok(ALL_PRIVILEGES.includes(p as (typeof ALL_PRIVILEGES)[number]), p);
     }
   });
 
-  test('state-changing routes declare the event they record (CONVENTIONS §7)', {
-    todo: 'AnyRoute has no `event` field yet: the manager routes cannot declare their event',
-  }, () => {
-    assertEveryRouteDeclaresPrivilege(
-      routes.map((r) => ({ method: r.method, path: r.url, privilege: r.privilege, event: (r as { event?: unknown }).event })),
-      { publicRoutes: PUBLIC_ROUTES },
-    );
-  });
+  test(
+    'state-changing routes declare the event they record (CONVENTIONS §7)',
+    {
+      todo: 'AnyRoute has no `event` field yet: the manager routes cannot declare their event',
+    },
+    () => {
+      assertEveryRouteDeclaresPrivilege(
+        routes.map((r) => ({
+          method: r.method,
+          path: r.url,
+          privilege: r.privilege,
+          event: (r as { event?: unknown }).event,
+        })),
+        { publicRoutes: PUBLIC_ROUTES },
+      );
+    },
+  );
 
   test('every declared route is registered with the server, under /api/v1', () => {
     for (const r of routes) {
@@ -124,10 +136,16 @@ describe('manager routes', () => {
       // none of it may be looked at before the caller is known.
       const attempts: [string, () => Promise<{ status: number; body: ErrorAnswer }>][] = [
         ['no body', () => platform.request<ErrorAnswer>(undefined, r.method, path, hasBody ? {} : undefined)],
-        ['bad query', () => platform.request<ErrorAnswer>(undefined, r.method, `${path}?limit=-5&sync=maybe&offset=x`)],
+        [
+          'bad query',
+          () => platform.request<ErrorAnswer>(undefined, r.method, `${path}?limit=-5&sync=maybe&offset=x`),
+        ],
       ];
       if (hasBody) {
-        attempts.push(['malformed JSON', () => platform.requestRaw<ErrorAnswer>(undefined, r.method, path, '{not json')]);
+        attempts.push([
+          'malformed JSON',
+          () => platform.requestRaw<ErrorAnswer>(undefined, r.method, path, '{not json'),
+        ]);
       }
       for (const [what, call] of attempts) {
         calls++;
@@ -137,7 +155,12 @@ describe('manager routes', () => {
         }
       }
       // A token that is not one of ours is refused with its own code.
-      const bad = await platform.request<ErrorAnswer>('hs_api_not-a-real-token', r.method, path, hasBody ? {} : undefined);
+      const bad = await platform.request<ErrorAnswer>(
+        'hs_api_not-a-real-token',
+        r.method,
+        path,
+        hasBody ? {} : undefined,
+      );
       calls++;
       if (bad.status !== 401 || bad.body.code !== 'HS_ERR_AUTH_INVALID_TOKEN') {
         failures.push(`${key(r)} (bad token) → ${bad.status} ${JSON.stringify(bad.body)}`);
@@ -145,7 +168,10 @@ describe('manager routes', () => {
     }
     assert.deepEqual(failures, []);
     // Each refusal is audited (HttpOptions.onRefused: "every refused request").
-    const afterEvents = await platform.manager.services.events.query({ type: 'access.denied', limit: 10_000 });
+    const afterEvents = await platform.manager.services.events.query({
+      type: 'access.denied',
+      limit: 10_000,
+    });
     assert.equal(afterEvents.length - before.length, calls);
   });
 
@@ -173,13 +199,19 @@ describe('manager routes', () => {
         operationIds.add(op.operationId);
         const responses = obj(op.responses, `${where} responses`);
         const statuses = Object.keys(responses);
-        assert.ok(statuses.some((s) => /^2\d\d$/.test(s)), `${where} has a success response`);
+        assert.ok(
+          statuses.some((s) => /^2\d\d$/.test(s)),
+          `${where} has a success response`,
+        );
         assert.ok(statuses.includes('default'), `${where} has an error response`);
         for (const [status, r] of Object.entries(responses)) {
           const resp = obj(r, `${where} ${status}`);
           assert.equal(typeof resp.description, 'string', `${where} ${status} description`);
           if (status !== '204') {
-            const schema = obj(obj(obj(resp.content, `${where} ${status} content`)['application/json'], 'json').schema, 'schema');
+            const schema = obj(
+              obj(obj(resp.content, `${where} ${status} content`)['application/json'], 'json').schema,
+              'schema',
+            );
             assert.ok(Object.keys(schema).length > 0, `${where} ${status} has a schema`);
           }
         }
@@ -192,7 +224,10 @@ describe('manager routes', () => {
           `${where} path parameters`,
         );
         for (const p of params) {
-          assert.ok(p.in === 'path' || p.in === 'query', `${where} parameter ${String(p.name)} in ${String(p.in)}`);
+          assert.ok(
+            p.in === 'path' || p.in === 'query',
+            `${where} parameter ${String(p.name)} in ${String(p.in)}`,
+          );
           obj(p.schema, `${where} parameter ${String(p.name)} schema`);
           if (p.in === 'path') assert.equal(p.required, true);
         }
@@ -203,7 +238,8 @@ describe('manager routes', () => {
         }
         assert.ok('x-privilege' in op, `${where} declares x-privilege`);
         if (op['x-privilege'] !== 'public') {
-          for (const s of op.security as Json[]) for (const name of Object.keys(s)) assert.ok(name in schemes, name);
+          for (const s of op.security as Json[])
+            for (const name of Object.keys(s)) assert.ok(name in schemes, name);
         }
       }
     }
@@ -216,7 +252,9 @@ describe('manager routes', () => {
   test('the OpenAPI document says exactly what the route table declares', async () => {
     const doc = (await platform.request<Json>(undefined, 'GET', '/openapi.json')).body;
     const paths = obj(doc.paths, 'paths');
-    const documented = Object.entries(paths).flatMap(([p, item]) => Object.keys(obj(item, p)).map((m) => `${m.toUpperCase()} ${p}`));
+    const documented = Object.entries(paths).flatMap(([p, item]) =>
+      Object.keys(obj(item, p)).map((m) => `${m.toUpperCase()} ${p}`),
+    );
     assert.deepEqual(documented.sort(), routes.map((r) => `${r.method} ${openApiPath(r.url)}`).sort());
     for (const r of routes) {
       const where = key(r);
@@ -228,17 +266,24 @@ describe('manager routes', () => {
       const status = String(r.status ?? 200);
       assert.ok(status in responses, `${where} documents its status ${status}`);
       if (status !== '204') {
-        const schema = obj(obj(obj(responses[status], where).content, where)['application/json'], where).schema;
+        const schema = obj(
+          obj(obj(responses[status], where).content, where)['application/json'],
+          where,
+        ).schema;
         assert.deepEqual(schema, json(r.response), `${where} response schema`);
       }
       if (r.body === undefined) assert.equal(op.requestBody, undefined, `${where} has no body`);
       else {
         const body = obj(op.requestBody, `${where} requestBody`);
         assert.equal(body.required, true);
-        assert.deepEqual(obj(obj(body.content, where)['application/json'], where).schema, json(r.body), `${where} body`);
+        assert.deepEqual(
+          obj(obj(body.content, where)['application/json'], where).schema,
+          json(r.body),
+          `${where} body`,
+        );
       }
       const params = (op.parameters as Json[] | undefined) ?? [];
-      const props = (s: unknown): Json => ((s as { properties?: Json } | undefined)?.properties ?? {});
+      const props = (s: unknown): Json => (s as { properties?: Json } | undefined)?.properties ?? {};
       assert.deepEqual(
         params.filter((p) => p.in === 'path').map((p) => [p.name, p.schema]),
         Object.entries(props(r.params)).map(([n, s]) => [n, json(s)]),

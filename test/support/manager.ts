@@ -222,7 +222,9 @@ export async function startTestPlatform(opts: PlatformOptions = {}): Promise<Tes
             agent: false,
             headers: {
               ...(token !== undefined ? { authorization: `Bearer ${token}` } : {}),
-              ...(payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {}),
+              ...(payload
+                ? { 'content-type': 'application/json', 'content-length': String(payload.length) }
+                : {}),
               ...headers,
             },
           },
@@ -253,7 +255,13 @@ export async function startTestPlatform(opts: PlatformOptions = {}): Promise<Tes
       body?: unknown,
       headers: Record<string, string> = {},
     ): Promise<HttpAnswer<T>> =>
-      requestRaw<T>(token, method, path, body === undefined ? undefined : Buffer.from(JSON.stringify(body)), headers);
+      requestRaw<T>(
+        token,
+        method,
+        path,
+        body === undefined ? undefined : Buffer.from(JSON.stringify(body)),
+        headers,
+      );
 
     const userClient = async (roleName: string, userName?: string): Promise<UserClient> => {
       const name = userName ?? `user-${++users}-${roleName.replace(/[^A-Za-z0-9]+/g, '-').toLowerCase()}`;
