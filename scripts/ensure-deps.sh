@@ -9,8 +9,10 @@ cd "$(dirname "$0")/.."
 # Debian packages the product and its tests use. python3-pykmip: the reference KMIP peer
 # the interoperability tests run against; openssl: `openssl speed` baselines in bench/;
 # postgresql: the server the store tests run their one suite against besides SQLite
-# (test/support/postgres.ts starts a throwaway cluster with its initdb and pg_ctl).
-APT_PACKAGES=(python3-pykmip openssl postgresql)
+# (test/support/postgres.ts starts a throwaway cluster with its initdb and pg_ctl);
+# qemu-system-x86, qemu-utils, ovmf: the hypervisor, qemu-img and UEFI firmware the agent
+# runs VMs with (software emulation when /dev/kvm is unusable).
+APT_PACKAGES=(python3-pykmip openssl postgresql qemu-system-x86 qemu-utils ovmf)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
