@@ -14,6 +14,7 @@ import { joinManager } from '../../src/agent/join.js';
 import type { AgentServer } from '../../src/agent/server.js';
 import { startAgent } from '../../src/agent/server.js';
 import { SimDriver } from '../../src/agent/sim-driver.js';
+import type { VmDriver } from '../../src/agent/driver.js';
 import { readSealedFile } from '../../src/crypto/sealed-file.js';
 import { loadMasterKey, resolveMasterKeySource } from '../../src/kms/master-key.js';
 import type { Actor } from '../../src/manager/events.js';
@@ -124,6 +125,8 @@ export interface PlatformOptions {
   database?: string;
   /** Agents to enroll and start (default 1). */
   agents?: number;
+  /** The VM driver for each agent (default: the sim driver). */
+  driver?: (dataDir: string) => Promise<VmDriver>;
 }
 
 let users = 0;
@@ -185,7 +188,7 @@ export async function startTestPlatform(opts: PlatformOptions = {}): Promise<Tes
       const server = await startAgent({
         dataDir,
         listen: { host: '127.0.0.1', port },
-        driver: SimDriver.open(dataDir),
+        driver: opts.driver ? await opts.driver(dataDir) : SimDriver.open(dataDir),
       });
       const agent: TestAgent = {
         server,
