@@ -175,7 +175,8 @@ export const ErrorCodes = {
   },
   HS_ERR_QEMU_START_FAILED: {
     status: 500,
-    meaning: 'QEMU exited or did not open its QMP socket while starting a VM; the message carries its stderr.',
+    meaning:
+      'QEMU exited or did not open its QMP socket while starting a VM; the message carries its stderr.',
   },
   HS_ERR_QEMU_ALREADY_RUNNING: {
     status: 409,
@@ -184,6 +185,10 @@ export const ErrorCodes = {
   HS_ERR_QEMU_NOT_RUNNING: {
     status: 409,
     meaning: 'No QEMU process runs for this VM (no pidfile, a stale pid, or a pid that is another process).',
+  },
+  HS_ERR_QEMU_SERIAL_TIMEOUT: {
+    status: 504,
+    meaning: 'Text awaited on a VM’s serial console did not appear within the timeout.',
   },
   HS_ERR_QEMU_SHUTDOWN_TIMEOUT: {
     status: 504,

@@ -9,6 +9,7 @@
  *   shutdown()/reset() of a stopped VM are HS_ERR_CONFLICT.
  * - an unknown id is HS_ERR_NOT_FOUND.
  */
+import { join } from 'node:path';
 import { HypersealError } from '../errors.js';
 import type { ConsoleChunk, DriverKind, VmRuntime, VmSpec } from './api.js';
 
@@ -36,6 +37,17 @@ export interface VmDriver {
   close(): Promise<void>;
 }
 
+/** A directory for VM files that the agent offers the manager (reported in facts). */
+export interface Datastore {
+  name: string;
+  path: string;
+}
+
+/** One datastore named 'local' under the data directory: what a fresh agent offers. */
+export function defaultDatastores(dataDir: string): Datastore[] {
+  return [{ name: 'local', path: join(dataDir, 'datastore') }];
+}
+
 /** Console answers are bounded so one request cannot make the agent read a huge log. */
 export const CONSOLE_CHUNK_BYTES = 64 * 1024;
 
@@ -51,17 +63,18 @@ export function vmStateConflict(id: string, state: string, wanted: string): Hype
 }
 
 /**
- * Cuts `bytes` (the whole log, or its tail starting at `base`) into a ConsoleChunk that
- * starts at `offset` and ends on a UTF-8 character boundary, so a multi-byte character
- * split across two reads is sent whole in the second rather than as two U+FFFD.
+ * Cuts `bytes` (the log from byte `base` on) into a ConsoleChunk starting at `offset`,
+ * at most CONSOLE_CHUNK_BYTES long and ending on a UTF-8 character boundary, so a
+ * multi-byte character split across two reads is sent whole in the second rather than
+ * as two U+FFFD. An offset past the end means the log was recreated (QEMU truncates it at
+ * each power-on): the chunk then starts at `base` again, and its `offset` says so.
  */
 export function consoleChunk(bytes: Buffer, base: number, offset: number): ConsoleChunk {
   const end = base + bytes.length;
-  // An offset past the end (log recreated at power-on, or a made-up offset) reads nothing.
-  const start = Math.min(Math.max(offset, base), end);
-  let stop = Math.min(end, start + CONSOLE_CHUNK_BYTES);
-  if (stop < end) stop = start + utf8Boundary(bytes.subarray(start - base, stop - base));
-  return { offset: start, next: stop, data: bytes.subarray(start - base, stop - base).toString('utf8') };
+  const start = offset > end || offset < base ? base : offset;
+  const window = bytes.subarray(start - base, Math.min(end, start + CONSOLE_CHUNK_BYTES) - base);
+  const length = utf8Boundary(window);
+  return { offset: start, next: start + length, data: window.subarray(0, length).toString('utf8') };
 }
 
 /** Length of the longest prefix of `b` that does not end inside a UTF-8 sequence. */

@@ -16,14 +16,13 @@ import { mkdirSync } from 'node:fs';
 import https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { HypersealError, httpStatusOf } from '../errors.js';
 import { trace } from '../trace.js';
 import type { AgentBodies, ErrorBody } from './api.js';
 import { AgentRoutes, MANAGER_IDENTITY } from './api.js';
-import type { VmDriver } from './driver.js';
-import { serializedDriver } from './driver.js';
+import type { Datastore, VmDriver } from './driver.js';
+import { defaultDatastores, serializedDriver } from './driver.js';
 import { collectHostFacts } from './facts.js';
 import type { HostRecord } from './join.js';
 import { loadAgentIdentity } from './join.js';
@@ -46,10 +45,7 @@ export interface AgentServerOptions {
   maxConnections?: number;
 }
 
-export interface Datastore {
-  name: string;
-  path: string;
-}
+export type { Datastore } from './driver.js';
 
 export interface AgentServer {
   host: string;
@@ -222,7 +218,7 @@ async function dispatch(
 export async function startAgent(opts: AgentServerOptions): Promise<AgentServer> {
   const identity = loadAgentIdentity(opts.dataDir);
   const host: HostRecord = identity.host;
-  const datastores = opts.datastores ?? [{ name: 'local', path: join(opts.dataDir, 'datastore') }];
+  const datastores = opts.datastores ?? defaultDatastores(opts.dataDir);
   for (const ds of datastores) mkdirSync(ds.path, { recursive: true, mode: 0o700 });
   const driver = serializedDriver(opts.driver);
   // Before serving: VMs that kept running while the agent was down are ours again.

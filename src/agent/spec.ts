@@ -23,8 +23,10 @@ const MAC = /^[0-9a-f][02468ace](?::[0-9a-f]{2}){5}$/i;
 const CONTROL = /[\u0000-\u001f\u007f]/;
 
 export const LIMITS = {
-  maxCpus: 256,
-  minMemoryMiB: 16,
+  // The QEMU command-line builder's limits (src/qemu/command-line.ts), so that a spec
+  // the API accepts also starts: q35 without an IOMMU tops out at 255 vCPUs.
+  maxCpus: 255,
+  minMemoryMiB: 32,
   maxMemoryMiB: 4 * 1024 * 1024,
   maxDisks: 16,
   maxDiskSizeMiB: 64 * 1024 * 1024,

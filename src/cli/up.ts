@@ -142,7 +142,7 @@ export async function upCommand(argv: string[]): Promise<number> {
       [
         '',
         `Hyperseal is up (data in ${rel(dataDir)}).`,
-        `  manager (REST API, web UI)    ${manager.url}/api/v1   CA ${rel(manager.caPath)}`,
+        `  manager (REST API)            ${manager.url}/api/v1   CA ${rel(manager.caPath)}`,
         `  embedded KMIP key server      ${kms.host}:${kms.port}`,
         ...agents.map(
           (a, i) => `  host agent ${i + 1}                  https://${a.host}:${a.port}  (host ${a.hostId})`,
@@ -156,7 +156,7 @@ export async function upCommand(argv: string[]): Promise<number> {
         '  npx hyperseal event list',
         `  npx hyperseal kmip --server ${kms.host}:${kms.port} --ca ${rel(kms.dataDir.caPath)} --cert ${rel(operator)}.pem --key ${rel(operator)}.key query`,
         '',
-        'Docs: docs/ (install, API, KMIP, security model, errors). Ctrl-C stops everything.',
+        'Docs: docs/ (install, API, manager and agents, KMIP, security model, errors). Ctrl-C stops everything.',
         '',
       ].join('\n'),
     );

@@ -85,7 +85,9 @@ export function loadMasterKey(source: MasterKeySource, create: boolean): Buffer 
     throw new HypersealError(
       'HS_ERR_KMS_MASTER_KEY',
       `the key store exists but its master key is missing (looked in ${source.description}); ` +
-        'restore the key file or set HYPERSEAL_KMS_MASTER_KEY',
+        `restore the key file or set the master key's environment variable (${Object.values(ENV)
+          .map((e) => e.key)
+          .join(' or ')})`,
     );
   }
   const key = randomBytes(KEY_BYTES);

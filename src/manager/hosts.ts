@@ -259,6 +259,60 @@ export class HostService {
     return after;
   }
 
+  /**
+   * Keeps host states true: every interval each non-revoked host is asked for its facts
+   * and its VMs. A host that stops answering becomes `disconnected` (an event), one that
+   * answers again `connected` (its datastores registered); VM states follow the host's.
+   */
+  startHealthLoop(
+    intervalMs: number,
+    syncVmState: (hostId: string, states: Map<string, string>) => Promise<void>,
+  ): () => void {
+    let running = false;
+    const tick = async (): Promise<void> => {
+      if (running) return;
+      running = true;
+      try {
+        for (const h of await this.db.query<HostRow>(`SELECT * FROM hosts WHERE revoked_at IS NULL`)) {
+          const before = toHost(h);
+          const client = this.clients.get(before.id);
+          let ok = false;
+          try {
+            if (client === undefined) throw new Error('no client');
+            const vms = await client.listVms();
+            ok = true;
+            await syncVmState(before.id, new Map(vms.map((v) => [v.id, v.state])));
+          } catch {
+            ok = false;
+          }
+          if (ok && before.state !== 'connected') await this.attach(before.id);
+          if (!ok && before.state === 'connected') {
+            await this.db.run(
+              `UPDATE hosts SET state = 'disconnected' WHERE id = $1 AND revoked_at IS NULL`,
+              [before.id],
+            );
+            await this.events.record(
+              { user: 'system', sourceIp: null },
+              {
+                type: 'host.disconnected',
+                object: { kind: 'host', id: before.id, name: before.name },
+                changes: [{ path: 'state', from: 'connected', to: 'disconnected' }],
+              },
+            );
+          }
+          if (!ok && client === undefined) await this.connect(before).catch(() => undefined);
+        }
+      } catch {
+        // The database may be briefly unavailable; the next tick tries again.
+      } finally {
+        running = false;
+      }
+    };
+    const timer = setInterval(() => void tick(), intervalMs);
+    timer.unref();
+    return () => clearInterval(timer);
+  }
+
   async list(): Promise<HostRecord[]> {
     return (await this.db.query<HostRow>(`SELECT * FROM hosts ORDER BY name`)).map(toHost);
   }

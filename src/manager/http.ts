@@ -124,9 +124,11 @@ export function buildHttpApp(opts: HttpOptions): FastifyInstance {
       return;
     }
     if (fe.statusCode !== undefined && fe.statusCode >= 400 && fe.statusCode < 500) {
-      // fastify's own client errors (bad JSON, body too large, unsupported media type).
-      void reply.status(fe.statusCode).send({
-        code: fe.statusCode === 413 ? 'HS_ERR_TOO_LARGE' : 'HS_ERR_INVALID_ARGUMENT',
+      // fastify's own client errors (bad JSON, body too large, unsupported media type),
+      // with statuses from the error registry: 413 for too large, 400 for the rest.
+      const tooLarge = fe.statusCode === 413;
+      void reply.status(tooLarge ? 413 : 400).send({
+        code: tooLarge ? 'HS_ERR_TOO_LARGE' : 'HS_ERR_INVALID_ARGUMENT',
         message: fe.message ?? '',
       });
       return;

@@ -98,6 +98,8 @@ export interface ManagerOptions {
   host?: string;
   port?: number;
   masterKeyFile?: string;
+  /** How often hosts are checked and VM states synced (default 5 s). */
+  healthIntervalMs?: number;
 }
 
 export interface RunningManager {
@@ -170,6 +172,13 @@ export async function startManager(opts: ManagerOptions): Promise<RunningManager
     await services.createNetwork(system, 'VM Network');
   }
 
+  // Host health and VM state sync (a crashed VM, an agent that went away).
+  const stopHealth = hosts.startHealthLoop(opts.healthIntervalMs ?? 5_000, async (hostId, states) => {
+    for (const vm of await vms.list({ limit: 100_000, offset: 0, hostId })) {
+      const actual = states.get(vm.id);
+      if (actual !== undefined && actual !== vm.state) await vms.setState(vm.id, actual);
+    }
+  });
   const app = buildHttpApp({
     routes: allRoutes(services),
     authenticate: (req) => users.authenticate(req),
@@ -204,6 +213,7 @@ export async function startManager(opts: ManagerOptions): Promise<RunningManager
     services,
     app,
     close: async () => {
+      stopHealth();
       await app.close();
       hosts.close();
       await db.close();
