@@ -413,7 +413,10 @@ export class QemuDriver implements VmDriver {
     };
   }
 
-  /** The host side of the command line; VmProcess.start makes the same OVMF choice. */
+  /**
+   * The host side of the command line, for checking a spec at define time and choosing
+   * the accelerator; VmProcess.start makes the same OVMF choice when it really starts.
+   */
   private hostRuntime(spec: VmSpec): { host: HostRuntime; ovmf: OvmfBuild | undefined } {
     const ovmf =
       spec.firmware === 'efi' ? selectOvmf(this.ovmfBuilds, { secureBoot: spec.secureBoot }) : undefined;
@@ -421,7 +424,6 @@ export class QemuDriver implements VmDriver {
       host: {
         accel: this.accel,
         ...(ovmf ? { ovmf: { code: ovmf.code, requiresSmm: ovmf.requiresSmm } } : {}),
-        ...(spec.firmware === 'bios' ? { biosSerialConsoleFile: '/dev/null' } : {}),
         nicBackend: this.opts.nicBackend ?? 'user-isolated',
       },
       ovmf,
