@@ -193,6 +193,12 @@ export const EventTypes = {
     done: '{user} created an enrollment token for {object}',
     failed: '{user} failed to create an enrollment token for {object}',
   },
+  'host.reconnected': {
+    severity: 'info',
+    description: 'The manager reached a host again (after it was disconnected, or on request).',
+    done: '{user} reconnected {object}',
+    failed: '{user} failed to reconnect {object}',
+  },
   'host.revoked': {
     severity: 'warning',
     description: 'A host’s certificate was revoked: the manager no longer trusts its agent.',

@@ -248,6 +248,16 @@ export class HostService {
     const h = await this.get(hostId);
     await this.connect(h);
     const after = await this.get(hostId);
+    if (h.state !== 'connected' && after.state === 'connected' && h.facts !== null) {
+      await this.events.record(
+        { user: 'system', sourceIp: null },
+        {
+          type: 'host.reconnected',
+          object: { kind: 'host', id: hostId, name: h.name },
+          changes: [{ path: 'state', from: h.state, to: 'connected' }],
+        },
+      );
+    }
     if (after.facts?.datastores) {
       for (const ds of after.facts.datastores) {
         await this.db.run(

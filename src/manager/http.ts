@@ -9,6 +9,7 @@ import { Type } from '@sinclair/typebox';
 import Fastify from 'fastify';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { HypersealError, httpStatusOf } from '../errors.js';
+import type { EventType } from '../events/index.js';
 
 /** 'public': no login. 'authenticated': any logged-in user. Otherwise privilege id(s), all required. */
 export type RoutePrivilege = 'public' | 'authenticated' | string | readonly string[];
@@ -38,6 +39,8 @@ export interface Route<P extends TSchema, Q extends TSchema, B extends TSchema, 
   summary: string;
   tag: string;
   privilege: RoutePrivilege;
+  /** The event a successful call records (CONVENTIONS §7); required for state-changing routes. */
+  event?: EventType;
   params?: P;
   query?: Q;
   body?: B;
@@ -54,6 +57,7 @@ export interface AnyRoute {
   summary: string;
   tag: string;
   privilege: RoutePrivilege;
+  event?: EventType;
   params?: TSchema;
   query?: TSchema;
   body?: TSchema;
@@ -266,6 +270,7 @@ export function openApiDocument(
       tags: [r.tag],
       operationId: `${r.method.toLowerCase()}${r.url.replace(/[/:{}-]+(.)?/g, (_m, c: string | undefined) => (c ?? '').toUpperCase())}`,
       'x-privilege': r.privilege,
+      ...(r.event !== undefined ? { 'x-event': r.event } : {}),
       parameters,
       responses: {
         [status]:

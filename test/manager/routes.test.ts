@@ -101,23 +101,17 @@ describe('manager routes', () => {
     }
   });
 
-  test(
-    'state-changing routes declare the event they record (CONVENTIONS §7)',
-    {
-      todo: 'AnyRoute has no `event` field yet: the manager routes cannot declare their event',
-    },
-    () => {
-      assertEveryRouteDeclaresPrivilege(
-        routes.map((r) => ({
-          method: r.method,
-          path: r.url,
-          privilege: r.privilege,
-          event: (r as { event?: unknown }).event,
-        })),
-        { publicRoutes: PUBLIC_ROUTES },
-      );
-    },
-  );
+  test('state-changing routes declare the event they record (CONVENTIONS §7)', () => {
+    assertEveryRouteDeclaresPrivilege(
+      routes.map((r) => ({
+        method: r.method,
+        path: r.url,
+        privilege: r.privilege,
+        event: r.event,
+      })),
+      { publicRoutes: PUBLIC_ROUTES },
+    );
+  });
 
   test('every declared route is registered with the server, under /api/v1', () => {
     for (const r of routes) {

@@ -27,6 +27,7 @@ export function adminRoutes(s: ManagerServices): AnyRoute[] {
     route({
       method: 'POST',
       url: '/session',
+      event: 'user.logged-in',
       summary: 'Log in with a password; sets the session cookie and returns the session id',
       tag: 'auth',
       privilege: 'public',
@@ -58,6 +59,7 @@ export function adminRoutes(s: ManagerServices): AnyRoute[] {
     route({
       method: 'POST',
       url: '/tokens',
+      event: 'user.token-created',
       summary: 'Create an API token for yourself (shown once)',
       tag: 'auth',
       privilege: 'authenticated',
@@ -82,6 +84,7 @@ export function adminRoutes(s: ManagerServices): AnyRoute[] {
     route({
       method: 'POST',
       url: '/users',
+      event: 'user.created',
       summary: 'Create a user',
       tag: 'users',
       privilege: 'user.manage',
@@ -103,6 +106,7 @@ export function adminRoutes(s: ManagerServices): AnyRoute[] {
     route({
       method: 'PUT',
       url: '/users/:id/roles',
+      event: 'user.roles-changed',
       summary: "Replace a user's roles",
       tag: 'users',
       privilege: ['user.manage', 'role.manage'],
@@ -122,6 +126,7 @@ export function adminRoutes(s: ManagerServices): AnyRoute[] {
     route({
       method: 'POST',
       url: '/users/:id/tokens',
+      event: 'user.token-created',
       summary: 'Create an API token for a user (shown once)',
       tag: 'users',
       privilege: 'user.manage',
@@ -150,6 +155,7 @@ export function adminRoutes(s: ManagerServices): AnyRoute[] {
     route({
       method: 'POST',
       url: '/roles',
+      event: 'role.created',
       summary: 'Create a custom role',
       tag: 'roles',
       privilege: 'role.manage',

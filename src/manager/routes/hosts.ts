@@ -39,6 +39,7 @@ export function hostRoutes(s: ManagerServices): AnyRoute[] {
     route({
       method: 'POST',
       url: '/hosts/enrollment-tokens',
+      event: 'host.enrollment-token-created',
       summary: 'Create a one-time token for a host agent to join',
       tag: 'hosts',
       privilege: 'host.enroll',
@@ -53,6 +54,7 @@ export function hostRoutes(s: ManagerServices): AnyRoute[] {
     route({
       method: 'POST',
       url: '/hosts/enroll',
+      event: 'host.joined',
       summary: 'Agent enrollment: a one-time token and a CSR in, a certificate from the manager CA out',
       tag: 'hosts',
       // Authenticated by the one-time token in the body, checked by the service.
@@ -73,6 +75,7 @@ export function hostRoutes(s: ManagerServices): AnyRoute[] {
     route({
       method: 'POST',
       url: '/hosts/:id/actions/connect',
+      event: 'host.reconnected',
       summary: 'Connect to an enrolled host and refresh its facts',
       tag: 'hosts',
       privilege: 'host.manage',
@@ -83,6 +86,7 @@ export function hostRoutes(s: ManagerServices): AnyRoute[] {
     route({
       method: 'POST',
       url: '/hosts/:id/actions/revoke',
+      event: 'host.revoked',
       summary: 'Revoke a host: the manager stops trusting and using it',
       tag: 'hosts',
       privilege: 'host.manage',
@@ -123,6 +127,7 @@ export function hostRoutes(s: ManagerServices): AnyRoute[] {
     route({
       method: 'POST',
       url: '/networks',
+      event: 'network.created',
       summary: 'Create a network (port group), e.g. "PCI"',
       tag: 'networks',
       privilege: 'network.manage',

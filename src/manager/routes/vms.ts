@@ -1,5 +1,6 @@
 /** /vms: inventory CRUD, power actions as tasks, the serial console log. */
 import { Type } from '@sinclair/typebox';
+import type { EventType } from '../../events/index.js';
 import type { AnyRoute } from '../http.js';
 import { route } from '../http.js';
 import { ActionQuery, IdParams, Task, Vm, VmCreate, VmPatch } from '../model.js';
@@ -14,11 +15,15 @@ const ListQuery = Type.Object({
   hostId: Type.Optional(Type.String()),
 });
 
-const ACTIONS: readonly { verb: VmAction; summary: string }[] = [
-  { verb: 'power-on', summary: 'Power a VM on (applies configuration changes made while it ran)' },
-  { verb: 'power-off', summary: 'Power a VM off at once (like pulling the plug)' },
-  { verb: 'shutdown', summary: 'Ask the guest to shut down (ACPI), then wait' },
-  { verb: 'reset', summary: 'Reset a running VM' },
+const ACTIONS: readonly { verb: VmAction; summary: string; event: EventType }[] = [
+  {
+    verb: 'power-on',
+    summary: 'Power a VM on (applies configuration changes made while it ran)',
+    event: 'vm.powered-on',
+  },
+  { verb: 'power-off', summary: 'Power a VM off at once (like pulling the plug)', event: 'vm.powered-off' },
+  { verb: 'shutdown', summary: 'Ask the guest to shut down (ACPI), then wait', event: 'vm.shut-down' },
+  { verb: 'reset', summary: 'Reset a running VM', event: 'vm.reset' },
 ];
 
 export function vmRoutes(s: ManagerServices): AnyRoute[] {
@@ -42,6 +47,7 @@ export function vmRoutes(s: ManagerServices): AnyRoute[] {
     route({
       method: 'POST',
       url: '/vms',
+      event: 'vm.created',
       summary: 'Create a VM',
       tag: 'vms',
       privilege: 'vm.create',
@@ -63,6 +69,7 @@ export function vmRoutes(s: ManagerServices): AnyRoute[] {
     route({
       method: 'PATCH',
       url: '/vms/:id',
+      event: 'vm.reconfigured',
       summary: 'Reconfigure a VM (hardware changes on a running VM apply at its next power-on)',
       tag: 'vms',
       privilege: 'vm.reconfigure',
@@ -74,6 +81,7 @@ export function vmRoutes(s: ManagerServices): AnyRoute[] {
     route({
       method: 'DELETE',
       url: '/vms/:id',
+      event: 'vm.deleted',
       summary: 'Delete a powered-off VM and its disks',
       tag: 'vms',
       privilege: 'vm.delete',
@@ -89,6 +97,7 @@ export function vmRoutes(s: ManagerServices): AnyRoute[] {
       route({
         method: 'POST',
         url: `/vms/:id/actions/${a.verb}`,
+        event: a.event,
         summary: a.summary,
         tag: 'vms',
         privilege: 'vm.power',
