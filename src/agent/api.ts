@@ -120,6 +120,12 @@ export interface ShutdownRequest {
   timeoutMs?: number;
 }
 
+/**
+ * Serial console output. `offset` is where `data` starts (byte offset into the VM's
+ * serial log), `next` the offset to ask for next; at most 64 KiB per answer, cut on a
+ * UTF-8 character boundary. An offset past the end means the log was recreated (QEMU
+ * truncates it at each power-on): the answer then starts at 0, so `offset` < the one asked.
+ */
 export interface ConsoleChunk {
   offset: number;
   next: number;

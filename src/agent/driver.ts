@@ -17,6 +17,8 @@ export interface VmDriver {
   readonly kind: DriverKind;
   /** What this driver runs VMs with (facts report it). */
   readonly accel: 'kvm' | 'tcg' | 'none';
+  /** Where it keeps VM files, when it keeps any: the datastores the agent reports. */
+  readonly datastores?: readonly Datastore[];
   /** Defines a VM or replaces the spec of a stopped one (creating missing disks). */
   define(spec: VmSpec): Promise<VmRuntime>;
   /** Forgets a stopped VM and deletes its files. */
@@ -117,6 +119,7 @@ export function serializedDriver(driver: VmDriver): VmDriver {
   return {
     kind: driver.kind,
     accel: driver.accel,
+    ...(driver.datastores !== undefined ? { datastores: driver.datastores } : {}),
     define: (spec) => locks.run(spec.id, () => driver.define(spec)),
     remove: (id) => locks.run(id, () => driver.remove(id)),
     powerOn: (id) => locks.run(id, () => driver.powerOn(id)),

@@ -138,7 +138,18 @@ void test(
     assert.equal(outside.status, 400);
     assert.match((outside.body as ErrorBody).message, /not a datastore of this host/);
 
-    const on = await runtime('powerOn', id);
+    // A read during power-on answers at once (it must not queue behind QEMU's monitor).
+    const [on, during] = await Promise.all([
+      runtime('powerOn', id),
+      (async () => {
+        await new Promise((r) => setTimeout(r, 30));
+        const started = Date.now();
+        const reply = await call('listVms', '');
+        return { states: (reply.body as VmRuntime[]).map((v) => v.state), ms: Date.now() - started };
+      })(),
+    ]);
+    assert.ok(during.ms < 1_000, `listing during power-on took ${during.ms} ms`);
+    assert.ok(['starting', 'running'].includes(during.states[0] ?? ''), String(during.states));
     assert.equal(on.state, 'running');
     assert.ok(on.pid !== undefined && isPidAlive(on.pid));
     const banner = await waitForConsole(id, /UEFI Interactive Shell|BdsDxe/, 45_000);

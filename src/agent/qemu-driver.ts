@@ -78,6 +78,14 @@ interface Vm {
   home: string;
   /** Attached QEMU, when it runs and we hold its QMP connection. */
   proc: VmProcess | null;
+  /**
+   * Set while a power operation is under way. Reads then report it instead of asking
+   * QMP: the monitor takes one client at a time, and VmProcess.start or a shutdown wait
+   * holds it, so a read that tried to attach would stall until its connect timeout.
+   */
+  busy: 'starting' | 'shutting-down' | null;
+  /** One attach at a time per VM, shared by concurrent readers. */
+  attaching: Promise<void> | null;
 }
 
 /** The API's names for QEMU's RunStates (qapi/run-state.json). */
@@ -139,7 +147,7 @@ function run(file: string, args: string[]): Promise<void> {
 export class QemuDriver implements VmDriver {
   readonly kind = 'qemu' as const;
   private readonly vms = new Map<string, Vm>();
-  private readonly datastores: Datastore[];
+  readonly datastores: readonly Datastore[];
   private readonly homeRoot: string;
 
   private constructor(
@@ -235,7 +243,7 @@ export class QemuDriver implements VmDriver {
         rmSync(this.diskPath(spec.id, d.id, d.datastorePath), { force: true });
       }
     }
-    const vm: Vm = { record, home, proc: old?.proc ?? null };
+    const vm: Vm = { record, home, proc: old?.proc ?? null, busy: null, attaching: null };
     this.vms.set(spec.id, vm);
     return this.runtimeOf(vm);
   }
@@ -266,6 +274,7 @@ export class QemuDriver implements VmDriver {
     if (vm.proc) return current; // already running (or paused): idempotent
     const { host } = this.hostRuntime(vm.record.spec);
     const qspec = this.qemuSpec(vm.record, vm.home);
+    vm.busy = 'starting';
     try {
       vm.proc = await VmProcess.start(qspec, {
         accel: host.accel,
@@ -281,6 +290,8 @@ export class QemuDriver implements VmDriver {
       // error reports, not a crash of a VM that ran.
       this.removeStalePidfile(vm);
       throw wrap(`starting VM ${id}`, err);
+    } finally {
+      vm.busy = null;
     }
     trace('agent', 'powered on', { vmId: id, pid: vm.proc.pid });
     return this.runtimeOf(vm);
@@ -291,11 +302,16 @@ export class QemuDriver implements VmDriver {
     await this.runtimeOf(vm); // attaches to a QEMU we did not know about
     if (vm.proc) {
       const proc = vm.proc;
-      vm.proc = null;
-      await proc.powerOff().catch((err: unknown) => {
-        vm.proc = proc.isAlive() ? proc : null;
+      vm.busy = 'shutting-down';
+      try {
+        await proc.powerOff();
+        vm.proc = null;
+      } catch (err) {
+        if (!proc.isAlive()) vm.proc = null;
         throw wrap(`powering off VM ${id}`, err);
-      });
+      } finally {
+        vm.busy = null;
+      }
     } else {
       // Crashed: clear what the dead QEMU left, so the VM reads `stopped`.
       this.removeStalePidfile(vm);
@@ -308,6 +324,7 @@ export class QemuDriver implements VmDriver {
     const { state } = await this.runtimeOf(vm);
     const proc = vm.proc;
     if (!proc) throw vmStateConflict(id, state, 'shut down');
+    vm.busy = 'shutting-down';
     try {
       await proc.shutdown({ timeoutMs });
       vm.proc = null;
@@ -315,6 +332,8 @@ export class QemuDriver implements VmDriver {
       // The guest may take longer than the caller wants to wait, or ignore the button
       // (firmware menus, the UEFI shell): the VM keeps running and the state says so.
       if (!isHypersealError(err, 'HS_ERR_QEMU_SHUTDOWN_TIMEOUT')) throw wrap(`shutting down VM ${id}`, err);
+    } finally {
+      vm.busy = null;
     }
     return this.runtimeOf(vm);
   }
@@ -330,11 +349,11 @@ export class QemuDriver implements VmDriver {
   }
 
   runtime(id: string): Promise<VmRuntime> {
-    return this.runtimeOf(this.get(id));
+    return this.observe(this.get(id));
   }
 
   list(): Promise<VmRuntime[]> {
-    return Promise.all(Array.from(this.vms.values(), (vm) => this.runtimeOf(vm)));
+    return Promise.all(Array.from(this.vms.values(), (vm) => this.observe(vm)));
   }
 
   async console(id: string, offset: number): Promise<ConsoleChunk> {
@@ -430,6 +449,18 @@ export class QemuDriver implements VmDriver {
     };
   }
 
+  /** For reads, which do not hold the VM's lock: a power operation under way answers for QEMU. */
+  private observe(vm: Vm): Promise<VmRuntime> {
+    if (vm.busy === null) return this.runtimeOf(vm);
+    const pid = vm.proc?.pid;
+    return Promise.resolve({
+      id: vm.record.spec.id,
+      state: vm.busy,
+      ...(pid !== undefined ? { pid } : {}),
+      simulated: false,
+    });
+  }
+
   /**
    * The VM's state as QEMU sees it. Attaches to a running QEMU we hold no connection to
    * (started before an agent restart), and drops a connection whose QEMU has gone.
@@ -444,8 +475,13 @@ export class QemuDriver implements VmDriver {
       const qspec = this.qemuSpec(vm.record, vm.home);
       const pid = await findRunningQemu(qspec);
       if (pid !== undefined) {
+        vm.attaching ??= VmProcess.attach(qspec)
+          .then((proc) => {
+            vm.proc = proc;
+          })
+          .finally(() => (vm.attaching = null));
         try {
-          vm.proc = await VmProcess.attach(qspec);
+          await vm.attaching;
         } catch (err) {
           // It runs, but its monitor does not answer us (another client holds it, or it
           // hangs): say so rather than guess.
@@ -500,6 +536,8 @@ export class QemuDriver implements VmDriver {
           record: { version: RECORD_VERSION, spec, uuid: raw.uuid.toLowerCase(), varsTemplate },
           home,
           proc: null,
+          busy: null,
+          attaching: null,
         });
       } catch (err) {
         // One bad file must not keep the agent, and every other VM, from starting.

@@ -15,7 +15,7 @@
 import { mkdirSync } from 'node:fs';
 import https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { HypersealError, httpStatusOf } from '../errors.js';
 import { trace } from '../trace.js';
@@ -39,7 +39,8 @@ export interface AgentServerOptions {
   driver: VmDriver;
   /**
    * Directories for VM files this agent offers, reported in facts so the manager can
-   * place disks. Default: one named 'local' at `<dataDir>/datastore` (created).
+   * place disks. Default: the driver's (the QEMU driver's are the only paths it accepts
+   * disks in), else one named 'local' at `<dataDir>/datastore`. Created if missing.
    */
   datastores?: Datastore[];
   maxConnections?: number;
@@ -218,7 +219,7 @@ async function dispatch(
 export async function startAgent(opts: AgentServerOptions): Promise<AgentServer> {
   const identity = loadAgentIdentity(opts.dataDir);
   const host: HostRecord = identity.host;
-  const datastores = opts.datastores ?? defaultDatastores(opts.dataDir);
+  const datastores = [...(opts.datastores ?? opts.driver.datastores ?? defaultDatastores(opts.dataDir))];
   for (const ds of datastores) mkdirSync(ds.path, { recursive: true, mode: 0o700 });
   const driver = serializedDriver(opts.driver);
   // Before serving: VMs that kept running while the agent was down are ours again.
@@ -235,9 +236,17 @@ export async function startAgent(opts: AgentServerOptions): Promise<AgentServer>
   });
   server.maxConnections = opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
 
+  // The TLS socket has lost its address by the time a handshake fails; the TCP one has not.
+  const remotes = new WeakMap<object, string>();
+  server.on('connection', (tcp: Socket) =>
+    remotes.set(tcp, `${tcp.remoteAddress ?? '?'}:${tcp.remotePort ?? 0}`),
+  );
   server.on('tlsClientError', (err, socket) => {
+    const tcp = (socket as TLSSocket & { _parent?: object })._parent;
     trace('agent', 'TLS handshake refused', {
-      remote: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`,
+      remote: (tcp && remotes.get(tcp)) ?? `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`,
+      // With TLS 1.3 OpenSSL's verdict on a client certificate (another CA, no clientAuth
+      // usage, expired) reaches us only as the peer hanging up after our alert.
       error: err.message,
     });
   });
@@ -257,7 +266,13 @@ export async function startAgent(opts: AgentServerOptions): Promise<AgentServer>
     const started = Date.now();
     const socket = req.socket as TLSSocket;
     const method = req.method ?? 'GET';
-    const url = new URL(req.url ?? '/', 'https://agent');
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'https://agent');
+    } catch {
+      url = new URL('https://agent/');
+      url.pathname = '/invalid-url'; // matches no route: answered 404 below
+    }
     const done = (status: number, body: unknown, close = false): void => {
       send(res, status, body, close);
       trace('agent', 'request', {
