@@ -20,8 +20,13 @@ export function readSealedFile(dir: string, name: string, masterKey: Buffer): st
   try {
     return open(masterKey, readFileSync(join(dir, name)), context(name)).toString('utf8');
   } catch (err) {
-    throw new HypersealError('HS_ERR_KMS_MASTER_KEY', `cannot unseal ${name} in ${dir} with this master key`, undefined, {
-      cause: err,
-    });
+    throw new HypersealError(
+      'HS_ERR_KMS_MASTER_KEY',
+      `cannot unseal ${name} in ${dir} with this master key`,
+      undefined,
+      {
+        cause: err,
+      },
+    );
   }
 }
