@@ -12,10 +12,10 @@
  * engine holds every answer until then, so nothing not yet durable is ever reported.
  */
 import Database from 'better-sqlite3';
-import fsp from 'node:fs/promises';
 import { randomUUID } from 'node:crypto';
 import { open, seal } from '../crypto/aead.js';
 import { HypersealError } from '../errors.js';
+import { WalFlusher } from '../store/wal-flusher.js';
 import type { KmipAttribute } from '../kmip/attributes.js';
 import { decodeAttributes, encodeAttribute, nameValueOf } from '../kmip/attributes.js';
 import { Tag } from '../kmip/tags.js';
@@ -84,11 +84,9 @@ export class SqliteObjectStore implements ObjectStore {
 
   /** Opens (creating when new) the store; refuses a master key that is not this store's. */
   private txWaiters: { resolve(): void; reject(err: Error): void }[] | undefined;
-  private readonly walPath: string;
   private readonly fsyncOnCommit: boolean;
   /** Committed groups whose answers wait for the next WAL flush. */
-  private unflushed: { resolve(): void; reject(err: Error): void }[] = [];
-  private flushInProgress = false;
+  private readonly flusher: WalFlusher;
 
   constructor(
     path: string,
@@ -96,7 +94,7 @@ export class SqliteObjectStore implements ObjectStore {
     masterKeyWhere: string,
     durability: StoreDurability = 'full',
   ) {
-    this.walPath = `${path}-wal`;
+    this.flusher = new WalFlusher(`${path}-wal`);
     this.fsyncOnCommit = durability === 'full';
     this.db = new Database(path);
     // A refused master key (or any failure here) must not leave the file open: the handle
@@ -284,46 +282,17 @@ export class SqliteObjectStore implements ObjectStore {
       for (const w of waiters) w.resolve();
       return;
     }
-    this.unflushed.push(...waiters);
-    if (!this.flushInProgress) this.flush();
-  }
-
-  /**
-   * fdatasync on libuv's thread pool: the event loop keeps executing and committing the
-   * next groups while one flush reaches the disk. Flushes coalesce: one flush covers
-   * every commit made before it started, so a slow disk means bigger groups, not a queue.
-   */
-  private flush(): void {
-    const batch = this.unflushed;
-    this.unflushed = [];
-    this.flushInProgress = true;
-    this.flushWal()
-      .then(
-        () => {
-          for (const w of batch) w.resolve();
-        },
-        (err: unknown) => {
-          const e = new HypersealError(
-            'HS_ERR_INTERNAL',
-            `key store flush failed: ${(err as Error).message}`,
-          );
-          for (const w of batch) w.reject(e);
-        },
-      )
-      .finally(() => {
-        this.flushInProgress = false;
-        if (this.unflushed.length > 0) this.flush();
-      });
-  }
-
-  private async flushWal(): Promise<void> {
-    // Opened per flush: SQLite may replace the WAL file after a checkpoint.
-    const handle = await fsp.open(this.walPath, 'r');
-    try {
-      await handle.datasync();
-    } finally {
-      await handle.close();
-    }
+    // The event loop keeps executing and committing the next groups while this one
+    // reaches the disk (WalFlusher: coalesced fdatasync off the loop).
+    this.flusher.flush().then(
+      () => {
+        for (const w of waiters) w.resolve();
+      },
+      (err: unknown) => {
+        const e = new HypersealError('HS_ERR_INTERNAL', `key store flush failed: ${(err as Error).message}`);
+        for (const w of waiters) w.reject(e);
+      },
+    );
   }
 
   /** Resolves when every write made so far is committed and on disk. */
@@ -331,9 +300,8 @@ export class SqliteObjectStore implements ObjectStore {
     if (this.txWaiters !== undefined) {
       return new Promise((resolve, reject) => this.txWaiters?.push({ resolve, reject }));
     }
-    if (!this.flushInProgress) return Promise.resolve();
-    // A flush is running and may have started before our last commit: wait for the next.
-    return new Promise((resolve, reject) => this.unflushed.push({ resolve, reject }));
+    // A flush running (or due) may have started before our last commit: wait for the next.
+    return this.flusher.busy ? this.flusher.flush() : Promise.resolve();
   }
 
   count(): Promise<number> {

@@ -12,6 +12,7 @@
  */
 import Database from 'better-sqlite3';
 import { HypersealError } from '../errors.js';
+import { WalFlusher } from './wal-flusher.js';
 import type { Db, RunResult, SqlParam, SqlValue } from './db.js';
 import { abbreviate, checkParams } from './db.js';
 import type { Connection } from './tx.js';
@@ -310,11 +311,12 @@ export class SqliteDb implements Db {
     }
     try {
       // WAL: readers never block the writer, and a commit is one sequential append.
-      // synchronous=FULL: the WAL is fsynced at every commit, so a committed task, event or
-      // token survives power loss, not only a crash of the process. foreign_keys is off by
+      // synchronous=NORMAL plus our own WAL fdatasync after every write (WalFlusher): a
+      // committed task, event or token survives power loss, as with FULL, but the fsync
+      // runs off the event loop and concurrent writers share it. foreign_keys is off by
       // default in SQLite, for backwards compatibility; PostgreSQL always enforces them.
       db.pragma('journal_mode = WAL');
-      db.pragma('synchronous = FULL');
+      db.pragma('synchronous = NORMAL');
       db.pragma('foreign_keys = ON');
       db.pragma(`busy_timeout = ${Math.max(0, Math.floor(options.busyTimeoutMs ?? 5000))}`);
     } catch (err) {
@@ -328,6 +330,15 @@ export class SqliteDb implements Db {
       );
     }
     this.conn = new SqliteConnection(db);
+    this.flusher = path === ':memory:' ? undefined : new WalFlusher(`${path}-wal`);
+  }
+
+  private readonly flusher: WalFlusher | undefined;
+
+  /** A write is answered only once it is on disk (see WalFlusher). */
+  private async durable<T>(result: T): Promise<T> {
+    await this.flusher?.flush();
+    return result;
   }
 
   /** Runs one statement (or script) under the mutex, at once when nothing holds it. */
@@ -351,11 +362,13 @@ export class SqliteDb implements Db {
     });
   }
 
-  query<T extends object = Record<string, SqlValue>>(
+  async query<T extends object = Record<string, SqlValue>>(
     sql: string,
     params: readonly SqlParam[] = [],
   ): Promise<T[]> {
-    return this.locked('query', () => this.conn.querySync<T>(sql, params));
+    const rows = await this.locked('query', () => this.conn.querySync<T>(sql, params));
+    // INSERT … RETURNING and friends write too.
+    return /^\s*(SELECT|WITH|PRAGMA)\b/i.test(sql) ? rows : this.durable(rows);
   }
 
   async one<T extends object = Record<string, SqlValue>>(
@@ -365,29 +378,36 @@ export class SqliteDb implements Db {
     return (await this.query<T>(sql, params))[0];
   }
 
-  run(sql: string, params: readonly SqlParam[] = []): Promise<RunResult> {
-    return this.locked('run', () => this.conn.runSync(sql, params));
+  async run(sql: string, params: readonly SqlParam[] = []): Promise<RunResult> {
+    return this.durable(await this.locked('run', () => this.conn.runSync(sql, params)));
   }
 
-  exec(sql: string): Promise<void> {
-    return this.locked('exec', () => this.conn.execSync(sql));
+  async exec(sql: string): Promise<void> {
+    await this.locked('exec', () => this.conn.execSync(sql));
+    await this.durable(undefined);
   }
 
   async transaction<T>(fn: (tx: Db) => Promise<T>): Promise<T> {
     this.guard.assertOutside('transaction');
     if (this.closed) throw closedError();
     await this.mutex.acquire();
+    let released = false;
     try {
       if (this.closed) throw closedError();
-      return await this.guard.run(this.conn, 'BEGIN IMMEDIATE', fn);
-    } finally {
+      const result = await this.guard.run(this.conn, 'BEGIN IMMEDIATE', fn);
+      // Released before the flush: the next transaction runs while this one reaches disk.
       this.mutex.release();
+      released = true;
+      return await this.durable(result);
+    } finally {
+      if (!released) this.mutex.release();
     }
   }
 
   /** Waits for a running transaction to end, then closes the file. */
   async close(): Promise<void> {
     if (this.closed) return;
+    if (this.flusher?.busy === true) await this.flusher.flush();
     await this.mutex.acquire();
     try {
       if (!this.closed) {
