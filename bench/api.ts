@@ -12,10 +12,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer } from 'node:net';
+import { spawn } from 'node:child_process';
+import { dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { AddressInfo } from 'node:net';
 import { joinManager } from '../src/agent/join.js';
-import { startAgent } from '../src/agent/server.js';
-import { SimDriver } from '../src/agent/sim-driver.js';
 import { startManager } from '../src/manager/services.js';
 import { ApiClient } from '../src/sdk/client.js';
 import { toJson } from '../src/store/db.js';
@@ -25,6 +26,7 @@ const VMS = Number(process.env.BENCH_VMS ?? 10_000);
 const LIST_RUNS = Number(process.env.BENCH_LIST_RUNS ?? 200);
 const POWER_ONS = Number(process.env.BENCH_POWER_ONS ?? 2000);
 const IN_FLIGHT = 32;
+const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'main.js');
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -63,8 +65,28 @@ async function run(
     address: `https://127.0.0.1:${port}`,
     dataDir: agentDir,
   });
-  const driver = SimDriver.open(agentDir);
-  const agent = await startAgent({ dataDir: agentDir, listen: { host: '127.0.0.1', port }, driver });
+  // The agent in its own process, as in production: manager and agent each get a core.
+  const child = spawn(
+    process.execPath,
+    [CLI, 'agent', 'serve', '--data-dir', agentDir, '--listen', `127.0.0.1:${port}`, '--driver', 'sim'],
+    { stdio: ['ignore', 'pipe', 'inherit'], env: process.env },
+  );
+  const hostId = await new Promise<string>((resolve, reject) => {
+    child.once('exit', (code) => reject(new Error(`agent exited with ${code}`)));
+    child.stdout.on('data', (b: Buffer) => {
+      const m = /host (\S+) serving/.exec(b.toString());
+      if (m?.[1]) resolve(m[1]);
+    });
+  });
+  const agent = {
+    hostId,
+    close: async (): Promise<void> => {
+      child.removeAllListeners('exit');
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
   await manager.services.hosts.attach(agent.hostId);
   const api = new ApiClient({
     managerUrl: manager.url,
@@ -72,8 +94,8 @@ async function run(
     token: manager.initialAdminToken ?? '',
   });
   try {
-    // Inventory: rows straight into the database and specs straight into the sim driver
-    // (the API path is measured below; 10,000 creates through it would only slow setup).
+    // Inventory: rows straight into the database, specs to the agent (the create path
+    // is not what is measured; 10,000 creates through the API would only slow setup).
     const config = {
       cpus: 1,
       memoryMiB: 128,
@@ -95,18 +117,26 @@ async function run(
         );
       }
     });
-    for (const id of ids) {
-      await driver.define({
-        id,
-        name: id,
-        cpus: 1,
-        memoryMiB: 128,
-        firmware: 'efi',
-        secureBoot: false,
-        disks: [],
-        nics: [],
-      });
-    }
+    // Specs to the agent over its API (mutual TLS), 32 at a time.
+    const client = manager.services.hosts.agent(agent.hostId);
+    let k = 0;
+    await Promise.all(
+      Array.from({ length: IN_FLIGHT }, async () => {
+        while (k < ids.length) {
+          const id = ids[k++] as string;
+          await client.defineVm({
+            id,
+            name: id,
+            cpus: 1,
+            memoryMiB: 128,
+            firmware: 'efi',
+            secureBoot: false,
+            disks: [],
+            nics: [],
+          });
+        }
+      }),
+    );
 
     for (let i = 0; i < 20; i++) await api.get('/vms');
     const lat: number[] = [];
