@@ -8,7 +8,7 @@
  * Knobs: BENCH_VMS (10000), BENCH_LIST_RUNS (200), BENCH_POWER_ONS (2000).
  */
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer } from 'node:net';
@@ -18,7 +18,6 @@ import { fileURLToPath } from 'node:url';
 import type { AddressInfo } from 'node:net';
 import { joinManager } from '../src/agent/join.js';
 import { startManager } from '../src/manager/services.js';
-import { ApiClient } from '../src/sdk/client.js';
 import { toJson } from '../src/store/db.js';
 import { startPostgres } from '../test/support/postgres.js';
 
@@ -27,6 +26,7 @@ const LIST_RUNS = Number(process.env.BENCH_LIST_RUNS ?? 200);
 const POWER_ONS = Number(process.env.BENCH_POWER_ONS ?? 2000);
 const IN_FLIGHT = 32;
 const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'main.js');
+const LOAD = join(dirname(fileURLToPath(import.meta.url)), 'support', 'api-load.js');
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -38,11 +38,6 @@ function freePort(): Promise<number> {
     });
   });
 }
-
-const pct = (xs: number[], p: number): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? NaN;
-};
 
 async function run(
   label: string,
@@ -88,11 +83,6 @@ async function run(
     },
   };
   await manager.services.hosts.attach(agent.hostId);
-  const api = new ApiClient({
-    managerUrl: manager.url,
-    caPem: manager.services.hosts ? (await import('node:fs')).readFileSync(manager.caPath) : '',
-    token: manager.initialAdminToken ?? '',
-  });
   try {
     // Inventory: rows straight into the database, specs to the agent (the create path
     // is not what is measured; 10,000 creates through the API would only slow setup).
@@ -138,36 +128,32 @@ async function run(
       }),
     );
 
-    for (let i = 0; i < 20; i++) await api.get('/vms');
-    const lat: number[] = [];
-    for (let i = 0; i < LIST_RUNS; i++) {
-      const t0 = performance.now();
-      const page = await api.get<unknown[]>('/vms');
-      lat.push(performance.now() - t0);
-      if (page.length !== Math.min(1000, VMS)) throw new Error(`expected a full page, got ${page.length}`);
-    }
-
-    const targets = ids.slice(0, POWER_ONS);
-    let next = 0;
-    const t0 = performance.now();
-    await Promise.all(
-      Array.from({ length: IN_FLIGHT }, async () => {
-        while (next < targets.length) {
-          const id = targets[next++] as string;
-          const task = await api.post<{ id: string }>(`/vms/${id}/actions/power-on`);
-          const done = await api.waitTask<{ id: string; state: string; progress: number }>(task.id);
-          if (done.state !== 'succeeded') throw new Error(`power-on of ${id} ${done.state}`);
-        }
-      }),
-    );
-    const tasksPerSecond = targets.length / ((performance.now() - t0) / 1000);
-    const r = { p50: pct(lat, 50), p99: pct(lat, 99), tasksPerSecond };
+    const r = await new Promise<{ p50: number; p99: number; tasksPerSecond: number }>((resolve, reject) => {
+      const load = spawn(process.execPath, [LOAD], { stdio: ['pipe', 'pipe', 'inherit'] });
+      let out = '';
+      load.stdout.on('data', (b: Buffer) => (out += b.toString()));
+      load.once('exit', (code) =>
+        code === 0
+          ? resolve(JSON.parse(out) as { p50: number; p99: number; tasksPerSecond: number })
+          : reject(new Error(`load generator exited with ${code}`)),
+      );
+      load.stdin.end(
+        JSON.stringify({
+          managerUrl: manager.url,
+          caPem: readFileSync(manager.caPath, 'utf8'),
+          token: manager.initialAdminToken ?? '',
+          listRuns: LIST_RUNS,
+          expectPage: Math.min(1000, VMS),
+          powerOn: ids.slice(0, POWER_ONS),
+          inFlight: IN_FLIGHT,
+        }),
+      );
+    });
     console.log(
       `${label.padEnd(11)} GET /vms (1,000 of ${VMS}) p50 ${r.p50.toFixed(1)} ms  p99 ${r.p99.toFixed(1)} ms   power-on ${r.tasksPerSecond.toFixed(0)} tasks/s`,
     );
     return r;
   } finally {
-    api.close();
     await agent.close();
     await manager.close();
   }
