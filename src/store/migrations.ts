@@ -169,7 +169,37 @@ CREATE TABLE enrollment_tokens (
 );
 `;
 
-export const MIGRATIONS: readonly Migration[] = [{ id: 1, name: 'manager schema', sql: MANAGER_SCHEMA }];
+/**
+ * Enhanced logging: syslog targets follow the event store by sequence number
+ * (`delivered_seq`: the last event durably queued for that target), so a manager that
+ * crashes between appending an event and queueing it catches up on the next start.
+ */
+const LOGGING_SCHEMA = `
+CREATE TABLE syslog_targets (
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  host TEXT NOT NULL,
+  port INTEGER NOT NULL,
+  transport TEXT NOT NULL CHECK (transport IN ('udp', 'tcp', 'tls')),
+  format TEXT NOT NULL CHECK (format IN ('rfc5424', 'json', 'ocsf')),
+  ca_pem TEXT,
+  delivered_seq BIGINT NOT NULL,
+  created_at BIGINT NOT NULL
+);
+
+CREATE TABLE alert_rules (
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  rule TEXT NOT NULL,
+  enabled BOOLEAN NOT NULL DEFAULT TRUE,
+  created_at BIGINT NOT NULL
+);
+`;
+
+export const MIGRATIONS: readonly Migration[] = [
+  { id: 1, name: 'manager schema', sql: MANAGER_SCHEMA },
+  { id: 2, name: 'syslog targets and alert rules', sql: LOGGING_SCHEMA },
+];
 
 const CREATE_MIGRATIONS_TABLE = `CREATE TABLE IF NOT EXISTS schema_migrations (
   id INTEGER PRIMARY KEY,

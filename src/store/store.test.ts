@@ -17,6 +17,9 @@ import type { Db, SqlValue } from './db.js';
 import { fromJson, toJson } from './db.js';
 import type { Migration } from './migrations.js';
 import { MIGRATIONS, migrate } from './migrations.js';
+
+const IDS = MIGRATIONS.map((m) => m.id);
+const LATEST = Math.max(...IDS);
 import { openDatabase } from './open.js';
 
 const root = mkdtempSync(join(tmpdir(), 'hs-store-'));
@@ -105,11 +108,12 @@ function suite(backend: Backend): void {
     });
 
     test('migrations apply once, are idempotent, and create every table', async () => {
-      assert.deepEqual(await migrate(db), { applied: [1], current: 1 });
-      assert.deepEqual(await migrate(db), { applied: [], current: 1 });
-      assert.deepEqual(await db.query('SELECT id, name FROM schema_migrations'), [
-        { id: 1, name: 'manager schema' },
-      ]);
+      assert.deepEqual(await migrate(db), { applied: IDS, current: LATEST });
+      assert.deepEqual(await migrate(db), { applied: [], current: LATEST });
+      assert.deepEqual(
+        await db.query('SELECT id, name FROM schema_migrations ORDER BY id'),
+        MIGRATIONS.map((m) => ({ id: m.id, name: m.name })),
+      );
       const tables = [
         'hosts',
         'datastores',
@@ -123,6 +127,8 @@ function suite(backend: Backend): void {
         'api_tokens',
         'sessions',
         'enrollment_tokens',
+        'syslog_targets',
+        'alert_rules',
       ];
       for (const t of tables)
         assert.deepEqual(await db.query(`SELECT count(*) AS n FROM ${t}`), [{ n: 0 }], t);
@@ -137,11 +143,14 @@ function suite(backend: Backend): void {
       try {
         const results = await Promise.all([migrate(a), migrate(b), migrate(a), migrate(b)]);
         assert.deepEqual(
-          results.flatMap((r) => r.applied),
-          [1],
+          results.flatMap((r) => r.applied).sort((x, y) => x - y),
+          IDS,
         );
-        assert.ok(results.every((r) => r.current === 1));
-        assert.deepEqual(await b.query('SELECT id FROM schema_migrations'), [{ id: 1 }]);
+        assert.ok(results.every((r) => r.current === LATEST));
+        assert.deepEqual(
+          await b.query('SELECT id FROM schema_migrations ORDER BY id'),
+          IDS.map((id) => ({ id })),
+        );
       } finally {
         await a.close();
         if (b !== a) await b.close();
@@ -154,32 +163,48 @@ function suite(backend: Backend): void {
         await migrate(other);
         const future: Migration[] = [
           ...MIGRATIONS,
-          { id: 2, name: 'from the future', sql: 'CREATE TABLE future_things (id TEXT PRIMARY KEY)' },
+          {
+            id: LATEST + 1,
+            name: 'from the future',
+            sql: 'CREATE TABLE future_things (id TEXT PRIMARY KEY)',
+          },
         ];
-        assert.deepEqual(await migrate(other, future), { applied: [2], current: 2 });
+        assert.deepEqual(await migrate(other, future), { applied: [LATEST + 1], current: LATEST + 1 });
         const err = await rejectsWith(migrate(other), 'HS_ERR_DB_SCHEMA');
         assert.equal(err.status, 500);
         assert.match(
           err.message,
-          /migration 2 \('from the future'\), newer than this Hyperseal knows \(up to 1\)/,
+          new RegExp(
+            `migration ${LATEST + 1} \\('from the future'\\), newer than this Hyperseal knows \\(up to ${LATEST}\\)`,
+          ),
         );
-        assert.deepEqual(err.details, { databaseMigration: 2, knownMigration: 1 });
+        assert.deepEqual(err.details, { databaseMigration: LATEST + 1, knownMigration: LATEST });
 
         // Same number, different name: a different build's history.
-        const renamed: Migration[] = [...MIGRATIONS, { id: 2, name: 'something else', sql: 'SELECT 1' }];
+        const renamed: Migration[] = [
+          ...MIGRATIONS,
+          { id: LATEST + 1, name: 'something else', sql: 'SELECT 1' },
+        ];
         await rejectsWith(migrate(other, renamed), 'HS_ERR_DB_SCHEMA');
 
         // Migration 3 creates one table, then fails: neither the table nor its row stays.
         const failing: Migration[] = [
           ...future,
-          { id: 3, name: 'half', sql: 'CREATE TABLE half_done (id TEXT); CREATE TABLE hosts (id TEXT)' },
+          {
+            id: LATEST + 2,
+            name: 'half',
+            sql: 'CREATE TABLE half_done (id TEXT); CREATE TABLE hosts (id TEXT)',
+          },
         ];
         const failed = await rejectsWith(migrate(other, failing), 'HS_ERR_DB_SCHEMA');
-        assert.match(failed.message, /migration 3 \('half'\) failed and was rolled back/);
-        assert.deepEqual(await other.query('SELECT id FROM schema_migrations ORDER BY id'), [
-          { id: 1 },
-          { id: 2 },
-        ]);
+        assert.match(
+          failed.message,
+          new RegExp(`migration ${LATEST + 2} \\('half'\\) failed and was rolled back`),
+        );
+        assert.deepEqual(
+          await other.query('SELECT id FROM schema_migrations ORDER BY id'),
+          [...IDS, LATEST + 1].map((id) => ({ id })),
+        );
         await assert.rejects(other.query('SELECT * FROM half_done'));
       } finally {
         await other.close();
