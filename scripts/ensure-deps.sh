@@ -11,8 +11,10 @@ cd "$(dirname "$0")/.."
 # postgresql: the server the store tests run their one suite against besides SQLite
 # (test/support/postgres.ts starts a throwaway cluster with its initdb and pg_ctl);
 # qemu-system-x86, qemu-utils, ovmf: the hypervisor, qemu-img and UEFI firmware the agent
-# runs VMs with (software emulation when /dev/kvm is unusable).
-APT_PACKAGES=(python3-pykmip openssl postgresql qemu-system-x86 qemu-utils ovmf)
+# runs VMs with (software emulation when /dev/kvm is unusable); rsyslog, rsyslog-gnutls:
+# the real syslog collector the syslog sink's tests and bench/events run against (gnutls
+# is rsyslog's TLS stream driver, packaged apart).
+APT_PACKAGES=(python3-pykmip openssl postgresql qemu-system-x86 qemu-utils ovmf rsyslog rsyslog-gnutls)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

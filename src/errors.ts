@@ -15,6 +15,10 @@ export const ErrorCodes = {
     status: 503,
     meaning: 'The manager cannot reach a host agent, or the agent answered with something unusable.',
   },
+  HS_ERR_EVENT_CHAIN_BROKEN: {
+    status: 409,
+    meaning: 'The event store’s hash chain does not verify: an event was altered, removed or reordered.',
+  },
   HS_ERR_CONFLICT: {
     status: 409,
     meaning: 'The request conflicts with the object’s current state (e.g. deleting a running VM).',
@@ -208,6 +212,54 @@ export const ErrorCodes = {
     status: 400,
     meaning: 'A change path is malformed (an empty segment, an unclosed [ or quote).',
   },
+
+  // Alert rules (src/events/alerts): webhook delivery
+  HS_ERR_ALERT_WEBHOOK_REJECTED: {
+    status: 502,
+    meaning: 'The webhook receiver refused the alert with a 4xx answer or a redirect; it was not retried.',
+  },
+  HS_ERR_ALERT_WEBHOOK_FAILED: {
+    status: 502,
+    meaning:
+      'The webhook receiver could not be reached, or answered with a server error (5xx), on every attempt.',
+  },
+  HS_ERR_ALERT_WEBHOOK_TIMEOUT: {
+    status: 504,
+    meaning: 'The webhook receiver did not answer within the timeout, on the last attempt.',
+  },
+
+  // Syslog sink (src/events/syslog): formatting, the on-disk queue, transports
+  HS_ERR_SYSLOG_CONFIG: {
+    status: 400,
+    meaning:
+      'A syslog target’s settings are invalid (host, port, transport, format, facility, names, certificates, message size).',
+  },
+  HS_ERR_SYSLOG_FRAMING: {
+    status: 400,
+    meaning: 'Bytes are not a valid octet-counted (RFC 6587) or RFC 5424 syslog message, or exceed the size limit.',
+  },
+  HS_ERR_SYSLOG_CONNECT: {
+    status: 502,
+    meaning:
+      'The syslog collector could not be reached or written to (refused, unreachable, TLS verification failed, connection lost).',
+  },
+  HS_ERR_SYSLOG_QUEUE_IO: {
+    status: 500,
+    meaning: 'The syslog sink’s on-disk queue could not be written or read; the event was not queued.',
+  },
+  HS_ERR_SYSLOG_QUEUE_FULL: {
+    status: 503,
+    meaning: 'The syslog sink’s on-disk queue reached its size limit; the event was not queued.',
+  },
+  HS_ERR_SYSLOG_QUEUE_CORRUPT: {
+    status: 500,
+    meaning: 'A syslog queue file fails its checks somewhere other than a torn last record.',
+  },
+  HS_ERR_SYSLOG_QUEUE_LOCKED: {
+    status: 409,
+    meaning: 'Another live process (or another sink in this one) uses the syslog queue directory.',
+  },
+  HS_ERR_SYSLOG_CLOSED: { status: 503, meaning: 'The syslog sink is closed, or was never started.' },
 
   // Authentication and authorization (manager)
   HS_ERR_AUTH_REQUIRED: {

@@ -64,7 +64,11 @@ export const INVENTORY_HELP = `inventory commands (credentials: --credentials FI
   vm console VM
   vm delete VM
   task list [--json] | task wait ID
-  event list [--type T] [--object VM] [--limit N] [--json]
+  event list [--type T] [--object VM] [--user U] [--text T] [--since ISO] [--limit N] [--json]
+  events verify | events tail [-f] [--json] | events export > events.jsonl
+  syslog add --name N --host H --port P [--transport udp|tcp|tls] [--format rfc5424|json|ocsf] [--ca CA.pem] [--history]
+  syslog list | syslog remove ID
+  alert add --file RULE.json | alert list | alert remove ID
   (VM is a name or an id)`;
 
 const common = { json: { type: 'boolean' }, credentials: { type: 'string' } } as const;
@@ -362,22 +366,167 @@ export async function eventCommand(argv: string[]): Promise<number> {
   const [verb, ...rest] = argv;
   const p = parse(
     rest,
-    { ...common, type: { type: 'string' }, object: { type: 'string' }, limit: { type: 'string' } },
+    {
+      ...common,
+      type: { type: 'string' },
+      object: { type: 'string' },
+      user: { type: 'string' },
+      text: { type: 'string' },
+      since: { type: 'string' },
+      limit: { type: 'string' },
+      follow: { type: 'boolean', short: 'f' },
+    },
     INVENTORY_HELP,
   );
-  if (verb !== 'list') throw usageError(`unknown event command '${verb ?? ''}'\n${INVENTORY_HELP}`);
   const api = client(p);
+  const json = flag(p, 'json');
+  const line = (e: Event): string => `${e.time}  ${e.type.padEnd(24)} ${e.message}`;
   try {
-    const q = new URLSearchParams();
-    q.set('limit', String(int(p, 'limit', 50)));
-    if (str(p, 'type')) q.set('type', str(p, 'type') ?? '');
-    if (str(p, 'object')) q.set('objectId', (await resolveVm(api, str(p, 'object'))).id);
-    const events = await api.get<Event[]>(`/events?${q.toString()}`);
-    printResult(events, flag(p, 'json'), () =>
-      events.map((e) => `${e.time}  ${e.type.padEnd(22)} ${e.message}`).join('\n'),
-    );
+    switch (verb) {
+      case 'list': {
+        const q = new URLSearchParams();
+        q.set('limit', String(int(p, 'limit', 50)));
+        if (str(p, 'type')) q.set('type', str(p, 'type') ?? '');
+        if (str(p, 'user')) q.set('user', str(p, 'user') ?? '');
+        if (str(p, 'text')) q.set('text', str(p, 'text') ?? '');
+        if (str(p, 'since')) {
+          const t = Date.parse(str(p, 'since') ?? '');
+          if (Number.isNaN(t)) throw usageError('--since takes an ISO time, e.g. 2026-11-28T10:00:00Z');
+          q.set('since', String(t));
+        }
+        if (str(p, 'object')) q.set('objectId', (await resolveVm(api, str(p, 'object'))).id);
+        const events = await api.get<Event[]>(`/events?${q.toString()}`);
+        printResult(events, json, () => events.map(line).join('\n'));
+        return 0;
+      }
+      case 'verify': {
+        const r = await api.get<{
+          ok: boolean;
+          count: number;
+          firstBad?: { index: number; id: string; reason: string; detail?: string };
+        }>('/events/verify');
+        printResult(r, json, () =>
+          r.ok
+            ? `event chain intact: ${r.count} events verified`
+            : `event chain BROKEN at event #${r.firstBad?.index ?? '?'} (${r.firstBad?.id ?? '?'}): ${r.firstBad?.reason ?? ''}${r.firstBad?.detail ? ` — ${r.firstBad.detail}` : ''}`,
+        );
+        if (!r.ok)
+          throw new HypersealError(
+            'HS_ERR_EVENT_CHAIN_BROKEN',
+            `the event chain is broken at event ${r.firstBad?.id ?? '?'}`,
+          );
+        return 0;
+      }
+      case 'export': {
+        const text = (await api.request<string>('GET', '/events/export')).body;
+        process.stdout.write(typeof text === 'string' ? text : `${JSON.stringify(text)}\n`);
+        return 0;
+      }
+      case 'tail': {
+        const recent = await api.get<Event[]>(`/events?limit=${int(p, 'limit', 10) ?? 10}`);
+        const ordered = [...recent].reverse();
+        for (const e of ordered) process.stdout.write((json ? JSON.stringify(e) : line(e)) + '\n');
+        if (!flag(p, 'follow')) return 0;
+        const after = ordered.at(-1)?.seq ?? -1;
+        await api.stream(`/events/stream?afterSeq=${after}`, (data) => {
+          const e = JSON.parse(data) as Event;
+          process.stdout.write((json ? JSON.stringify(e) : line(e)) + '\n');
+        });
+        return 0;
+      }
+      default:
+        throw usageError(`unknown event command '${verb ?? ''}'\n${INVENTORY_HELP}`);
+    }
   } finally {
     api.close();
   }
-  return 0;
+}
+
+export async function loggingCommand(noun: 'syslog' | 'alert', argv: string[]): Promise<number> {
+  const [verb, ...rest] = argv;
+  const p = parse(
+    rest,
+    {
+      ...common,
+      name: { type: 'string' },
+      host: { type: 'string' },
+      port: { type: 'string' },
+      transport: { type: 'string' },
+      format: { type: 'string' },
+      ca: { type: 'string' },
+      file: { type: 'string' },
+      history: { type: 'boolean' },
+    },
+    INVENTORY_HELP,
+  );
+  const api = client(p);
+  const json = flag(p, 'json');
+  const base = noun === 'syslog' ? '/syslog-targets' : '/alert-rules';
+  try {
+    if (verb === 'list') {
+      const items = await api.get<Record<string, unknown>[]>(base);
+      printResult(items, json, () =>
+        noun === 'syslog'
+          ? table([
+              ['NAME', 'TARGET', 'FORMAT', 'CONNECTED', 'QUEUED', 'SENT', 'ID'],
+              ...items.map((t) => [
+                String(t.name),
+                `${String(t.transport)}://${String(t.host)}:${String(t.port)}`,
+                String(t.format),
+                String(t.connected),
+                String(t.queued),
+                String(t.sent),
+                String(t.id),
+              ]),
+            ])
+          : items.map((r) => `${String(r.name)}  ${String(r.id)}\n  ${JSON.stringify(r.match)}`).join('\n'),
+      );
+      return 0;
+    }
+    if (verb === 'remove') {
+      const id = p.positionals[0];
+      if (id === undefined) throw usageError(`${noun} remove ID`);
+      await api.delete(`${base}/${encodeURIComponent(id)}`);
+      printResult({ removed: id }, json, () => `removed ${id}`);
+      return 0;
+    }
+    if (verb === 'add') {
+      let body: unknown;
+      if (noun === 'syslog') {
+        const transport = str(p, 'transport') ?? 'tcp';
+        const caPath = str(p, 'ca');
+        body = {
+          name: need(
+            p,
+            'name',
+            'syslog add --name N --host H --port P [--transport udp|tcp|tls] [--format rfc5424|json|ocsf] [--ca CA.pem]',
+          ),
+          host: need(p, 'host', 'syslog add --host H'),
+          port: int(p, 'port', 514),
+          transport,
+          format: str(p, 'format') ?? 'rfc5424',
+          ...(caPath !== undefined ? { caPem: readFileSync(caPath, 'utf8') } : {}),
+          ...(flag(p, 'history') ? { fromSeq: 'all' } : {}),
+        };
+      } else {
+        const file = need(p, 'file', 'alert add --file RULE.json');
+        try {
+          body = JSON.parse(readFileSync(file, 'utf8')) as unknown;
+        } catch (err) {
+          throw usageError(`cannot read the rule in ${file}: ${(err as Error).message}`);
+        }
+      }
+      const created = await api.post<Record<string, unknown>>(base, body);
+      printResult(
+        created,
+        json,
+        () =>
+          `added ${noun === 'syslog' ? 'syslog target' : 'alert rule'} ${String(created.name)} (${String(created.id)})`,
+      );
+      return 0;
+    }
+    throw usageError(`unknown ${noun} command '${verb ?? ''}'\n${INVENTORY_HELP}`);
+  } finally {
+    api.close();
+  }
 }

@@ -10,6 +10,7 @@ import {
   eventCommand,
   hostCommand,
   INVENTORY_HELP,
+  loggingCommand,
   loginCommand,
   taskCommand,
   vmCommand,
@@ -78,7 +79,12 @@ async function main(argv: string[]): Promise<number> {
     case 'task':
       return taskCommand(rest);
     case 'event':
+    case 'events':
       return eventCommand(rest);
+    case 'syslog':
+      return loggingCommand('syslog', rest);
+    case 'alert':
+      return loggingCommand('alert', rest);
     default:
       throw usageError(`unknown command '${command}' (try: hyperseal help)`);
   }

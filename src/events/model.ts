@@ -43,7 +43,9 @@ export const ObjectKinds = {
   key: { label: 'key' },
   'event-log': { label: 'event log' },
   network: { label: 'network' },
+  'syslog-target': { label: 'syslog target' },
   api: { label: 'API call' },
+  'alert-rule': { label: 'alert rule' },
 } as const satisfies Record<string, { label: string }>;
 export type ObjectKind = keyof typeof ObjectKinds;
 
@@ -161,6 +163,30 @@ export const EventTypes = {
     description: 'UEFI Secure Boot was turned off for a VM: unsigned boot loaders can run.',
     done: '{user} disabled secure boot on {object}',
     failed: '{user} failed to disable secure boot on {object}',
+  },
+  'syslog.target-added': {
+    severity: 'info',
+    description: 'A syslog target was added; events stream to it from now on (or from the start).',
+    done: '{user} added {object}',
+    failed: '{user} failed to add {object}',
+  },
+  'syslog.target-removed': {
+    severity: 'warning',
+    description: 'A syslog target was removed; events no longer stream to it.',
+    done: '{user} removed {object}',
+    failed: '{user} failed to remove {object}',
+  },
+  'alert.rule-added': {
+    severity: 'info',
+    description: 'An alert rule was added (its webhook secret is never recorded).',
+    done: '{user} added {object}',
+    failed: '{user} failed to add {object}',
+  },
+  'alert.rule-removed': {
+    severity: 'warning',
+    description: 'An alert rule was removed.',
+    done: '{user} removed {object}',
+    failed: '{user} failed to remove {object}',
   },
   'network.created': {
     severity: 'info',
@@ -294,6 +320,14 @@ export const EventTypes = {
     description: 'A key was destroyed; data encrypted only with it is unrecoverable.',
     done: '{user} destroyed {object}',
     failed: '{user} failed to destroy {object}',
+  },
+  'alert.raised': {
+    // The rule's severity replaces this default (alerts/alert.ts). The phrase reads
+    // "ops@local triggered alert rule pci-nic"; events of this type never trigger rules.
+    severity: 'warning',
+    description: 'An alert rule matched an event.',
+    done: '{user} triggered {object}',
+    failed: '{user} triggered {object}',
   },
   'audit.integrity-failed': {
     severity: 'critical',

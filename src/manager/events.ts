@@ -178,6 +178,15 @@ export class ManagerEvents implements EventRecorder {
     return rows.map(toEvent);
   }
 
+  /** Events after `seq`, oldest first (for sinks catching up). */
+  async since(seq: number, limit = 100_000): Promise<Event[]> {
+    const rows = await this.db.query<EventRow>(`SELECT * FROM events WHERE seq > $1 ORDER BY seq LIMIT $2`, [
+      seq,
+      limit,
+    ]);
+    return rows.map(toEvent);
+  }
+
   /** Checks the whole chain from the genesis event. */
   async verify(): Promise<{ ok: boolean; count: number; firstBad?: unknown }> {
     const rows = await this.db.query<EventRow>(`SELECT * FROM events ORDER BY seq`);

@@ -31,6 +31,8 @@ import { buildHttpApp } from './http.js';
 import { adminRoutes } from './routes/admin.js';
 import { hostRoutes } from './routes/hosts.js';
 import { vmRoutes } from './routes/vms.js';
+import { loggingRoutes } from './routes/logging.js';
+import { LoggingService } from './logging.js';
 import { TaskEngine } from './tasks.js';
 import { UserService } from './users.js';
 import { VmService } from './vms.js';
@@ -42,11 +44,12 @@ export interface ManagerServices {
   hosts: HostService;
   vms: VmService;
   users: UserService;
+  logging: LoggingService;
   createNetwork(actor: Actor, name: string): Promise<{ id: string; name: string; kind: string }>;
 }
 
 export function allRoutes(s: ManagerServices): AnyRoute[] {
-  return [...vmRoutes(s), ...hostRoutes(s), ...adminRoutes(s)];
+  return [...vmRoutes(s), ...hostRoutes(s), ...adminRoutes(s), ...loggingRoutes(s)];
 }
 
 export interface ManagerIdentityFiles {
@@ -137,6 +140,8 @@ export async function startManager(opts: ManagerOptions): Promise<RunningManager
   await users.ensureBuiltInRoles();
   const vms = new VmService(db, hosts, events, tasks);
   await vms.recoverPending();
+  const logging = new LoggingService(db, events, dataDir);
+  await logging.start();
   const services: ManagerServices = {
     db,
     events,
@@ -144,6 +149,7 @@ export async function startManager(opts: ManagerOptions): Promise<RunningManager
     hosts,
     vms,
     users,
+    logging,
     createNetwork: async (actor, name) => {
       const id = randomUUID();
       try {
@@ -215,6 +221,7 @@ export async function startManager(opts: ManagerOptions): Promise<RunningManager
     close: async () => {
       stopHealth();
       await app.close();
+      await logging.close();
       hosts.close();
       await db.close();
     },

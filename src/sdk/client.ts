@@ -122,6 +122,53 @@ export class ApiClient {
     });
   }
 
+  /** Follows a server-sent-events stream, calling `onData` with each event's data, until it ends. */
+  stream(path: string, onData: (data: string) => void): Promise<void> {
+    return new Promise((resolvePromise, reject) => {
+      const req = https.request(
+        {
+          host: this.base.hostname,
+          port: this.base.port,
+          method: 'GET',
+          path: `/api/v1${path}`,
+          agent: this.agent,
+          headers: {
+            accept: 'text/event-stream',
+            ...(this.creds.token ? { authorization: `Bearer ${this.creds.token}` } : {}),
+          },
+        },
+        (res) => {
+          if ((res.statusCode ?? 500) >= 400) {
+            reject(new HypersealError('HS_ERR_INTERNAL', `stream ${path} answered HTTP ${res.statusCode}`));
+            res.resume();
+            return;
+          }
+          let buffered = '';
+          res.setEncoding('utf8');
+          res.on('data', (chunk: string) => {
+            buffered += chunk;
+            let end: number;
+            while ((end = buffered.indexOf('\n\n')) >= 0) {
+              const block = buffered.slice(0, end);
+              buffered = buffered.slice(end + 2);
+              const data = block
+                .split('\n')
+                .filter((l) => l.startsWith('data: '))
+                .map((l) => l.slice(6))
+                .join('\n');
+              if (data) onData(data);
+            }
+          });
+          res.on('end', () => resolvePromise());
+        },
+      );
+      req.on('error', (err) =>
+        reject(new HypersealError('HS_ERR_HOST_UNAVAILABLE', `stream failed: ${err.message}`)),
+      );
+      req.end();
+    });
+  }
+
   async get<T>(path: string): Promise<T> {
     return (await this.request<T>('GET', path)).body;
   }
