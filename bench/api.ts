@@ -11,15 +11,14 @@ import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createServer } from 'node:net';
 import { spawn } from 'node:child_process';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { AddressInfo } from 'node:net';
 import { joinManager } from '../src/agent/join.js';
 import { startManager } from '../src/manager/services.js';
 import { toJson } from '../src/store/db.js';
 import { startPostgres } from '../test/support/postgres.js';
+import { freePort } from '../test/support/manager.js';
 
 const VMS = Number(process.env.BENCH_VMS ?? 10_000);
 const LIST_RUNS = Number(process.env.BENCH_LIST_RUNS ?? 200);
@@ -27,17 +26,6 @@ const POWER_ONS = Number(process.env.BENCH_POWER_ONS ?? 2000);
 const IN_FLIGHT = 32;
 const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'main.js');
 const LOAD = join(dirname(fileURLToPath(import.meta.url)), 'support', 'api-load.js');
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 async function run(
   label: string,

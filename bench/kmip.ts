@@ -14,14 +14,13 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { KmipClient } from '../src/kmip/client.js';
 import type { StoreDurability } from '../src/kms/sqlite-store.js';
 import { KmsDataDir } from '../src/kms/service.js';
 import { createCertificateAuthority, issueCertificate } from '../src/pki/index.js';
 import { pykmipAvailable, startPyKmipServer } from '../test/support/pykmip.js';
+import { freePort } from '../test/support/manager.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 8);
@@ -100,17 +99,6 @@ async function ourServer(
       await exited;
     },
   };
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 function line(label: string, cyclesPerSecond: number): void {

@@ -62,19 +62,25 @@ export async function managerCommand(argv: string[]): Promise<number> {
   return 0;
 }
 
-async function driverFor(kind: string, dataDir: string): Promise<VmDriver> {
+/**
+ * The VM driver an agent runs with. The QEMU one is loaded on demand (a sim-only host needs
+ * no QEMU installed); with `fallbackToSim` (npm run up) a QEMU failure says so and
+ * continues simulated, otherwise it is an error.
+ */
+export async function driverFor(kind: string, dataDir: string, fallbackToSim = false): Promise<VmDriver> {
   if (kind === 'sim') return SimDriver.open(dataDir);
-  if (kind === 'qemu') {
-    try {
-      // Loaded on demand: a sim-only host needs no QEMU installed.
-      const modulePath = '../agent/qemu-driver.js';
-      const mod = (await import(modulePath)) as { openQemuDriver(dataDir: string): Promise<VmDriver> };
-      return await mod.openQemuDriver(dataDir);
-    } catch (err) {
-      throw usageError(`the qemu driver is not available in this build: ${(err as Error).message}`);
-    }
+  if (kind !== 'qemu') throw usageError(`--driver is qemu or sim, not '${kind}'`);
+  try {
+    const modulePath = '../agent/qemu-driver.js';
+    const mod = (await import(modulePath)) as { openQemuDriver(dataDir: string): Promise<VmDriver> };
+    return await mod.openQemuDriver(dataDir);
+  } catch (err) {
+    if (!fallbackToSim) throw usageError(`the qemu driver cannot start: ${(err as Error).message}`);
+    process.stderr.write(
+      `hyperseal: QEMU driver unavailable (${(err as Error).message}); using the simulated driver\n`,
+    );
+    return SimDriver.open(dataDir);
   }
-  throw usageError(`--driver is qemu or sim, not '${kind}'`);
 }
 
 export async function agentCommand(argv: string[]): Promise<number> {

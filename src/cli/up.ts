@@ -7,34 +7,17 @@
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join, relative, resolve } from 'node:path';
-import type { VmDriver } from '../agent/driver.js';
 import { joinManager } from '../agent/join.js';
 import type { AgentServer } from '../agent/server.js';
 import { startAgent } from '../agent/server.js';
-import { SimDriver } from '../agent/sim-driver.js';
 import { startKms } from '../kms/service.js';
 import type { Actor } from '../manager/events.js';
 import { startManager } from '../manager/services.js';
 import { flag, hostPort, parse, str } from './args.js';
-import { waitForSignal } from './daemons.js';
+import { driverFor, waitForSignal } from './daemons.js';
 
 const USAGE =
   'hyperseal up [--data-dir DIR] [--demo] [--driver qemu|sim] [--kms-listen HOST:PORT] [--manager-listen HOST:PORT] [--agent-port N]';
-
-async function driverFor(kind: string, dataDir: string): Promise<VmDriver> {
-  if (kind === 'qemu') {
-    try {
-      const modulePath = '../agent/qemu-driver.js';
-      const mod = (await import(modulePath)) as { openQemuDriver(dataDir: string): Promise<VmDriver> };
-      return await mod.openQemuDriver(dataDir);
-    } catch (err) {
-      process.stderr.write(
-        `hyperseal up: QEMU driver unavailable (${(err as Error).message}); using the simulated driver\n`,
-      );
-    }
-  }
-  return SimDriver.open(dataDir);
-}
 
 export async function upCommand(argv: string[]): Promise<number> {
   const p = parse(
@@ -112,7 +95,7 @@ export async function upCommand(argv: string[]): Promise<number> {
       const agent = await startAgent({
         dataDir: agentDir,
         listen: { host: '127.0.0.1', port },
-        driver: await driverFor(driverKind, agentDir),
+        driver: await driverFor(driverKind, agentDir, true),
       });
       stops.push(() => agent.close());
       agents.push(agent);
