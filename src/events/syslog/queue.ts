@@ -241,6 +241,8 @@ export class DiskQueue {
   private cursorTimer: NodeJS.Timeout | null = null;
   private cursorWrite: Promise<void> | null = null;
   private state: 'new' | 'open' | 'closing' | 'closed' = 'new';
+  /** Groups written (each one write + one fdatasync): records / groups is the coalescing. */
+  groupsWritten = 0;
 
   constructor(opts: DiskQueueOptions) {
     this.dir = opts.dir;
@@ -258,6 +260,11 @@ export class DiskQueue {
   /** Just after the last durable record. */
   get end(): QueuePosition {
     return { segment: this.current, offset: this.sizes.get(this.current) ?? SEGMENT_HEADER_BYTES };
+  }
+
+  /** Whether durable records exist at or after `pos`. */
+  hasRecordsFrom(pos: QueuePosition): boolean {
+    return comparePositions(this.normalise(pos), this.end) < 0;
   }
 
   /** Records enqueued (durable or being written) and not yet acknowledged. */
@@ -375,16 +382,14 @@ export class DiskQueue {
       })
       .sort((a, b) => a - b);
     const cursor = this.readCursor();
-    let head: QueuePosition = cursor ?? { segment: numbers[0] ?? 1, offset: SEGMENT_HEADER_BYTES };
-    // Segments before the cursor's were fully acknowledged; a crash came before their deletion.
-    for (const n of numbers.filter((x) => x < head.segment)) fs.rmSync(join(this.dir, segmentName(n)));
-    const live = numbers.filter((x) => x >= head.segment);
-    const first = live[0];
-    if (first !== undefined && first > head.segment) {
-      // The cursor's segment was deleted (after a later cursor was written, then lost? no:
-      // deletion follows the cursor write). Only manual tampering gets here.
-      throw corrupt(`segment ${segmentName(head.segment)} named by ${CURSOR_FILE} is missing`);
+    // The cursor is only ever written naming a segment that exists, and segments are
+    // deleted only behind a written cursor: a cursor naming no segment is damage, and
+    // trusting it would delete every segment before it.
+    if (cursor !== null && !numbers.includes(cursor.segment)) {
+      throw corrupt(`segment ${segmentName(cursor.segment)} named by ${CURSOR_FILE} is missing`);
     }
+    let head: QueuePosition = cursor ?? { segment: numbers[0] ?? 1, offset: SEGMENT_HEADER_BYTES };
+    const live = numbers.filter((x) => x >= head.segment);
     live.forEach((n, i) => {
       if (n !== head.segment + i) throw corrupt(`segment ${segmentName(head.segment + i)} is missing`);
     });
@@ -398,8 +403,19 @@ export class DiskQueue {
       }
       if (data.readUInt32BE(4) !== VERSION)
         throw corrupt(`${segmentName(n)} has version ${data.readUInt32BE(4)}`);
-      let at = n === head.segment ? head.offset : SEGMENT_HEADER_BYTES;
-      if (at > data.length) throw corrupt(`${CURSOR_FILE} points past the end of ${segmentName(n)}`);
+      // Acknowledged records before the cursor are walked by their lengths only, to check that
+      // the cursor sits on a record boundary: a torn-tail cut from a bad cursor would
+      // destroy good records.
+      const from = n === head.segment ? head.offset : SEGMENT_HEADER_BYTES;
+      let at = SEGMENT_HEADER_BYTES;
+      while (at < from && data.length - at >= RECORD_HEADER_BYTES) {
+        const len = data.readUInt32BE(at);
+        if (len < 2 || len > MAX_RECORD_BYTES) break;
+        at += RECORD_HEADER_BYTES + len;
+      }
+      if (at !== from) {
+        throw corrupt(`${CURSOR_FILE} offset ${from} is not a record boundary of ${segmentName(n)}`);
+      }
       while (at < data.length) {
         const d = decodeRecord(data, at);
         if (d.kind === 'record') {
@@ -431,6 +447,9 @@ export class DiskQueue {
       this.sizes.set(n, at);
     });
     this.records = records;
+    // Segments before the cursor's were fully acknowledged; a crash came before their
+    // deletion. Deleted only now that the rest checked out.
+    for (const n of numbers.filter((x) => x < head.segment)) fs.rmSync(join(this.dir, segmentName(n)));
     // New records go to a new segment: the old last one keeps its (checked) size.
     this.current = (live.at(-1) ?? head.segment - 1) + 1;
     this.createSegmentSync(this.current);
@@ -535,6 +554,7 @@ export class DiskQueue {
       }
       this.sizes.set(this.current, at + bytes);
       this.pendingBytes -= bytes;
+      this.groupsWritten++;
       for (const p of group) p.resolve();
       this.onDurable();
       if (at + bytes >= this.segmentBytes) {
@@ -568,6 +588,12 @@ export class DiskQueue {
     this.current = next;
     this.writeFd = fd;
     fs.closeSync(old);
+    // A head at the end of the old segment now moves on, so that segment can be deleted.
+    const head = this.normalise(this.headPos);
+    if (comparePositions(head, this.headPos) !== 0) {
+      this.headPos = head;
+      this.scheduleCursor();
+    }
   }
 
   private async syncDir(): Promise<void> {

@@ -19,11 +19,23 @@
 import type { ChildProcess } from 'node:child_process';
 import { spawn } from 'node:child_process';
 import dgram from 'node:dgram';
-import { closeSync, existsSync, mkdtempSync, openSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  readSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import net from 'node:net';
+import tls from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { CertifiedKey } from '../../pki/index.js';
+import type { ChainHead, Event } from '../index.js';
+import { chainEvent, createEvent, headOf } from '../index.js';
 import { createCertificateAuthority, issueCertificate } from '../../pki/index.js';
 import { parseRfc5424, SD_ID_EVENT, sdParam } from './format.js';
 
@@ -43,6 +55,8 @@ export interface Rsyslog {
   start(): Promise<void>;
   /** Stops it and waits for its exit: SIGTERM lets it write out what it read, SIGKILL does not. */
   stop(signal?: 'SIGTERM' | 'SIGKILL'): Promise<void>;
+  /** SIGSTOP: a hung collector — connections stay open, nothing is read. Follow with stop('SIGKILL'). */
+  freeze(): void;
   /** Every line written so far (read incrementally). */
   lines(): string[];
   /** Polls lines() until `done` holds; throws after timeoutMs with the last lines seen. */
@@ -72,14 +86,21 @@ async function freeUdpPort(): Promise<number> {
   return port;
 }
 
-function canConnect(port: number): Promise<boolean> {
+/** Whether the port accepts a connection (TLS: completes a handshake, so rsyslog logs no error). */
+function canConnect(port: number, tlsOpts?: tls.ConnectionOptions): Promise<boolean> {
   return new Promise((resolve) => {
-    const s = net.connect({ host: '127.0.0.1', port });
-    s.once('connect', () => {
-      s.destroy();
+    const s =
+      tlsOpts === undefined
+        ? net.connect({ host: '127.0.0.1', port })
+        : tls.connect({ host: '127.0.0.1', port, rejectUnauthorized: false, ...tlsOpts });
+    s.once(tlsOpts === undefined ? 'connect' : 'secureConnect', () => {
+      s.end();
       resolve(true);
     });
-    s.once('error', () => resolve(false));
+    s.once('error', () => {
+      s.destroy();
+      resolve(false);
+    });
   });
 }
 
@@ -177,7 +198,11 @@ ruleset(name="out") {
       for (;;) {
         if (spawnError !== null) throw new Error(`cannot run ${rsyslogdPath()}: ${String(spawnError)}`);
         if (c.exitCode !== null) throw new Error(`rsyslogd exited with ${c.exitCode}: ${stderr}`);
-        if ((await canConnect(tcpPort)) && (await canConnect(tlsPort)) && (await canConnect(tlsClientAuthPort))) {
+        if (
+          (await canConnect(tcpPort)) &&
+          (await canConnect(tlsPort, {})) &&
+          (await canConnect(tlsClientAuthPort, { cert: client.certPem, key: client.keyPem }))
+        ) {
           return;
         }
         if (Date.now() > deadline) throw new Error(`rsyslogd did not listen within 10 s: ${stderr}`);
@@ -190,6 +215,9 @@ ruleset(name="out") {
       c.kill(signal);
       await exited;
       child = null;
+    },
+    freeze() {
+      child?.kill('SIGSTOP');
     },
     lines() {
       readNew();
@@ -233,4 +261,31 @@ export function eventIds(lines: readonly string[]): string[] {
 export function dedupe(ids: readonly string[]): string[] {
   const seen = new Set<string>();
   return ids.filter((id) => (seen.has(id) ? false : (seen.add(id), true)));
+}
+
+/**
+ * `n` chained events (seq from `head`), each a VM reconfiguration with two changes, their
+ * object ids `${tag}-${i}` so that a test can tell its events apart from another test's.
+ */
+export function makeEvents(n: number, tag: string, head: ChainHead | null = null): Event[] {
+  const out: Event[] = [];
+  let h = head;
+  for (let i = 0; i < n; i++) {
+    const e = chainEvent(
+      createEvent({
+        type: 'vm.reconfigured',
+        user: 'ops@local',
+        sourceIp: '10.0.0.5',
+        object: { kind: 'vm', id: `${tag}-${i}`, name: 'web-01' },
+        changes: [
+          { path: 'memoryMiB', from: 6144, to: 10240 + i },
+          { path: 'nics[nic0].network', from: 'PCI', to: 'Non-PCI' },
+        ],
+      }),
+      h,
+    );
+    h = headOf(e);
+    out.push(e);
+  }
+  return out;
 }

@@ -36,7 +36,7 @@ import type { Event } from '../index.js';
 import type { HeaderOptions, SyslogFormat } from './format.js';
 import { formatMessages, frameOctetCounted, HEADER_LIMITS, isHeaderToken } from './format.js';
 import type { QueuePosition, QueueRecord } from './queue.js';
-import { comparePositions, DiskQueue, MAX_RECORD_BYTES } from './queue.js';
+import { DiskQueue, MAX_RECORD_BYTES } from './queue.js';
 import type { Connector, SyslogConnection, TransportKind, TransportOptions } from './transport.js';
 import { CONNECTORS } from './transport.js';
 
@@ -475,7 +475,7 @@ export class SyslogSink {
       left() > 0 &&
       this.conn !== null &&
       this.conn.failure === null &&
-      (comparePositions(this.sendPos, this.queue.end) < 0 || this.queue.count > this.queuedAfter())
+      (this.queue.hasRecordsFrom(this.sendPos) || this.queue.count > this.queuedAfter())
     ) {
       await new Promise((r) => setTimeout(r, 5));
     }
@@ -488,7 +488,8 @@ export class SyslogSink {
     this.conn = null;
     if (conn !== null && conn.failure === null) {
       // A write still stuck (the collector stopped reading) ends here too.
-      const clean = await conn.end(Math.max(left(), this.ackGraceMs));
+      // UDP can only wait for a late ICMP error; a stream waits for the collector's FIN.
+      const clean = await conn.end(conn.kind === 'udp' ? this.ackGraceMs : Math.max(left(), this.ackGraceMs));
       const last = this.inflight.at(-1);
       if (clean && last !== undefined) {
         this.queue.ack(
