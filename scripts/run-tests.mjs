@@ -1,4 +1,5 @@
-// Runs every compiled test file with node:test. Node 20's runner takes no globs, so the
+// Runs every compiled test file with node:test (a test that hangs fails after 5 minutes
+// instead of holding CI until its limit). Node 20's runner takes no globs, so the
 // files are listed here. Tests that start real peers pick free ports and their own
 // directories, so files run in parallel (two at a time on these 2-core machines).
 import { readdirSync, statSync } from 'node:fs';
@@ -31,7 +32,7 @@ if (files.length === 0) {
   process.exit(1);
 }
 const concurrency = process.env.HYPERSEAL_TEST_CONCURRENCY ?? '2';
-const result = spawnSync(process.execPath, ['--test', `--test-concurrency=${concurrency}`, ...files], {
+const result = spawnSync(process.execPath, ['--test', `--test-concurrency=${concurrency}`, '--test-timeout=300000', ...files], {
   stdio: 'inherit',
 });
 process.exit(result.status ?? 1);

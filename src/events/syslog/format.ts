@@ -23,7 +23,7 @@
  * chain covers, so a collector can check `hash` against the JSON format's content.
  */
 import { HypersealError } from '../../errors.js';
-import { canonicalJson, renderValue } from '../index.js';
+import { canonicalJson } from '../index.js';
 import type { Change, Event, EventType, JsonValue, Severity } from '../index.js';
 
 /**
@@ -81,8 +81,6 @@ export const HEADER_LIMITS = { hostname: 255, appName: 48, procId: 128, msgId: 3
 
 /** Smallest number of bytes a part must have free for fields after its fixed prefix. */
 const MIN_PART_ROOM = 64;
-/** A JSON value printed in a change parameter is never cut: the collector gets it whole. */
-const FULL_VALUE = Number.MAX_SAFE_INTEGER;
 
 export type SyslogFormat = 'rfc5424' | 'json' | 'ocsf';
 
@@ -122,23 +120,36 @@ function headerField(value: string | undefined, max: number): string {
 
 const TIMESTAMP = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$/;
 
-/** `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID ` (with the trailing space). */
-function headerOf(event: Event, opts: HeaderOptions): string {
+/** What the header of every message of one target shares, checked and sanitised once. */
+interface HeaderParts {
+  readonly facility: number;
+  /** ` HOSTNAME APP-NAME PROCID ` */
+  readonly middle: string;
+}
+
+function headerParts(opts: HeaderOptions): HeaderParts {
   const facility = opts.facility ?? DEFAULT_FACILITY;
   if (!Number.isInteger(facility) || facility < 0 || facility > 23) {
     throw new HypersealError('HS_ERR_SYSLOG_CONFIG', `facility ${facility} is not 0–23`);
   }
-  // Event times are ISO 8601 UTC with milliseconds, which RFC 5424 takes as they are.
-  const time = TIMESTAMP.test(event.time) ? event.time : '-';
-  return [
-    `<${priority(facility, event.severity)}>1`,
-    time,
+  const middle = [
+    '',
     headerField(opts.hostname, HEADER_LIMITS.hostname),
     headerField(opts.appName ?? DEFAULT_APP_NAME, HEADER_LIMITS.appName),
     headerField(opts.procId, HEADER_LIMITS.procId),
-    headerField(event.type, HEADER_LIMITS.msgId),
     '',
   ].join(' ');
+  return { facility, middle };
+}
+
+/** `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID ` (with the trailing space). */
+function headerOf(event: Event, h: HeaderParts): string {
+  // Event times are ISO 8601 UTC with milliseconds, which RFC 5424 takes as they are.
+  const time = TIMESTAMP.test(event.time) ? event.time : '-';
+  const msgId = /^[\x21-\x7e]{1,32}$/.test(event.type)
+    ? event.type
+    : headerField(event.type, HEADER_LIMITS.msgId);
+  return `<${priority(h.facility, event.severity)}>1 ${time}${h.middle}${msgId} `;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -151,8 +162,9 @@ interface Param {
 
 /** RFC 5424 §6.3.3: in a PARAM-VALUE, '"', '\' and ']' are escaped with a backslash. */
 export function escapeParamValue(value: string): string {
-  return value.replace(/["\\\]]/g, (c) => `\\${c}`);
+  return SD_SPECIAL.test(value) ? value.replace(/["\\\]]/g, (c) => `\\${c}`) : value;
 }
+const SD_SPECIAL = /["\\\]]/;
 
 function sdElement(id: string, params: readonly Param[]): string {
   let s = `[${id}`;
@@ -160,8 +172,12 @@ function sdElement(id: string, params: readonly Param[]): string {
   return `${s}]`;
 }
 
-/** Control characters of a path printed as escapes: a path must not forge a log line. */
+// eslint-disable-next-line no-control-regex
+const CONTROLS = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
+
+/** Control characters printed as escapes: no value may forge a log line. As message.ts does. */
 function escapeControls(s: string): string {
+  if (!CONTROLS.test(s)) return s;
   // eslint-disable-next-line no-control-regex
   return s.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => {
     if (c === '\n') return '\\n';
@@ -171,13 +187,41 @@ function escapeControls(s: string): string {
   });
 }
 
+// eslint-disable-next-line no-control-regex
+const QUOTE_SPECIAL = /[\\'\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
+
+function quote(s: string): string {
+  if (!QUOTE_SPECIAL.test(s)) return `'${s}'`;
+  return `'${escapeControls(s.replace(/\\/g, '\\\\').replace(/'/g, "\\'"))}'`;
+}
+
+/**
+ * A value in the notation of the event message (message.ts renderValue: strings quoted,
+ * `(none)` for null, `[…]` and `{key: …}`), but never cut. Written out here because
+ * renderValue splits every value into code points to measure it, which is most of the
+ * cost of formatting an event; a test keeps the two notations identical.
+ */
+export function renderFullValue(v: JsonValue): string {
+  if (v === null) return '(none)';
+  if (typeof v === 'string') return quote(v);
+  if (typeof v === 'number' || typeof v === 'boolean') return String(v);
+  if (isList(v)) return `[${v.map(renderFullValue).join(', ')}]`;
+  const fields = Object.keys(v).map(
+    (k) => `${/^[A-Za-z_$][\w$]*$/.test(k) ? k : quote(k)}: ${renderFullValue(v[k] ?? null)}`,
+  );
+  return `{${fields.join(', ')}}`;
+}
+
+function isList(v: JsonValue): v is readonly JsonValue[] {
+  return Array.isArray(v);
+}
+
 /**
  * `path: from → to`, values in the notation of the event message (strings quoted, nothing
  * cut): `nics[nic0].network: 'PCI' → 'Non-PCI'`, `memoryMiB: 6144 → 10240`.
  */
 export function renderChangeParam(change: Change): string {
-  const v = (x: JsonValue): string => renderValue(x, FULL_VALUE);
-  return `${escapeControls(change.path)}: ${v(change.from)} → ${v(change.to)}`;
+  return `${escapeControls(change.path)}: ${renderFullValue(change.from)} → ${renderFullValue(change.to)}`;
 }
 
 /** The `hyperseal@32473` parameters of the rfc5424 format after `id`, in order. */
@@ -249,30 +293,45 @@ function contentOf(event: Event, format: SyslogFormat): Content {
  * or keep it in the text, and every one of them reads UTF-8 anyway.
  */
 export function toRfc5424(event: Event, opts: HeaderOptions = {}, format: SyslogFormat = 'rfc5424'): string {
-  return assemble(headerOf(event, opts), contentOf(event, format));
+  return assemble(headerOf(event, headerParts(opts)), contentOf(event, format));
 }
 
 /**
- * The event as RFC 5424 messages of at most `maxMessageBytes` bytes each: one message when
- * it fits, else numbered parts (see the file comment). Throws HS_ERR_SYSLOG_CONFIG when the
- * limit cannot hold a part's header and id.
+ * A function from an event to its RFC 5424 messages of at most `maxMessageBytes` bytes
+ * each: one message when it fits, else numbered parts (see the file comment). The header
+ * options are checked and sanitised once, here (a sink formats every event with the same).
+ * The function throws HS_ERR_SYSLOG_CONFIG when the limit cannot hold a part's header and id.
  */
+export function createFormatter(format: SyslogFormat, opts: FormatOptions): (event: Event) => string[] {
+  const h = headerParts(opts);
+  const max = opts.maxMessageBytes;
+  return (event) => {
+    const header = headerOf(event, h);
+    const content = contentOf(event, format);
+    const whole = assemble(header, content);
+    // A string of n UTF-16 units has at most 3n UTF-8 bytes: most events need no count.
+    if (whole.length * 3 <= max || Buffer.byteLength(whole) <= max) return [whole];
+    return split(event, header, content, max);
+  };
+}
+
+/** createFormatter(format, opts)(event), for one-off use. */
 export function formatMessages(event: Event, format: SyslogFormat, opts: FormatOptions): string[] {
-  const header = headerOf(event, opts);
-  const content = contentOf(event, format);
-  const whole = assemble(header, content);
-  if (Buffer.byteLength(whole) <= opts.maxMessageBytes) return [whole];
+  return createFormatter(format, opts)(event);
+}
+
+function split(event: Event, header: string, content: Content, max: number): string[] {
   // The room per part depends on how many digits `part="i/n"` takes: try 1, 2, … digits.
   for (let digits = 1; digits <= 9; digits++) {
     const widest = `${'9'.repeat(digits)}/${'9'.repeat(digits)}`;
     const fixed = Buffer.byteLength(
       assemble(header, { ...content, event: [], changes: [], msg: '' }, widest),
     );
-    const room = opts.maxMessageBytes - fixed;
+    const room = max - fixed;
     if (room < MIN_PART_ROOM) {
       throw new HypersealError(
         'HS_ERR_SYSLOG_CONFIG',
-        `a syslog message limit of ${opts.maxMessageBytes} bytes cannot hold a part of event ${event.id} ` +
+        `a syslog message limit of ${max} bytes cannot hold a part of event ${event.id} ` +
           `(its header and id take ${fixed} bytes, ${MIN_PART_ROOM} more are needed)`,
       );
     }

@@ -34,7 +34,7 @@ import { HypersealError } from '../../errors.js';
 import { trace } from '../../trace.js';
 import type { Event } from '../index.js';
 import type { HeaderOptions, SyslogFormat } from './format.js';
-import { formatMessages, frameOctetCounted, HEADER_LIMITS, isHeaderToken } from './format.js';
+import { createFormatter, HEADER_LIMITS, isHeaderToken } from './format.js';
 import type { QueuePosition, QueueRecord } from './queue.js';
 import { DiskQueue, MAX_RECORD_BYTES } from './queue.js';
 import type { Connector, SyslogConnection, TransportKind, TransportOptions } from './transport.js';
@@ -154,8 +154,7 @@ export class SyslogSink {
   private readonly queue: DiskQueue;
   private readonly connector: Connector;
   private readonly transportOpts: TransportOptions;
-  private readonly header: HeaderOptions;
-  private readonly maxMessageBytes: number;
+  private readonly format: (event: Event) => string[];
   private readonly ackGraceMs: number;
   private readonly holdRecords: number;
   private readonly reconnectMinMs: number;
@@ -191,27 +190,25 @@ export class SyslogSink {
       ...(target.keyPem === undefined ? {} : { keyPem: target.keyPem }),
       connectTimeoutMs: opts.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs,
     };
-    this.header = {
+    const header: HeaderOptions = {
       ...(target.facility === undefined ? {} : { facility: target.facility }),
       ...(target.appName === undefined ? {} : { appName: target.appName }),
       hostname: target.hostname ?? osHostname(),
       procId: String(process.pid),
     };
-    this.maxMessageBytes =
+    const maxMessageBytes =
       target.transport === 'udp'
         ? (target.maxDatagramBytes ?? DEFAULT_MAX_DATAGRAM_BYTES)
         : (target.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES);
+    this.format = createFormatter(target.format, { ...header, maxMessageBytes });
+    // Fails now rather than on the first long event: the limit must hold a part's header.
+    this.format({ ...PROBE_EVENT, message: 'x'.repeat(maxMessageBytes) });
     this.ackGraceMs = opts.ackGraceMs ?? DEFAULTS.ackGraceMs;
     this.holdRecords = opts.holdRecords ?? DEFAULTS.holdRecords;
     this.reconnectMinMs = opts.reconnectMinMs ?? DEFAULTS.reconnectMinMs;
     this.reconnectMaxMs = opts.reconnectMaxMs ?? DEFAULTS.reconnectMaxMs;
     this.maxBatchBytes = opts.maxBatchBytes ?? DEFAULTS.maxBatchBytes;
     this.closeTimeoutMs = opts.closeTimeoutMs ?? DEFAULTS.closeTimeoutMs;
-    // Fails now rather than on the first long event: the limit must hold a part's header.
-    formatMessages({ ...PROBE_EVENT, message: 'x'.repeat(this.maxMessageBytes) }, target.format, {
-      ...this.header,
-      maxMessageBytes: this.maxMessageBytes,
-    });
     this.queue = new DiskQueue({
       dir: opts.queueDir,
       ...(opts.segmentBytes === undefined ? {} : { segmentBytes: opts.segmentBytes }),
@@ -299,18 +296,13 @@ export class SyslogSink {
         ),
       );
     }
-    let body: Buffer;
+    let msgs: string[];
     try {
-      const msgs = formatMessages(event, this.target.format, {
-        ...this.header,
-        maxMessageBytes: this.maxMessageBytes,
-      });
-      body =
-        msgs.length === 1 ? frameOctetCounted(msgs[0] as string) : Buffer.concat(msgs.map(frameOctetCounted));
+      msgs = this.format(event);
     } catch (err) {
       return Promise.reject(err as Error);
     }
-    return this.queue.enqueue(event.id, body);
+    return this.queue.enqueue(event.id, msgs);
   }
 
   stats(): SyslogSinkStats {
