@@ -171,6 +171,12 @@ test('parts under fuzzing: any content, any limit — every part fits, parses, a
     for (const format of ['rfc5424', 'json', 'ocsf'] as const) {
       const parts = formatMessages(e, format, { ...HEADER, maxMessageBytes: max });
       const whole = toRfc5424(e, HEADER, format);
+      const unsplit = formatMessages(e, format, { ...HEADER, maxMessageBytes: 1 << 20 });
+      assert.deepEqual(
+        unsplit,
+        [whole],
+        `round ${round} ${format}: the fast path writes what assemble() does`,
+      );
       for (const p of parts) {
         assert.ok(
           Buffer.byteLength(p) <= max,

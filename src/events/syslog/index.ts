@@ -13,6 +13,7 @@ export {
   SD_ID_EVENT,
   SYSLOG_SEVERITY,
   escapeParamValue,
+  createFormatter,
   formatMessages,
   frameOctetCounted,
   joinParts,
@@ -31,7 +32,15 @@ export {
   type SdElement,
   type SyslogFormat,
 } from './format.js';
-export { DiskQueue, type DiskQueueOptions, type QueuePosition, type QueueRecord } from './queue.js';
+export {
+  DiskQueue,
+  lockQueueDir,
+  unlockQueueDir,
+  type DiskQueueOptions,
+  type QueuePosition,
+  type QueueRecord,
+} from './queue.js';
+export { Sender, type SenderOptions, type SenderStats } from './sender.js';
 export {
   CONNECTORS,
   connectTcp,

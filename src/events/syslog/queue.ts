@@ -67,13 +67,24 @@ export interface DiskQueueOptions {
   readonly maxQueueBytes?: number;
   /** The acknowledged position is written at most this often. Default 100 ms. */
   readonly cursorIntervalMs?: number;
+  /**
+   * The latest durable records are also kept in memory, up to this many bytes, so that a
+   * sender keeping up reads them from there rather than back from the file. Default 16 MiB.
+   */
+  readonly memoryBytes?: number;
   /** Called (synchronously) whenever records became durable: readers may read on. */
   readonly onDurable?: () => void;
+  /**
+   * Take the directory's lock file in open() and release it in close(). Default true;
+   * false when the caller holds it (lockQueueDir), as the sink does from its own thread.
+   */
+  readonly lock?: boolean;
 }
 
 export const DEFAULT_SEGMENT_BYTES = 8 * 1024 * 1024;
 export const DEFAULT_MAX_QUEUE_BYTES = 1024 * 1024 * 1024;
 export const DEFAULT_CURSOR_INTERVAL_MS = 100;
+export const DEFAULT_MEMORY_BYTES = 16 * 1024 * 1024;
 
 const MAGIC = Buffer.from('HSSQ', 'latin1');
 const VERSION = 1;
@@ -115,12 +126,24 @@ export function crc32(buf: Uint8Array, start = 0, end = buf.length): number {
 // ---------------------------------------------------------------------------------------
 // Records
 
+/** A record measured (recordLayout) and ready to be written (writeRecord). */
+export interface RecordLayout {
+  readonly id: string;
+  readonly body: Buffer | readonly string[];
+  readonly idLength: number;
+  /** For messages: `${length} ` prefixes and UTF-8 lengths. */
+  readonly prefixes: readonly string[];
+  readonly lengths: readonly number[];
+  /** Bytes of the whole record, header included. */
+  readonly size: number;
+}
+
 /**
- * A record for event `id`. The body is given as bytes, or as messages that are written
- * octet-counted (`LEN SP MSG`, RFC 6587) straight into the record: one allocation and one
- * UTF-8 encoding per event on the sink's hot path.
+ * Measures the record of event `id`. The body is given as bytes, or as messages that are
+ * written octet-counted (`LEN SP MSG`, RFC 6587) straight into the record: one UTF-8
+ * encoding per event, into whatever buffer the caller has room in.
  */
-export function encodeRecord(id: string, body: Buffer | readonly string[]): Buffer {
+export function recordLayout(id: string, body: Buffer | readonly string[]): RecordLayout {
   const idLength = Buffer.byteLength(id);
   if (idLength === 0 || idLength > MAX_ID_BYTES) {
     throw new HypersealError('HS_ERR_SYSLOG_QUEUE_IO', `an event id of ${idLength} bytes cannot be queued`);
@@ -142,20 +165,33 @@ export function encodeRecord(id: string, body: Buffer | readonly string[]): Buff
       `event ${id} formats to ${bodyLength} bytes, over the queue's ${MAX_RECORD_BYTES}-byte record limit`,
     );
   }
-  const rec = Buffer.allocUnsafe(RECORD_HEADER_BYTES + payloadLength);
-  let at = RECORD_HEADER_BYTES;
-  rec[at++] = idLength;
-  at += rec.write(id, at, 'utf8');
+  return { id, body, idLength, prefixes, lengths, size: RECORD_HEADER_BYTES + payloadLength };
+}
+
+/** Writes the record at `start` of `buf` (which has room for layout.size bytes). */
+export function writeRecord(buf: Buffer, start: number, layout: RecordLayout): void {
+  let at = start + RECORD_HEADER_BYTES;
+  buf[at++] = layout.idLength;
+  at += buf.write(layout.id, at, 'utf8');
+  const body = layout.body;
   if (Buffer.isBuffer(body)) {
-    body.copy(rec, at);
+    body.copy(buf, at);
   } else {
     body.forEach((m, i) => {
-      at += rec.write(prefixes[i] as string, at, 'latin1');
-      at += rec.write(m, at, lengths[i] as number, 'utf8');
+      at += buf.write(layout.prefixes[i] as string, at, 'latin1');
+      at += buf.write(m, at, layout.lengths[i] as number, 'utf8');
     });
   }
-  rec.writeUInt32BE(payloadLength, 0);
-  rec.writeUInt32BE(crc32(rec, RECORD_HEADER_BYTES), 4);
+  const end = start + layout.size;
+  buf.writeUInt32BE(layout.size - RECORD_HEADER_BYTES, start);
+  buf.writeUInt32BE(crc32(buf, start + RECORD_HEADER_BYTES, end), start + 4);
+}
+
+/** The record of event `id` in a buffer of its own (see recordLayout). */
+export function encodeRecord(id: string, body: Buffer | readonly string[]): Buffer {
+  const layout = recordLayout(id, body);
+  const rec = Buffer.allocUnsafe(layout.size);
+  writeRecord(rec, 0, layout);
   return rec;
 }
 
@@ -246,6 +282,7 @@ function corrupt(message: string): HypersealError {
 }
 
 interface Pending {
+  readonly id: string;
   readonly rec: Buffer;
   readonly resolve: () => void;
   readonly reject: (err: Error) => void;
@@ -263,12 +300,56 @@ function pidAlive(pid: number): boolean {
   }
 }
 
+/**
+ * Takes the lock file of a queue directory for this process (its pid inside); a lock left
+ * by a process that is gone is taken over. Throws HS_ERR_SYSLOG_QUEUE_LOCKED while another
+ * live process — or another queue in this one — holds it.
+ */
+export function lockQueueDir(dir: string): void {
+  const path = join(dir, LOCK_FILE);
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      fs.writeFileSync(path, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw ioError(`cannot create ${path}`, err);
+    }
+    const pid = Number.parseInt(fs.readFileSync(path, 'utf8'), 10);
+    // A pid reused by an unrelated process keeps the lock: the message says what to do.
+    if (Number.isInteger(pid) && pid > 0 && pidAlive(pid)) {
+      throw new HypersealError(
+        'HS_ERR_SYSLOG_QUEUE_LOCKED',
+        `syslog queue ${dir} is in use by process ${pid}` +
+          (pid === process.pid ? ' (this one: another sink has it open)' : '') +
+          `; if that process is not Hyperseal, remove ${path}`,
+      );
+    }
+    // Left by a process that died: take it over.
+    trace('syslog', 'stale queue lock taken over', { dir, pid });
+    fs.rmSync(path, { force: true });
+  }
+  throw new HypersealError('HS_ERR_SYSLOG_QUEUE_LOCKED', `syslog queue ${dir}: lost a race for its lock`);
+}
+
+/** Releases the lock file if this process holds it. */
+export function unlockQueueDir(dir: string): void {
+  const path = join(dir, LOCK_FILE);
+  try {
+    if (fs.readFileSync(path, 'utf8').trim() === String(process.pid)) fs.rmSync(path, { force: true });
+  } catch {
+    // Already gone: nothing to release.
+  }
+}
+
 export class DiskQueue {
   readonly dir: string;
   private readonly segmentBytes: number;
   private readonly maxQueueBytes: number;
   private readonly cursorIntervalMs: number;
-  private readonly onDurable: () => void;
+  /** Called whenever records became durable (the sender sets it to wake up). */
+  onDurable: () => void;
+  private readonly memoryBytes: number;
+  private readonly takesLock: boolean;
 
   /** Durable size of each segment on disk (the current one: up to its last synced group). */
   private readonly sizes = new Map<number, number>();
@@ -286,6 +367,10 @@ export class DiskQueue {
   private state: 'new' | 'open' | 'closing' | 'closed' = 'new';
   /** Groups written (each one write + one fdatasync): records / groups is the coalescing. */
   groupsWritten = 0;
+  /** The latest durable records, in order, from index recentStart (see memoryBytes). */
+  private recent: QueueRecord[] = [];
+  private recentStart = 0;
+  private recentBytes = 0;
 
   constructor(opts: DiskQueueOptions) {
     this.dir = opts.dir;
@@ -293,6 +378,8 @@ export class DiskQueue {
     this.maxQueueBytes = opts.maxQueueBytes ?? DEFAULT_MAX_QUEUE_BYTES;
     this.cursorIntervalMs = opts.cursorIntervalMs ?? DEFAULT_CURSOR_INTERVAL_MS;
     this.onDurable = opts.onDurable ?? (() => undefined);
+    this.memoryBytes = opts.memoryBytes ?? DEFAULT_MEMORY_BYTES;
+    this.takesLock = opts.lock ?? true;
   }
 
   /** The first record not yet acknowledged. */
@@ -337,52 +424,14 @@ export class DiskQueue {
     } catch (err) {
       throw ioError(`cannot create ${this.dir}`, err);
     }
-    this.lock();
+    if (this.takesLock) lockQueueDir(this.dir);
     try {
       this.recover();
     } catch (err) {
-      this.unlock();
+      if (this.takesLock) unlockQueueDir(this.dir);
       throw isHypersealError(err) ? err : ioError(`cannot open ${this.dir}`, err);
     }
     this.state = 'open';
-  }
-
-  private lock(): void {
-    const path = join(this.dir, LOCK_FILE);
-    for (let attempt = 0; attempt < 2; attempt++) {
-      try {
-        fs.writeFileSync(path, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
-        return;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw ioError(`cannot create ${path}`, err);
-      }
-      const pid = Number.parseInt(fs.readFileSync(path, 'utf8'), 10);
-      // A pid reused by an unrelated process keeps the lock: the message says what to do.
-      if (Number.isInteger(pid) && pid > 0 && pidAlive(pid)) {
-        throw new HypersealError(
-          'HS_ERR_SYSLOG_QUEUE_LOCKED',
-          `syslog queue ${this.dir} is in use by process ${pid}` +
-            (pid === process.pid ? ' (this one: another sink has it open)' : '') +
-            `; if that process is not Hyperseal, remove ${path}`,
-        );
-      }
-      // Left by a process that died: take it over.
-      trace('syslog', 'stale queue lock taken over', { dir: this.dir, pid });
-      fs.rmSync(path, { force: true });
-    }
-    throw new HypersealError(
-      'HS_ERR_SYSLOG_QUEUE_LOCKED',
-      `syslog queue ${this.dir}: lost a race for its lock`,
-    );
-  }
-
-  private unlock(): void {
-    const path = join(this.dir, LOCK_FILE);
-    try {
-      if (fs.readFileSync(path, 'utf8').trim() === String(process.pid)) fs.rmSync(path, { force: true });
-    } catch {
-      // Already gone: nothing to release.
-    }
   }
 
   private readCursor(): QueuePosition | null {
@@ -538,16 +587,24 @@ export class DiskQueue {
    * `body`: bytes, or messages to store octet-counted (see encodeRecord).
    */
   enqueue(id: string, body: Buffer | readonly string[]): Promise<void> {
-    if (this.state !== 'open') {
-      return Promise.reject(
-        new HypersealError('HS_ERR_SYSLOG_CLOSED', `syslog queue ${this.dir} is not open`),
-      );
-    }
     let rec: Buffer;
     try {
       rec = encodeRecord(id, body);
     } catch (err) {
       return Promise.reject(err as Error);
+    }
+    return this.enqueueRecord(id, rec);
+  }
+
+  /**
+   * enqueue() for a record made by encodeRecord(id, …) elsewhere (the sink encodes in its
+   * caller's thread and hands batches of records to this queue's thread).
+   */
+  enqueueRecord(id: string, rec: Buffer): Promise<void> {
+    if (this.state !== 'open') {
+      return Promise.reject(
+        new HypersealError('HS_ERR_SYSLOG_CLOSED', `syslog queue ${this.dir} is not open`),
+      );
     }
     if (this.bytes + rec.length > this.maxQueueBytes) {
       return Promise.reject(
@@ -558,7 +615,7 @@ export class DiskQueue {
       );
     }
     return new Promise((resolve, reject) => {
-      this.pending.push({ rec, resolve, reject });
+      this.pending.push({ id, rec, resolve, reject });
       this.pendingBytes += rec.length;
       this.records++;
       this.writing ??= this.writeLoop();
@@ -596,6 +653,7 @@ export class DiskQueue {
       this.sizes.set(this.current, at + bytes);
       this.pendingBytes -= bytes;
       this.groupsWritten++;
+      this.remember(group, at);
       for (const p of group) p.resolve();
       this.onDurable();
       if (at + bytes >= this.segmentBytes) {
@@ -646,6 +704,55 @@ export class DiskQueue {
     }
   }
 
+  /** Keeps a group just made durable in memory, dropping the oldest beyond memoryBytes. */
+  private remember(group: readonly Pending[], at: number): void {
+    let offset = at;
+    for (const p of group) {
+      const pos = { segment: this.current, offset };
+      offset += p.rec.length;
+      const body = p.rec.subarray(RECORD_HEADER_BYTES + 1 + (p.rec[RECORD_HEADER_BYTES] as number));
+      this.recent.push({ id: p.id, body, pos, next: { segment: this.current, offset } });
+      this.recentBytes += p.rec.length;
+    }
+    while (this.recentBytes > this.memoryBytes && this.recentStart < this.recent.length) this.forgetOldest();
+    this.compactRecent();
+  }
+
+  private forgetOldest(): void {
+    const r = this.recent[this.recentStart++] as QueueRecord;
+    this.recentBytes -= r.next.offset - r.pos.offset;
+  }
+
+  private compactRecent(): void {
+    if (this.recentStart > 4096 && this.recentStart * 2 > this.recent.length) {
+      this.recent = this.recent.slice(this.recentStart);
+      this.recentStart = 0;
+    }
+  }
+
+  /** Records from `pos` on, from memory; null when `pos` is not a remembered record. */
+  private readRecent(pos: QueuePosition, maxBytes: number): QueueRecord[] | null {
+    let lo = this.recentStart;
+    let hi = this.recent.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      const c = comparePositions((this.recent[mid] as QueueRecord).pos, pos);
+      if (c === 0) {
+        const out: QueueRecord[] = [];
+        let bytes = 0;
+        for (let i = mid; i < this.recent.length && (out.length === 0 || bytes < maxBytes); i++) {
+          const r = this.recent[i] as QueueRecord;
+          out.push(r);
+          bytes += r.body.length;
+        }
+        return out;
+      }
+      if (c < 0) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    return null;
+  }
+
   /**
    * Durable records from `from` on, at most `maxBytes` of them (but always a whole first
    * record): [] when there are none yet.
@@ -653,6 +760,8 @@ export class DiskQueue {
   async read(from: QueuePosition, maxBytes: number): Promise<QueueRecord[]> {
     if (this.state === 'closed') return [];
     const pos = this.normalise(from);
+    const remembered = this.readRecent(pos, maxBytes);
+    if (remembered !== null) return remembered;
     const limit = this.sizes.get(pos.segment);
     if (limit === undefined) throw corrupt(`no segment ${segmentName(pos.segment)} to read`);
     if (pos.offset >= limit) return [];
@@ -710,6 +819,14 @@ export class DiskQueue {
       throw new HypersealError('HS_ERR_INTERNAL', 'ack past the queue end');
     this.headPos = this.normalise(to);
     this.records = Math.max(0, this.records - records);
+    // Acknowledged records are never read again: no need to remember them.
+    while (
+      this.recentStart < this.recent.length &&
+      comparePositions((this.recent[this.recentStart] as QueueRecord).next, to) <= 0
+    ) {
+      this.forgetOldest();
+    }
+    this.compactRecent();
     this.scheduleCursor();
   }
 
@@ -779,6 +896,6 @@ export class DiskQueue {
     this.readFds.clear();
     fs.closeSync(this.writeFd);
     this.writeFd = -1;
-    this.unlock();
+    if (this.takesLock) unlockQueueDir(this.dir);
   }
 }

@@ -59,6 +59,8 @@ export interface Rsyslog {
   freeze(): void;
   /** Every line written so far (read incrementally). */
   lines(): string[];
+  /** How many lines were written so far, without decoding them (cheap to poll in a benchmark). */
+  lineCount(): number;
   /** Polls lines() until `done` holds; throws after timeoutMs with the last lines seen. */
   waitFor(done: (lines: string[]) => boolean, timeoutMs: number): Promise<string[]>;
   dispose(): Promise<void>;
@@ -152,6 +154,8 @@ ruleset(name="out") {
   let readOffset = 0;
   let partial = '';
   const seen: string[] = [];
+  let countOffset = 0;
+  let counted = 0;
 
   const readNew = (): void => {
     if (!existsSync(outFile)) return;
@@ -222,6 +226,22 @@ ruleset(name="out") {
     lines() {
       readNew();
       return seen;
+    },
+    lineCount() {
+      if (!existsSync(outFile)) return 0;
+      const size = statSync(outFile).size;
+      if (size > countOffset) {
+        const fd = openSync(outFile, 'r');
+        try {
+          const buf = Buffer.allocUnsafe(Math.min(size - countOffset, 1 << 20));
+          const n = readSync(fd, buf, 0, buf.length, countOffset);
+          countOffset += n;
+          for (let i = buf.indexOf(10, 0); i >= 0 && i < n; i = buf.indexOf(10, i + 1)) counted++;
+        } finally {
+          closeSync(fd);
+        }
+      }
+      return counted;
     },
     async waitFor(done, timeoutMs) {
       const deadline = Date.now() + timeoutMs;

@@ -134,6 +134,8 @@ test('TCP: 1,000 events arrive in order, each exactly once, byte for byte; a cle
     maxMessageBytes: 8000,
   });
   assert.deepEqual([got[0]?.line], expected, 'the collector has the exact message');
+  // Stats come from the sink's worker thread a moment after the fact.
+  for (let i = 0; i < 100 && sink.stats().sent < 1000; i++) await new Promise((r) => setTimeout(r, 10));
   assert.equal(sink.stats().connected, true);
   assert.equal(sink.stats().sent, 1000);
   await sink.close();

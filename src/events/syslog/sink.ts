@@ -1,43 +1,30 @@
 /**
  * SyslogSink: one syslog target. Events are formatted when delivered, queued on disk
- * (queue.ts) and sent in order by one pump over one connection (transport.ts); a
- * collector that is down only makes the queue grow, and it drains in order when the
- * collector is back. deliver() resolves once the event is durably queued.
+ * (queue.ts) and sent in order over one connection (sender.ts, transport.ts); a collector
+ * that is down only makes the queue grow, and it drains in order when the collector is
+ * back. deliver() resolves once the event is durably queued.
  *
- * When is a record "acknowledged" (removed from the queue)? Syslog over TCP/TLS has no
- * application-level acknowledgement: a successful write means the bytes reached our
- * kernel, not the collector's disk. When a collector dies, what it had not read yet (its
- * socket buffer, our socket buffer, its own in-memory queue) is lost, and we learn of it
- * only from the RST or FIN that follows. So a record written is acknowledged only when:
+ * The queue and the sender run in a worker thread (sink-worker.ts): the caller's thread
+ * only formats each event and posts its messages, a few µs, so a busy manager does not
+ * pay for fsync, reads, framing and socket writes in its event loop. The worker keeps the
+ * process alive only while deliveries are pending (a forgotten close() does not hang a
+ * process; what was queued is sent on the next start).
  *
- *   1. `ackGraceMs` have passed since its write completed, with the connection still up
- *      (a collector that died meanwhile has made the connection fail by then), and
- *   2. at least `holdRecords` more records were written after it on the same connection
- *      (a later write succeeding is more evidence the collector is alive and reading),
- *
- * or when close() ends the connection cleanly: we send FIN and the collector answers with
- * its own only after reading everything before it — a real end-to-end acknowledgement.
- * When the connection fails, every record not yet acknowledged is sent again on the next
- * connection, in order.
- *
- * The trade-off: around an outage the collector may receive some records twice (those it
- * had received in the last `ackGraceMs` / `holdRecords` before the connection failed).
- * Every message carries its event's id (and seq), so duplicates are recognisable and a
- * SIEM can drop them; losing an event would not be recognisable at all. What this cannot
- * catch: a collector that stops reading for longer than the grace period and then dies
- * with our bytes in its buffers — only an application-level protocol (RELP) can.
- * Idle, the last `holdRecords` records stay queued (they count in stats().queued) until
- * more events are written or the sink is closed.
+ * When a record counts as delivered (acknowledged) and why a collector may see a few
+ * records twice around an outage, recognisable by their event id: see sender.ts.
  */
+import { mkdirSync } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
+import { Worker } from 'node:worker_threads';
 import { HypersealError } from '../../errors.js';
-import { trace } from '../../trace.js';
 import type { Event } from '../index.js';
 import type { HeaderOptions, SyslogFormat } from './format.js';
 import { createFormatter, HEADER_LIMITS, isHeaderToken } from './format.js';
-import type { QueuePosition, QueueRecord } from './queue.js';
-import { DiskQueue, MAX_RECORD_BYTES } from './queue.js';
-import type { Connector, SyslogConnection, TransportKind, TransportOptions } from './transport.js';
+import type { RecordLayout } from './queue.js';
+import { lockQueueDir, MAX_RECORD_BYTES, recordLayout, unlockQueueDir, writeRecord } from './queue.js';
+import type { FromWorker, ToWorker, WorkerInit, WorkerStats } from './sink-worker.js';
+import { deserializeError } from './sink-worker.js';
+import type { TransportKind } from './transport.js';
 import { CONNECTORS } from './transport.js';
 
 export interface SyslogTargetConfig {
@@ -67,9 +54,9 @@ export interface SyslogTargetConfig {
 export interface SyslogSinkOptions {
   /** The target's own directory for its on-disk queue (created if missing). */
   readonly queueDir: string;
-  /** See the file comment. Default 500 ms. */
+  /** See sender.ts. Default 500 ms: a collector across a WAN answers a dead connection within it. */
   readonly ackGraceMs?: number;
-  /** See the file comment. Default 64. */
+  /** See sender.ts. Default 64. */
   readonly holdRecords?: number;
   /** First reconnection delay; doubles on each failure up to reconnectMaxMs. Default 100 ms. */
   readonly reconnectMinMs?: number;
@@ -85,8 +72,7 @@ export interface SyslogSinkOptions {
   readonly segmentBytes?: number;
   readonly maxQueueBytes?: number;
   readonly cursorIntervalMs?: number;
-  /** How to connect; default by the target's transport (tests inject their own). */
-  readonly connector?: Connector;
+  readonly memoryBytes?: number;
 }
 
 export interface SyslogSinkStats {
@@ -108,6 +94,9 @@ export const MIN_MESSAGE_BYTES = 480;
 /** The largest UDP payload over IPv4. */
 const MAX_DATAGRAM_BYTES = 65_507;
 
+/** Bytes of encoded records handed to the worker at a time (more in a burst, one per record if larger). */
+const BATCH_BYTES = 256 * 1024;
+
 const DEFAULTS = {
   ackGraceMs: 500,
   holdRecords: 64,
@@ -117,16 +106,6 @@ const DEFAULTS = {
   maxBatchBytes: 256 * 1024,
   closeTimeoutMs: 5_000,
 } as const;
-
-interface Batch {
-  /** ack() up to here acknowledges the batch. */
-  readonly end: QueuePosition;
-  readonly count: number;
-  /** When its write completed (performance.now()). */
-  readonly writtenAt: number;
-  /** Records written on the connection up to and including this batch. */
-  readonly writtenUpTo: number;
-}
 
 function configError(target: { id?: unknown }, message: string): HypersealError {
   return new HypersealError('HS_ERR_SYSLOG_CONFIG', `syslog target ${String(target.id)}: ${message}`);
@@ -149,47 +128,40 @@ const PROBE_EVENT: Event = {
   hash: '0'.repeat(64),
 };
 
+interface Waiting {
+  readonly resolve: () => void;
+  readonly reject: (err: Error) => void;
+}
+
 export class SyslogSink {
   readonly target: SyslogTargetConfig;
-  private readonly queue: DiskQueue;
-  private readonly connector: Connector;
-  private readonly transportOpts: TransportOptions;
+  private readonly opts: SyslogSinkOptions;
   private readonly format: (event: Event) => string[];
-  private readonly ackGraceMs: number;
-  private readonly holdRecords: number;
-  private readonly reconnectMinMs: number;
-  private readonly reconnectMaxMs: number;
-  private readonly maxBatchBytes: number;
-  private readonly closeTimeoutMs: number;
-
   private state: 'new' | 'running' | 'closing' | 'closed' = 'new';
+  private worker: Worker | null = null;
+  /** Why the worker cannot queue (open failed, it died): every delivery is refused with it. */
+  private broken: Error | null = null;
+  /**
+   * Records encoded straight into a batch buffer of its own (not from Buffer's shared pool,
+   * so that it can be transferred to the worker), posted once per burst of deliveries.
+   */
+  private batch: Buffer | null = null;
+  private batchUsed = 0;
+  private batchRecords = 0;
+  /** Deliveries posted, in order, waiting for the worker's outcome. */
+  private waiting: Waiting[] = [];
+  private waitingStart = 0;
+  private posted = 0;
+  private flushScheduled = false;
+  private workerStats: WorkerStats = { queued: 0, received: 0, sent: 0, lastError: null, connected: false };
   private closing: Promise<void> | null = null;
-  /** Set by close() once draining is over: the pump returns at its next step. */
-  private stopping = false;
-  private pump: Promise<void> = Promise.resolve();
-  private conn: SyslogConnection | null = null;
-  private sendPos: QueuePosition = { segment: 0, offset: 0 };
-  private inflight: Batch[] = [];
-  private writtenOnConn = 0;
-  private sentTotal = 0;
-  private lastError: string | null = null;
-  private attempt = 0;
-  private woken = false;
-  private wakeWaiter: (() => void) | null = null;
-  private ackTimer: NodeJS.Timeout | null = null;
+  private closed: (() => void) | null = null;
+  private workerExited = false;
 
   constructor(target: SyslogTargetConfig, opts: SyslogSinkOptions) {
     this.target = target;
+    this.opts = opts;
     this.validate(target, opts);
-    this.connector = opts.connector ?? CONNECTORS[target.transport];
-    this.transportOpts = {
-      host: target.host,
-      port: target.port,
-      ...(target.caPem === undefined ? {} : { caPem: target.caPem }),
-      ...(target.certPem === undefined ? {} : { certPem: target.certPem }),
-      ...(target.keyPem === undefined ? {} : { keyPem: target.keyPem }),
-      connectTimeoutMs: opts.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs,
-    };
     const header: HeaderOptions = {
       ...(target.facility === undefined ? {} : { facility: target.facility }),
       ...(target.appName === undefined ? {} : { appName: target.appName }),
@@ -203,19 +175,6 @@ export class SyslogSink {
     this.format = createFormatter(target.format, { ...header, maxMessageBytes });
     // Fails now rather than on the first long event: the limit must hold a part's header.
     this.format({ ...PROBE_EVENT, message: 'x'.repeat(maxMessageBytes) });
-    this.ackGraceMs = opts.ackGraceMs ?? DEFAULTS.ackGraceMs;
-    this.holdRecords = opts.holdRecords ?? DEFAULTS.holdRecords;
-    this.reconnectMinMs = opts.reconnectMinMs ?? DEFAULTS.reconnectMinMs;
-    this.reconnectMaxMs = opts.reconnectMaxMs ?? DEFAULTS.reconnectMaxMs;
-    this.maxBatchBytes = opts.maxBatchBytes ?? DEFAULTS.maxBatchBytes;
-    this.closeTimeoutMs = opts.closeTimeoutMs ?? DEFAULTS.closeTimeoutMs;
-    this.queue = new DiskQueue({
-      dir: opts.queueDir,
-      ...(opts.segmentBytes === undefined ? {} : { segmentBytes: opts.segmentBytes }),
-      ...(opts.maxQueueBytes === undefined ? {} : { maxQueueBytes: opts.maxQueueBytes }),
-      ...(opts.cursorIntervalMs === undefined ? {} : { cursorIntervalMs: opts.cursorIntervalMs }),
-      onDurable: () => this.wake(),
-    });
   }
 
   private validate(t: SyslogTargetConfig, opts: SyslogSinkOptions): void {
@@ -269,18 +228,65 @@ export class SyslogSink {
   }
 
   /**
-   * Opens the queue (recovering it after a crash) and starts sending. Throws
-   * HS_ERR_SYSLOG_QUEUE_LOCKED / _CORRUPT / _IO when the queue cannot be opened.
+   * Takes the queue directory (creating it) and starts the worker, which recovers the
+   * queue and starts sending. Throws HS_ERR_SYSLOG_QUEUE_LOCKED when another sink has the
+   * directory; a queue that cannot be recovered (HS_ERR_SYSLOG_QUEUE_CORRUPT, _IO) is
+   * reported by the deliveries it refuses and by stats().lastError.
    */
   start(): void {
     if (this.state !== 'new') return;
-    this.queue.open();
-    this.sendPos = this.queue.head;
+    const o = this.opts;
+    try {
+      mkdirSync(o.queueDir, { recursive: true, mode: 0o700 });
+    } catch (err) {
+      throw new HypersealError('HS_ERR_SYSLOG_QUEUE_IO', `cannot create ${o.queueDir}: ${String(err)}`);
+    }
+    lockQueueDir(o.queueDir);
+    const t = this.target;
+    const init: WorkerInit = {
+      targetId: t.id,
+      transport: t.transport,
+      transportOptions: {
+        host: t.host,
+        port: t.port,
+        ...(t.caPem === undefined ? {} : { caPem: t.caPem }),
+        ...(t.certPem === undefined ? {} : { certPem: t.certPem }),
+        ...(t.keyPem === undefined ? {} : { keyPem: t.keyPem }),
+        connectTimeoutMs: o.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs,
+      },
+      queueDir: o.queueDir,
+      ...(o.segmentBytes === undefined ? {} : { segmentBytes: o.segmentBytes }),
+      ...(o.maxQueueBytes === undefined ? {} : { maxQueueBytes: o.maxQueueBytes }),
+      ...(o.cursorIntervalMs === undefined ? {} : { cursorIntervalMs: o.cursorIntervalMs }),
+      ...(o.memoryBytes === undefined ? {} : { memoryBytes: o.memoryBytes }),
+      ackGraceMs: o.ackGraceMs ?? DEFAULTS.ackGraceMs,
+      holdRecords: o.holdRecords ?? DEFAULTS.holdRecords,
+      reconnectMinMs: o.reconnectMinMs ?? DEFAULTS.reconnectMinMs,
+      reconnectMaxMs: o.reconnectMaxMs ?? DEFAULTS.reconnectMaxMs,
+      maxBatchBytes: o.maxBatchBytes ?? DEFAULTS.maxBatchBytes,
+      closeTimeoutMs: o.closeTimeoutMs ?? DEFAULTS.closeTimeoutMs,
+    };
+    let worker: Worker;
+    try {
+      worker = new Worker(new URL('./sink-worker.js', import.meta.url), { workerData: { syslogSink: init } });
+    } catch (err) {
+      unlockQueueDir(o.queueDir);
+      throw err;
+    }
+    this.worker = worker;
     this.state = 'running';
-    this.ackTimer = setInterval(() => this.ackTick(), Math.max(5, Math.min(100, this.ackGraceMs / 4)));
-    this.ackTimer.unref();
-    this.pump = this.run();
-    trace('syslog', 'sink started', { target: this.target.id, queued: this.queue.count });
+    worker.unref(); // referenced only while deliveries are pending (see the file comment)
+    worker.on('message', (m: FromWorker) => this.onMessage(m));
+    worker.on('error', (err) => this.fail(err));
+    worker.on('exit', () => {
+      this.workerExited = true;
+      // Expected after close(); otherwise the worker died (an uncaught error, reported above).
+      const err = new HypersealError('HS_ERR_SYSLOG_CLOSED', `syslog target ${t.id}: its worker exited`);
+      if (this.state === 'running') this.fail(err);
+      else this.broken ??= err;
+      unlockQueueDir(o.queueDir);
+      this.closed?.();
+    });
   }
 
   /**
@@ -296,153 +302,103 @@ export class SyslogSink {
         ),
       );
     }
-    let msgs: string[];
+    if (this.broken !== null) return Promise.reject(this.broken);
+    let layout: RecordLayout;
     try {
-      msgs = this.format(event);
+      layout = recordLayout(event.id, this.format(event));
     } catch (err) {
       return Promise.reject(err as Error);
     }
-    return this.queue.enqueue(event.id, msgs);
+    if (this.batch !== null && this.batchUsed + layout.size > this.batch.length) this.flush();
+    this.batch ??= Buffer.allocUnsafeSlow(Math.max(BATCH_BYTES, layout.size));
+    writeRecord(this.batch, this.batchUsed, layout);
+    this.batchUsed += layout.size;
+    this.batchRecords++;
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      // One message per burst: a synchronous loop of deliver() calls is posted at once.
+      queueMicrotask(() => this.flush());
+    }
+    if (this.waiting.length - this.waitingStart === 0) this.worker?.ref();
+    return new Promise((resolve, reject) => this.waiting.push({ resolve, reject }));
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    const batch = this.batch;
+    if (batch === null || this.batchRecords === 0 || this.worker === null) return;
+    this.posted += this.batchRecords;
+    this.batch = null;
+    this.batchRecords = 0;
+    // The unused tail goes along (transferring costs nothing); the worker stops at `bytes`.
+    const buffer = batch.buffer as ArrayBuffer;
+    const m: ToWorker = { type: 'records', batch: buffer, bytes: this.batchUsed };
+    this.batchUsed = 0;
+    this.worker.postMessage(m, [buffer]);
+  }
+
+  private onMessage(m: FromWorker): void {
+    switch (m.type) {
+      case 'opened':
+        return;
+      case 'open-failed':
+        this.fail(deserializeError(m.error));
+        return;
+      case 'results':
+        for (const run of m.runs) {
+          const n = 'ok' in run ? run.ok : run.failed;
+          const err = 'ok' in run ? null : deserializeError(run.error);
+          for (let i = 0; i < n; i++) {
+            const w = this.waiting[this.waitingStart++];
+            if (err === null) w?.resolve();
+            else w?.reject(err);
+          }
+        }
+        this.compactWaiting();
+        return;
+      case 'stats':
+        this.workerStats = m.stats;
+        return;
+      case 'closed':
+        this.workerStats = m.stats;
+        return;
+    }
+  }
+
+  private compactWaiting(): void {
+    if (this.waitingStart === this.waiting.length) {
+      this.waiting = [];
+      this.waitingStart = 0;
+      if (this.state === 'running') this.worker?.unref();
+    } else if (this.waitingStart > 1024 && this.waitingStart * 2 > this.waiting.length) {
+      this.waiting = this.waiting.slice(this.waitingStart);
+      this.waitingStart = 0;
+    }
+  }
+
+  /** The worker cannot queue any more: refuse what waits and what comes. */
+  private fail(err: Error): void {
+    this.broken ??= err;
+    this.workerStats = {
+      ...this.workerStats,
+      lastError: this.workerStats.lastError ?? err.message,
+      connected: false,
+    };
+    const waiting = this.waiting.slice(this.waitingStart);
+    this.waiting = [];
+    this.waitingStart = 0;
+    this.batch = null;
+    this.batchUsed = 0;
+    this.batchRecords = 0;
+    for (const w of waiting) w.reject(err);
   }
 
   stats(): SyslogSinkStats {
-    return {
-      queued: this.queue.count,
-      sent: this.sentTotal,
-      lastError: this.lastError,
-      connected: this.conn !== null && this.conn.failure === null,
-    };
+    const s = this.workerStats;
+    // Records still on their way to the worker are queued too.
+    const inTransit = this.broken === null ? this.posted - s.received + this.batchRecords : 0;
+    return { queued: s.queued + inTransit, sent: s.sent, lastError: s.lastError, connected: s.connected };
   }
-
-  // -- the pump ---------------------------------------------------------------------------
-
-  private wake(): void {
-    this.woken = true;
-    const w = this.wakeWaiter;
-    this.wakeWaiter = null;
-    w?.();
-  }
-
-  /** Waits for wake() or `ms`; returns at once if woken since the flag was last cleared. */
-  private waitForWake(ms?: number): Promise<void> {
-    if (this.woken || this.stopping) return Promise.resolve();
-    return new Promise((resolve) => {
-      const timer = ms === undefined ? undefined : setTimeout(() => this.wake(), ms);
-      this.wakeWaiter = () => {
-        if (timer !== undefined) clearTimeout(timer);
-        resolve();
-      };
-    });
-  }
-
-  /** Capped exponential backoff with jitter (half to full delay), so that many sinks do not reconnect in step. */
-  private backoff(): number {
-    const full = Math.min(this.reconnectMaxMs, this.reconnectMinMs * 2 ** Math.min(this.attempt, 30));
-    this.attempt++;
-    return full / 2 + (Math.random() * full) / 2;
-  }
-
-  private noteError(err: unknown): void {
-    const message = err instanceof Error ? err.message : String(err);
-    if (message !== this.lastError)
-      trace('syslog', 'target error', { target: this.target.id, error: message });
-    this.lastError = message;
-  }
-
-  /** Connects, sends, reconnects; returns only once close() has set `stopping`. Never rejects. */
-  private async run(): Promise<void> {
-    while (!this.stopping) {
-      let conn: SyslogConnection;
-      try {
-        conn = await this.connector(this.transportOpts);
-      } catch (err) {
-        this.noteError(err);
-        this.woken = false;
-        await this.waitForWake(this.backoff());
-        continue;
-      }
-      if (this.stopping) {
-        conn.destroy();
-        return;
-      }
-      this.conn = conn;
-      this.lastError = null;
-      this.writtenOnConn = 0;
-      trace('syslog', 'connected', { target: this.target.id, queued: this.queue.count });
-      void conn.closed.then(() => this.wake());
-      const failure = await this.sendOn(conn);
-      if (failure === null) return; // stopping: close() ends the connection cleanly
-      this.noteError(failure);
-      conn.destroy();
-      // Everything not acknowledged goes again, in order, on the next connection.
-      this.conn = null;
-      this.inflight = [];
-      this.sendPos = this.queue.head;
-      this.woken = false;
-      await this.waitForWake(this.backoff());
-    }
-  }
-
-  /** Sends queued records until the connection fails (its error) or the sink stops (null). */
-  private async sendOn(conn: SyslogConnection): Promise<Error | null> {
-    for (;;) {
-      if (conn.failure !== null) return conn.failure;
-      if (this.stopping) return null;
-      this.woken = false;
-      let records: QueueRecord[];
-      try {
-        records = await this.queue.read(this.sendPos, this.maxBatchBytes);
-      } catch (err) {
-        // A damaged segment: nothing after it can go out; say so and retry slowly.
-        this.noteError(err);
-        await this.waitForWake(this.reconnectMaxMs);
-        continue;
-      }
-      if (records.length === 0) {
-        await this.waitForWake();
-        continue;
-      }
-      const last = records[records.length - 1] as QueueRecord;
-      const payload = records.length === 1 ? last.body : Buffer.concat(records.map((r) => r.body));
-      try {
-        await conn.write(payload);
-      } catch (err) {
-        return err instanceof Error ? err : new Error(String(err));
-      }
-      if (conn.failure !== null) return conn.failure;
-      this.writtenOnConn += records.length;
-      this.inflight.push({
-        end: last.next,
-        count: records.length,
-        writtenAt: performance.now(),
-        writtenUpTo: this.writtenOnConn,
-      });
-      this.sendPos = last.next;
-      this.sentTotal += records.length;
-    }
-  }
-
-  /** Acknowledges the batches that passed both tests of the file comment. */
-  private ackTick(): void {
-    const conn = this.conn;
-    if (conn === null || conn.failure !== null) return;
-    const now = performance.now();
-    let to: QueuePosition | null = null;
-    let count = 0;
-    while (this.inflight.length > 0) {
-      const b = this.inflight[0] as Batch;
-      if (now - b.writtenAt < this.ackGraceMs || this.writtenOnConn - b.writtenUpTo < this.holdRecords) break;
-      to = b.end;
-      count += b.count;
-      this.inflight.shift();
-    }
-    if (to !== null) {
-      this.queue.ack(to, count);
-      this.attempt = 0; // this connection proved useful: the next failure starts backoff afresh
-    }
-  }
-
-  // -- closing ----------------------------------------------------------------------------
 
   /**
    * Stops taking events; while connected, sends what is queued (within closeTimeoutMs) and
@@ -455,53 +411,20 @@ export class SyslogSink {
   }
 
   private async doClose(): Promise<void> {
-    if (this.state === 'new') {
+    const worker = this.worker;
+    if (this.state === 'new' || worker === null) {
       this.state = 'closed';
       return;
     }
     this.state = 'closing';
-    const deadline = performance.now() + this.closeTimeoutMs;
-    const left = (): number => Math.max(0, deadline - performance.now());
-    // Drain while a connection is up: wait until every queued record was written.
-    while (
-      left() > 0 &&
-      this.conn !== null &&
-      this.conn.failure === null &&
-      (this.queue.hasRecordsFrom(this.sendPos) || this.queue.count > this.queuedAfter())
-    ) {
-      await new Promise((r) => setTimeout(r, 5));
+    this.flush();
+    if (!this.workerExited) {
+      const exited = new Promise<void>((resolve) => (this.closed = resolve));
+      worker.ref();
+      if (this.broken === null) worker.postMessage({ type: 'close' } satisfies ToWorker);
+      else void worker.terminate();
+      await exited;
     }
-    this.stopping = true;
-    this.wake();
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([this.pump, new Promise((r) => (timer = setTimeout(r, left())))]);
-    clearTimeout(timer);
-    const conn = this.conn;
-    this.conn = null;
-    if (conn !== null && conn.failure === null) {
-      // A write still stuck (the collector stopped reading) ends here too.
-      // UDP can only wait for a late ICMP error; a stream waits for the collector's FIN.
-      const clean = await conn.end(conn.kind === 'udp' ? this.ackGraceMs : Math.max(left(), this.ackGraceMs));
-      const last = this.inflight.at(-1);
-      if (clean && last !== undefined) {
-        this.queue.ack(
-          last.end,
-          this.inflight.reduce((n, b) => n + b.count, 0),
-        );
-      }
-      trace('syslog', 'connection ended', { target: this.target.id, clean });
-    } else {
-      conn?.destroy();
-    }
-    this.inflight = [];
-    if (this.ackTimer !== null) clearInterval(this.ackTimer);
-    this.ackTimer = null;
-    await this.queue.close();
     this.state = 'closed';
-  }
-
-  /** Records sent but not acknowledged (the queue counts them as queued). */
-  private queuedAfter(): number {
-    return this.inflight.reduce((n, b) => n + b.count, 0);
   }
 }
