@@ -236,7 +236,8 @@ export const ErrorCodes = {
   },
   HS_ERR_SYSLOG_FRAMING: {
     status: 400,
-    meaning: 'Bytes are not a valid octet-counted (RFC 6587) or RFC 5424 syslog message, or exceed the size limit.',
+    meaning:
+      'Bytes are not a valid octet-counted (RFC 6587) or RFC 5424 syslog message, or exceed the size limit.',
   },
   HS_ERR_SYSLOG_CONNECT: {
     status: 502,
