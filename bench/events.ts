@@ -9,9 +9,10 @@
  *             every event; the count at the collector (distinct ids, no gap in order)
  *             proves nothing was lost.
  *
- * Then where the time goes, each stage alone: formatting (RFC 5424 + octet framing), the
- * durable queue (group commit with fdatasync), and the CPU the benchmark process and
- * rsyslogd used during the full run.
+ * Then where the time goes: each stage alone (formatting, the durable queue with its group
+ * commit), and the CPU of the full run split between the caller's thread (event creation
+ * and chaining, then sink.deliver: format, encode, hand over), the rest of the process (the
+ * sink's worker thread: queue writes, fdatasync, sending) and rsyslogd.
  *
  * Knobs (env): BENCH_EVENTS (per measurement, default 100000), BENCH_WINDOW (deliveries
  * in flight before the producer waits for the oldest, default 8192).
@@ -22,7 +23,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ChainHead, Event } from '../src/events/index.js';
 import { chainEvent, createEvent, headOf } from '../src/events/index.js';
-import { formatMessages, frameOctetCounted } from '../src/events/syslog/format.js';
+import { createFormatter, frameOctetCounted } from '../src/events/syslog/format.js';
 import { DiskQueue } from '../src/events/syslog/queue.js';
 import { startRsyslog } from '../src/events/syslog/rsyslog.testutil.js';
 import { SyslogSink } from '../src/events/syslog/sink.js';
@@ -51,10 +52,14 @@ function nextEvent(i: number, head: ChainHead | null): Event {
 const rate = (n: number, ms: number): number => n / (ms / 1000);
 const fmt = (r: number): string => `${r.toFixed(0).padStart(8)} events/s`;
 
-/** CPU seconds (user + system) of a process, from /proc (rsyslogd's share of the run). */
-function procCpuSeconds(pid: number): number {
+/**
+ * CPU seconds (user + system) of a process — or of one thread: /proc/PID/task/TID — from
+ * /proc/…/stat (rsyslogd's share of the run; the caller's thread apart from the sink's worker).
+ */
+function procCpuSeconds(pid: number, tid?: number): number {
   try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+    const path = tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`;
+    const fields = readFileSync(path, 'utf8').split(') ')[1]?.split(' ') ?? [];
     // utime and stime are fields 14 and 15 of stat(5); fields[] starts at field 3.
     return (Number(fields[11]) + Number(fields[12])) / 100; // USER_HZ is 100 on Linux
   } catch {
@@ -74,12 +79,10 @@ function baseline(): number {
 }
 
 function formatOnly(events: readonly Event[]): number {
+  const format = createFormatter('rfc5424', { hostname: 'bench', procId: '1', maxMessageBytes: 8000 });
   const t0 = performance.now();
   let bytes = 0;
-  for (const e of events) {
-    const [m] = formatMessages(e, 'rfc5424', { hostname: 'bench', procId: '1', maxMessageBytes: 8000 });
-    bytes += frameOctetCounted(m as string).length;
-  }
+  for (const e of events) bytes += frameOctetCounted(format(e)[0] as string).length;
   if (bytes === 0) throw new Error('nothing formatted');
   return rate(events.length, performance.now() - t0);
 }
@@ -119,7 +122,8 @@ async function main(): Promise<void> {
     sink.start();
     const rsPid = rsyslogPid(rs.dir);
     const cpu0 = process.cpuUsage();
-    const elu0 = performance.eventLoopUtilization();
+    // The main thread's id is the process id.
+    const main0 = procCpuSeconds(process.pid, process.pid);
     const rsCpu0 = procCpuSeconds(rsPid);
     const t0 = performance.now();
     let head: ChainHead | null = null;
@@ -140,10 +144,11 @@ async function main(): Promise<void> {
     while (rs.lineCount() < N && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
     const deliveredMs = performance.now() - t0;
     const cpu = process.cpuUsage(cpu0);
-    const elu = performance.eventLoopUtilization(elu0);
+    const mainCpu = procCpuSeconds(process.pid, process.pid) - main0;
     const rsCpu = procCpuSeconds(rsPid) - rsCpu0;
     const stats = sink.stats();
     await sink.close();
+    const closed = sink.stats();
 
     // Repeats would make N lines before N events: then wait for the rest (or give up).
     let lines = rs.lines();
@@ -176,11 +181,8 @@ async function main(): Promise<void> {
       sample.push(e);
     }
     const formatPerS = formatOnly(sample);
-    const bodies = sample.map((e) =>
-      frameOctetCounted(
-        formatMessages(e, 'rfc5424', { hostname: 'bench', procId: '1', maxMessageBytes: 8000 })[0] as string,
-      ),
-    );
+    const format = createFormatter('rfc5424', { hostname: 'bench', procId: '1', maxMessageBytes: 8000 });
+    const bodies = sample.map((e) => frameOctetCounted(format(e)[0] as string));
     const queue = await queueOnly(bodies);
 
     const full = rate(N, deliveredMs);
@@ -193,7 +195,10 @@ async function main(): Promise<void> {
       `collector: ${seen.size} of ${N} distinct events, ${gaps} gaps, ${duplicates} duplicates` +
         (seen.size === N && gaps === 0 ? ' — zero loss' : ' — LOSS'),
     );
-    console.log(`sink: sent ${stats.sent}, still held unacknowledged before close ${stats.queued}`);
+    console.log(
+      `sink: sent ${stats.sent}; unacknowledged when the last arrived ${stats.queued} (grace period), ` +
+        `after close ${closed.queued} (the collector's FIN confirmed them)`,
+    );
     console.log('');
     console.log('where the time goes (each stage alone):');
     console.log(`  create + chain                                            ${fmt(base)}`);
@@ -202,16 +207,16 @@ async function main(): Promise<void> {
       `  disk queue, group commit                                  ${fmt(queue.perS)}` +
         `   (${queue.groups} fdatasyncs, ${(N / queue.groups).toFixed(0)} events each)`,
     );
-    // Per event, in µs: the caller's thread (event loop busy time), everything else the
+    // Per event, in µs: the caller's (main) thread's CPU, everything else the
     // process burnt (the sink's worker thread, fsync and write on libuv's pool, GC helpers),
     // and the collector.
     const us = (ms: number): string => ((ms * 1000) / N).toFixed(1).padStart(5);
-    const callerMs = elu.active;
+    const callerMs = mainCpu * 1000;
     const chainMs = (N * 1000) / base;
     const processMs = (cpu.user + cpu.system) / 1000;
     console.log(`  per event during the full run (wall ${us(deliveredMs)} µs):`);
     console.log(
-      `    caller's thread busy ${us(callerMs)} µs  = create + chain ${us(chainMs)} µs` +
+      `    caller's thread ${us(callerMs)} CPU-µs = create + chain ${us(chainMs)} µs` +
         ` + sink.deliver (format, encode, post) ${us(callerMs - chainMs)} µs`,
     );
     console.log(

@@ -4,8 +4,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { isHypersealError } from '../../errors.js';
-import type { Event } from '../index.js';
-import { EventTypes, computeHash } from '../index.js';
+import type { Event, JsonValue } from '../index.js';
+import { EventTypes, computeHash, renderValue } from '../index.js';
 import {
   OctetCountedDecoder,
   SD_ID_EVENT,
@@ -15,6 +15,8 @@ import {
   joinParts,
   parseRfc5424,
   priority,
+  renderChangeParam,
+  renderFullValue,
   sdParam,
   splitFrames,
   toJsonLine,
@@ -166,7 +168,13 @@ test('parts under fuzzing: any content, any limit — every part fits, parses, a
       from: str(40),
       to: rand() < 0.2 ? null : str(700),
     }));
-    const e: Event = { ...EVENT, user: `u${str(30)}`, changes, message: str(3000) };
+    const e: Event = {
+      ...EVENT,
+      user: `u${str(30)}`,
+      sourceIp: rand() < 0.5 ? null : str(20),
+      changes,
+      message: str(3000),
+    };
     const max = 480 + Math.floor(rand() * 2000);
     for (const format of ['rfc5424', 'json', 'ocsf'] as const) {
       const parts = formatMessages(e, format, { ...HEADER, maxMessageBytes: max });
@@ -194,6 +202,35 @@ test('parts under fuzzing: any content, any limit — every part fits, parses, a
       }
     }
   }
+});
+
+test('change values use the event message’s notation, uncut (renderFullValue ≡ renderValue without a limit)', () => {
+  const rand = rng(7);
+  const chars = ['a', "'", '\\', '\n', '\u0007', '\u2028', 'é', '😀', '"', ']', ' '];
+  const value = (depth: number): JsonValue => {
+    const r = rand();
+    if (r < 0.1) return null;
+    if (r < 0.2) return rand() < 0.5;
+    if (r < 0.35) return Math.round((rand() - 0.5) * 1e6) / 100;
+    if (r < 0.7 || depth > 3)
+      return Array.from(
+        { length: Math.floor(rand() * 12) },
+        () => chars[Math.floor(rand() * chars.length)],
+      ).join('');
+    if (r < 0.85) return Array.from({ length: Math.floor(rand() * 4) }, () => value(depth + 1));
+    const o: Record<string, JsonValue> = {};
+    for (let i = Math.floor(rand() * 4); i > 0; i--)
+      o[rand() < 0.5 ? `k${i}` : `a b${i}'`] = value(depth + 1);
+    return o;
+  };
+  for (let i = 0; i < 2000; i++) {
+    const v = value(0);
+    assert.equal(renderFullValue(v), renderValue(v, Number.MAX_SAFE_INTEGER), JSON.stringify(v));
+  }
+  assert.equal(
+    renderChangeParam({ path: 'a\nb', from: 'x'.repeat(100), to: null }),
+    `a\\nb: '${'x'.repeat(100)}' → (none)`,
+  );
 });
 
 test('a limit too small for a part header is a configuration error', () => {

@@ -36,22 +36,32 @@ const segments = (dir: string): string[] =>
     .filter((f) => f.endsWith('.seg'))
     .sort();
 
-test('records come back in enqueue order; concurrent enqueues share fdatasyncs', async () => {
-  const dir = tempDir();
-  const q = new DiskQueue({ dir });
-  q.open();
-  await Promise.all(Array.from({ length: 1000 }, (_, i) => q.enqueue(`e${i}`, Buffer.from(`body ${i}`))));
-  assert.ok(q.groupsWritten <= 20, `1000 concurrent records took ${q.groupsWritten} groups`);
-  const recs = await readAll(q);
-  assert.deepEqual(
-    recs.map((r) => r.id),
-    Array.from({ length: 1000 }, (_, i) => `e${i}`),
-  );
-  assert.deepEqual(recs[999]?.body.toString(), 'body 999');
-  assert.equal(q.count, 1000);
-  await q.close();
-  fs.rmSync(dir, { recursive: true });
-});
+for (const memoryBytes of [undefined, 0]) {
+  const where = memoryBytes === 0 ? 'read back from the file' : 'read from memory';
+  test(`records come back in enqueue order (${where}); concurrent enqueues share fdatasyncs`, async () => {
+    const dir = tempDir();
+    const q = new DiskQueue({
+      dir,
+      segmentBytes: 64 * 1024,
+      ...(memoryBytes === undefined ? {} : { memoryBytes }),
+    });
+    q.open();
+    await Promise.all(Array.from({ length: 1000 }, (_, i) => q.enqueue(`e${i}`, Buffer.from(`body ${i}`))));
+    assert.ok(q.groupsWritten <= 20, `1000 concurrent records took ${q.groupsWritten} groups`);
+    const recs = await readAll(q);
+    assert.deepEqual(
+      recs.map((r) => r.id),
+      Array.from({ length: 1000 }, (_, i) => `e${i}`),
+    );
+    assert.deepEqual(recs[999]?.body.toString(), 'body 999');
+    // Messages are stored octet-counted, ready to send.
+    await q.enqueue('m', ['<134>1 - - - - - - é', 'two']);
+    assert.equal((await readAll(q)).at(-1)?.body.toString(), '21 <134>1 - - - - - - é3 two');
+    assert.equal(q.count, 1001);
+    await q.close();
+    fs.rmSync(dir, { recursive: true });
+  });
+}
 
 test('read returns a record larger than maxBytes whole, and nothing that is not yet durable', async () => {
   const dir = tempDir();

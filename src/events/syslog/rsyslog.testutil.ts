@@ -195,7 +195,16 @@ ruleset(name="out") {
       });
       child = c;
       c.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-      exited = new Promise((resolve) => c.once('exit', () => resolve()));
+      // A test process that dies of an uncaught error must not leave the daemon behind
+      // (rsyslogd runs with -n but is not killed with its parent).
+      const reap = (): void => void c.kill('SIGKILL');
+      process.once('exit', reap);
+      exited = new Promise((resolve) =>
+        c.once('exit', () => {
+          process.removeListener('exit', reap);
+          resolve();
+        }),
+      );
       let spawnError: Error | null = null;
       c.once('error', (err) => (spawnError = err));
       const deadline = Date.now() + 10_000;

@@ -191,6 +191,10 @@ function run(init: WorkerInit): void {
       report();
       post({ type: 'closed', stats: stats() });
       port.close();
+      // A connection attempt still under way (up to connectTimeoutMs) must not hold up the
+      // sink's close(): the queue is closed and its cursor written, nothing is left to do.
+      // process.exit() in a worker ends this thread only.
+      setImmediate(() => process.exit(0));
     })();
   });
 }

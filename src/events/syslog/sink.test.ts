@@ -5,7 +5,7 @@
 // what rsyslog wrote to its file, parsed back.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -421,4 +421,104 @@ test('a sink process killed with SIGKILL mid-send: what it confirmed arrives, in
   assert.ok(indices.length - distinct <= 600, `${indices.length - distinct} repeats`);
   await sink.close();
   t.diagnostic(`killed mid-send: ${indices.length - distinct} repeats of ${distinct} events`);
+});
+
+test('configuration is checked when the sink is made: HS_ERR_SYSLOG_CONFIG names what is wrong', () => {
+  const base: SyslogTargetConfig = {
+    id: 'cfg',
+    host: '127.0.0.1',
+    port: 514,
+    transport: 'tcp',
+    format: 'rfc5424',
+  };
+  const bad: [Partial<SyslogTargetConfig>, RegExp][] = [
+    [{ port: 0 }, /port 0/],
+    [{ host: 'a b' }, /host/],
+    [{ transport: 'tls' }, /caPem/],
+    [{ certPem: 'x' }, /certPem and keyPem/],
+    [{ facility: 24 }, /facility 24/],
+    [{ appName: 'has space' }, /appName/],
+    [{ hostname: 'é' }, /hostname/],
+    [{ transport: 'udp', maxDatagramBytes: 100 }, /maxDatagramBytes 100/],
+    [{ format: 'xml' as SyslogTargetConfig['format'] }, /format xml/],
+  ];
+  for (const [over, re] of bad) {
+    assert.throws(
+      () => new SyslogSink({ ...base, ...over }, { queueDir: '/nonexistent' }),
+      (e) => isHypersealError(e, 'HS_ERR_SYSLOG_CONFIG') && re.test(e.message),
+      JSON.stringify(over),
+    );
+  }
+  // A limit that holds the header but leaves nothing for a part of an event (a long hostname).
+  assert.throws(
+    () =>
+      new SyslogSink(
+        { ...base, hostname: 'h'.repeat(255), appName: 'a'.repeat(48), maxMessageBytes: 480 },
+        { queueDir: '/x' },
+      ),
+    (e) => isHypersealError(e, 'HS_ERR_SYSLOG_CONFIG') && /cannot hold a part/.test(e.message),
+  );
+});
+
+test('a queue directory is one sink’s: a second start() throws HS_ERR_SYSLOG_QUEUE_LOCKED', async () => {
+  const dir = queueDir();
+  const target: SyslogTargetConfig = {
+    id: 'lock',
+    host: '127.0.0.1',
+    port: rs.tcpPort,
+    transport: 'tcp',
+    format: 'rfc5424',
+  };
+  const first = new SyslogSink(target, { queueDir: dir });
+  sinks.push(first);
+  first.start();
+  assert.throws(
+    () => new SyslogSink(target, { queueDir: dir }).start(),
+    (e) => isHypersealError(e, 'HS_ERR_SYSLOG_QUEUE_LOCKED'),
+  );
+  await first.close();
+  const second = new SyslogSink(target, { queueDir: dir });
+  sinks.push(second);
+  second.start(); // released by close()
+  await second.close();
+});
+
+test('a damaged queue refuses deliveries with HS_ERR_SYSLOG_QUEUE_CORRUPT and says so in stats', async () => {
+  const dir = queueDir();
+  writeFileSync(join(dir, 'cursor.json'), 'not json');
+  const sink = new SyslogSink(
+    { id: 'corrupt', host: '127.0.0.1', port: rs.tcpPort, transport: 'tcp', format: 'rfc5424' },
+    { queueDir: dir },
+  );
+  sinks.push(sink);
+  sink.start();
+  await assert.rejects(sink.deliver(makeEvents(1, 'corrupt')[0] as Event), (e) =>
+    isHypersealError(e, 'HS_ERR_SYSLOG_QUEUE_CORRUPT'),
+  );
+  assert.match(sink.stats().lastError ?? '', /cursor\.json is not JSON/);
+  await sink.close();
+  assert.ok(!existsSync(join(dir, 'lock')), 'the lock is released');
+});
+
+test('close() is prompt while a connection attempt hangs (a peer that never answers the TLS handshake)', async () => {
+  const { createServer } = await import('node:net');
+  const silent = createServer(() => undefined);
+  await new Promise<void>((r) => silent.listen(0, '127.0.0.1', () => r()));
+  const port = (silent.address() as { port: number }).port;
+  const sink = new SyslogSink(
+    { id: 'hang', host: '127.0.0.1', port, transport: 'tls', format: 'rfc5424', caPem: rs.ca.certPem },
+    { queueDir: queueDir(), connectTimeoutMs: 10_000, closeTimeoutMs: 300 },
+  );
+  sinks.push(sink);
+  try {
+    sink.start();
+    await sink.deliver(makeEvents(1, 'hang')[0] as Event);
+    await new Promise((r) => setTimeout(r, 100)); // the handshake is under way
+    const t0 = performance.now();
+    await sink.close();
+    assert.ok(performance.now() - t0 < 3000, `close took ${Math.round(performance.now() - t0)} ms`);
+    assert.equal(sink.stats().queued, 1, 'the event stays queued for the next start');
+  } finally {
+    silent.close();
+  }
 });

@@ -5,10 +5,11 @@
  * back. deliver() resolves once the event is durably queued.
  *
  * The queue and the sender run in a worker thread (sink-worker.ts): the caller's thread
- * only formats each event and posts its messages, a few µs, so a busy manager does not
- * pay for fsync, reads, framing and socket writes in its event loop. The worker keeps the
- * process alive only while deliveries are pending (a forgotten close() does not hang a
- * process; what was queued is sent on the next start).
+ * only formats each event and encodes its record into a batch buffer that is transferred
+ * (not copied) to the worker, ~4 µs an event, so a busy manager does not pay for fsync,
+ * reads and socket writes in its event loop (bench/events measures the split). The worker
+ * keeps the process alive only while deliveries are pending: a forgotten close() does not
+ * hang a process, and what was queued is sent on the next start.
  *
  * When a record counts as delivered (acknowledged) and why a collector may see a few
  * records twice around an outage, recognisable by their event id: see sender.ts.
@@ -76,7 +77,7 @@ export interface SyslogSinkOptions {
 }
 
 export interface SyslogSinkStats {
-  /** Events queued and not yet acknowledged (see the file comment). */
+  /** Events queued and not yet acknowledged (sender.ts says when a sent one is). */
   readonly queued: number;
   /** Events written to the collector since start, sent-again ones counted again. */
   readonly sent: number;
