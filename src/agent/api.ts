@@ -25,6 +25,16 @@ export interface VmNicSpec {
   network: string;
 }
 
+/**
+ * An encrypted VM's key reference. `kekRef` is opaque to the agent ("<providerId>/<keyId>"
+ * as the manager forms it): it names the KEK whose material the manager pushes with
+ * putKeys. The agent generates the DEKs (one per disk, one for the VM home) and keeps them
+ * only wrapped by that KEK (AES key wrap, RFC 3394) in the VM's encryption bundle.
+ */
+export interface VmEncryptionSpec {
+  kekRef: string;
+}
+
 /** What the agent needs to run a VM. The manager owns it; the agent keeps a copy. */
 export interface VmSpec {
   id: string;
@@ -35,6 +45,11 @@ export interface VmSpec {
   secureBoot: boolean;
   disks: VmDiskSpec[];
   nics: VmNicSpec[];
+  /**
+   * null: plain. On a new VM, non-null creates it encrypted; on an existing VM it must
+   * match what the VM is (encrypt/decrypt/rekey change it, define never does).
+   */
+  encryption: VmEncryptionSpec | null;
 }
 
 export type VmRuntimeState =
@@ -47,6 +62,50 @@ export interface VmRuntime {
   pid?: number;
   /** True for the sim driver: nothing really runs. */
   simulated: boolean;
+  /** The VM's encryption as its files on the datastore say; null when plain. */
+  encryption: VmEncryptionSpec | null;
+  /** Encrypted, and its KEK is not in this agent's memory: it cannot start until pushed. */
+  locked: boolean;
+  /** A long operation under way (encrypt, decrypt, rekey, clone) and how far it got. */
+  operation?: { kind: VmCryptoOperation; progress: number };
+}
+
+export type VmCryptoOperation = 'encrypt' | 'decrypt' | 'rekey' | 'deep-rekey' | 'clone';
+
+/** One KEK pushed by the manager: material only ever travels over the mutual-TLS channel. */
+export interface KeyMaterial {
+  ref: string;
+  /** base64 of the 32-byte AES-256 key. */
+  material: string;
+}
+
+export interface PutKeysRequest {
+  keys: KeyMaterial[];
+}
+
+export interface PutKeysResponse {
+  /** Refs now held; a key that does not unwrap the DEKs of a VM naming it is refused instead. */
+  held: string[];
+}
+
+export interface KeyRefs {
+  refs: string[];
+}
+
+export interface EncryptRequest {
+  kekRef: string;
+}
+
+export interface RekeyRequest {
+  /** The new KEK (already pushed). */
+  kekRef: string;
+  /** false: shallow (DEKs re-wrapped, VM may run); true: new DEKs, data re-encrypted (stopped). */
+  deep: boolean;
+}
+
+export interface CloneRequest {
+  /** The clone's full spec (a new id; disks on this host's datastores). */
+  spec: VmSpec;
 }
 
 export interface HostFacts {
@@ -93,6 +152,19 @@ export const AgentRoutes = {
   reset: { method: 'POST', path: '/v1/vms/:id/reset' },
   /** GET ?offset=N → { offset, next, data (UTF-8 text) } */
   console: { method: 'GET', path: '/v1/vms/:id/console' },
+  /** Encrypts a stopped plain VM (copy to encrypted images, atomic swap). */
+  encrypt: { method: 'POST', path: '/v1/vms/:id/encrypt' },
+  /** Decrypts a stopped encrypted VM (copy to plain images, atomic swap). */
+  decrypt: { method: 'POST', path: '/v1/vms/:id/decrypt' },
+  rekey: { method: 'POST', path: '/v1/vms/:id/rekey' },
+  /** Copies a stopped VM to a new one (encrypted with its own KEK, or plain). */
+  clone: { method: 'POST', path: '/v1/vms/:id/clone' },
+  /** KEK material from the manager, held in memory only. */
+  putKeys: { method: 'PUT', path: '/v1/keys' },
+  /** KEK refs that VMs on this host need and the agent does not hold (after a restart). */
+  neededKeys: { method: 'GET', path: '/v1/keys/needed' },
+  /** Forget KEKs (crypto-shred, or a VM that left): zeroized at once. */
+  dropKeys: { method: 'POST', path: '/v1/keys/drop' },
 } as const;
 
 /**
@@ -114,6 +186,14 @@ export interface AgentBodies {
   shutdown: { request: ShutdownRequest | null; response: VmRuntime };
   reset: { request: null; response: VmRuntime };
   console: { request: null; response: ConsoleChunk };
+  encrypt: { request: EncryptRequest; response: VmRuntime };
+  decrypt: { request: null; response: VmRuntime };
+  rekey: { request: RekeyRequest; response: VmRuntime };
+  clone: { request: CloneRequest; response: VmRuntime };
+  putKeys: { request: PutKeysRequest; response: PutKeysResponse };
+  neededKeys: { request: null; response: KeyRefs };
+  /** 204, no body. */
+  dropKeys: { request: KeyRefs; response: null };
 }
 
 export interface ShutdownRequest {

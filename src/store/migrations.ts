@@ -196,9 +196,49 @@ CREATE TABLE alert_rules (
 );
 `;
 
+/**
+ * VM encryption. Key providers are clusters of KMIP servers (`servers`: JSON list of
+ * {host, port}, tried in order). The manager's client private key for a provider is kept
+ * only sealed (AES-256-GCM under a key derived from the manager's master key, AAD = the
+ * provider id), never in clear; while `client_cert_pem` is NULL the provider waits for
+ * its CSR (`csr_pem`) to be signed by the key manager's CA.
+ *
+ * `vms.crypto` (JSON or NULL): {policyId, providerId, keyId} of an encrypted VM: the
+ * provider and KMIP unique identifier of its KEK, never key material. `vms.locked_reason`:
+ * why the VM's keys could not be had (NULL when not locked).
+ */
+const ENCRYPTION_SCHEMA = `
+CREATE TABLE key_providers (
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  is_default BOOLEAN NOT NULL DEFAULT FALSE,
+  servers TEXT NOT NULL,
+  ca_pem TEXT NOT NULL,
+  client_cert_pem TEXT,
+  client_key_sealed TEXT NOT NULL,
+  csr_pem TEXT,
+  created_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL
+);
+CREATE UNIQUE INDEX key_providers_one_default ON key_providers (is_default) WHERE is_default;
+
+CREATE TABLE encryption_policies (
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  description TEXT NOT NULL DEFAULT '',
+  provider_id TEXT REFERENCES key_providers (id),
+  builtin BOOLEAN NOT NULL DEFAULT FALSE,
+  created_at BIGINT NOT NULL
+);
+
+ALTER TABLE vms ADD COLUMN crypto TEXT;
+ALTER TABLE vms ADD COLUMN locked_reason TEXT;
+`;
+
 export const MIGRATIONS: readonly Migration[] = [
   { id: 1, name: 'manager schema', sql: MANAGER_SCHEMA },
   { id: 2, name: 'syslog targets and alert rules', sql: LOGGING_SCHEMA },
+  { id: 3, name: 'key providers, encryption policies, VM crypto state', sql: ENCRYPTION_SCHEMA },
 ];
 
 const CREATE_MIGRATIONS_TABLE = `CREATE TABLE IF NOT EXISTS schema_migrations (
