@@ -81,6 +81,7 @@ async function run(
       secureBoot: false,
       disks: [],
       nics: [],
+            encryption: null,
       tags: ['bench'],
     };
     const ids: string[] = [];
@@ -111,6 +112,7 @@ async function run(
             secureBoot: false,
             disks: [],
             nics: [],
+            encryption: null,
           });
         }
       }),

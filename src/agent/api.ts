@@ -143,6 +143,8 @@ export interface EnrollResponse {
 export const AgentRoutes = {
   facts: { method: 'GET', path: '/v1/facts' },
   listVms: { method: 'GET', path: '/v1/vms' },
+  /** One VM's runtime (progress of a long operation included). */
+  getVm: { method: 'GET', path: '/v1/vms/:id' },
   /** PUT the full spec: defines or updates a stopped VM (creates missing disks). */
   defineVm: { method: 'PUT', path: '/v1/vms/:id' },
   deleteVm: { method: 'DELETE', path: '/v1/vms/:id' },
@@ -176,6 +178,7 @@ export const AgentRoutes = {
 export interface AgentBodies {
   facts: { request: null; response: HostFacts };
   listVms: { request: null; response: VmRuntime[] };
+  getVm: { request: null; response: VmRuntime };
   /** The spec's id must equal the path's :id. */
   defineVm: { request: VmSpec; response: VmRuntime };
   /** 204, no body. */

@@ -12,6 +12,7 @@
 import { join } from 'node:path';
 import { HypersealError } from '../errors.js';
 import type { ConsoleChunk, DriverKind, VmRuntime, VmSpec } from './api.js';
+import type { Keyring } from './vm-keys.js';
 
 export interface VmDriver {
   readonly kind: DriverKind;
@@ -33,6 +34,26 @@ export interface VmDriver {
   list(): Promise<VmRuntime[]>;
   /** Serial console output from byte `offset` on, at most CONSOLE_CHUNK_BYTES of it. */
   console(id: string, offset: number): Promise<ConsoleChunk>;
+  /** KEKs the manager pushed, in memory only. */
+  readonly keyring: Keyring;
+  /**
+   * Keeps a KEK after checking it against every VM whose bundle names `ref`
+   * (HS_ERR_KEY_MISMATCH when it does not unwrap their DEKs: nothing is kept then).
+   */
+  putKey(ref: string, material: Buffer): Promise<void>;
+  /** KEK refs that encrypted VMs here name and the keyring lacks. */
+  neededKeys(): Promise<string[]>;
+  /** Encrypts a stopped plain VM with new DEKs under `kekRef` (held): copy, then atomic swap. */
+  encrypt(id: string, kekRef: string): Promise<VmRuntime>;
+  /** Decrypts a stopped encrypted VM (its KEK held): copy, then atomic swap. */
+  decrypt(id: string): Promise<VmRuntime>;
+  /**
+   * Shallow (deep=false): the DEKs re-wrapped under `kekRef`, allowed while running.
+   * Deep: new DEKs and the data re-encrypted, VM stopped. Both KEKs must be held.
+   */
+  rekey(id: string, kekRef: string, deep: boolean): Promise<VmRuntime>;
+  /** Copies stopped VM `id` to the new VM `spec` (encrypted under its own KEK when spec.encryption). */
+  clone(id: string, spec: VmSpec): Promise<VmRuntime>;
   /** After an agent restart: re-attaches VMs that kept running. Safe to call twice. */
   recover(): Promise<void>;
   /** Releases connections and files; running VMs keep running. */
@@ -120,6 +141,14 @@ export function serializedDriver(driver: VmDriver): VmDriver {
     kind: driver.kind,
     accel: driver.accel,
     ...(driver.datastores !== undefined ? { datastores: driver.datastores } : {}),
+    keyring: driver.keyring,
+    putKey: (ref, material) => driver.putKey(ref, material),
+    neededKeys: () => driver.neededKeys(),
+    encrypt: (id, kekRef) => locks.run(id, () => driver.encrypt(id, kekRef)),
+    decrypt: (id) => locks.run(id, () => driver.decrypt(id)),
+    rekey: (id, kekRef, deep) => locks.run(id, () => driver.rekey(id, kekRef, deep)),
+    // The clone's id is new: holding it too keeps a concurrent define of that id out.
+    clone: (id, spec) => locks.run(id, () => locks.run(spec.id, () => driver.clone(id, spec))),
     define: (spec) => locks.run(spec.id, () => driver.define(spec)),
     remove: (id) => locks.run(id, () => driver.remove(id)),
     powerOn: (id) => locks.run(id, () => driver.powerOn(id)),

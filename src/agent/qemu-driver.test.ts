@@ -126,8 +126,9 @@ void test(
       secureBoot: false,
       disks: [{ id: 'disk0', sizeMiB: 16, datastorePath: datastore }],
       nics: [],
+      encryption: null,
     };
-    assert.deepEqual(await runtime('defineVm', id, spec), { id, state: 'stopped', simulated: false });
+    assert.deepEqual(await runtime('defineVm', id, spec), { id, state: 'stopped', simulated: false, encryption: null, locked: false });
     assert.ok(existsSync(join(datastore, id, 'disk0.qcow2')), 'the disk was created');
     assert.ok(existsSync(join(datastore, id, 'spec.json')));
     const outside = await call('defineVm', 'elsewhere', {
@@ -164,13 +165,13 @@ void test(
     assert.ok(isPidAlive(on.pid), 'QEMU outlives the agent');
     await startQemuAgent();
     const listed = (await call('listVms', '')).body as VmRuntime[];
-    assert.deepEqual(listed, [{ id, state: 'running', pid: on.pid, simulated: false }]);
+    assert.deepEqual(listed, [{ id, state: 'running', pid: on.pid, simulated: false, encryption: null, locked: false }]);
     assert.equal((await runtime('reset', id)).state, 'running');
     const replay = (await call('console', id, undefined, '?offset=0')).body as ConsoleChunk;
     assert.match(replay.data, /BdsDxe|UEFI/, 'the console log is still readable after the restart');
 
     const off = await runtime('powerOff', id);
-    assert.deepEqual(off, { id, state: 'stopped', simulated: false });
+    assert.deepEqual(off, { id, state: 'stopped', simulated: false, encryption: null, locked: false });
     await waitUntilDead(on.pid);
 
     // A QEMU killed behind the agent's back is crashed; a crashed VM may be deleted.
@@ -179,7 +180,7 @@ void test(
     process.kill(again.pid, 'SIGKILL');
     await waitUntilDead(again.pid);
     const crashed = (await call('listVms', '')).body as VmRuntime[];
-    assert.deepEqual(crashed, [{ id, state: 'crashed', simulated: false }]);
+    assert.deepEqual(crashed, [{ id, state: 'crashed', simulated: false, encryption: null, locked: false }]);
     assert.equal((await call('deleteVm', id)).status, 204);
     assert.ok(!existsSync(join(datastore, id)), 'its files are gone');
   },

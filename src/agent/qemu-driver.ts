@@ -2,13 +2,25 @@
  * The QEMU driver: real VMs through src/qemu (command-line builder, VmProcess, QMP).
  *
  * Files. A VM's home is `<home datastore>/<vmId>/` (the first configured datastore):
- *   spec.json     what the manager defined, plus the VM's UUID (written last, atomically:
- *                 a VM exists for the agent exactly when this file does)
- *   OVMF_VARS.fd  its own copy of the firmware variable store (EFI VMs)
- *   serial.log    the serial console (QEMU truncates it at each power-on)
+ *   spec.json     the VM record: the VM's UUID, its image generation and, for a plain VM,
+ *                 the spec the manager defined; for an encrypted VM the spec sealed under
+ *                 its home DEK and the encryption bundle (DEKs wrapped by the KEK). Written
+ *                 last and atomically: a VM exists for the agent exactly when it does, and
+ *                 replacing it is the one commit point of every multi-file change.
+ *   OVMF_VARS[.gN].fd | OVMF_VARS.gN.luks   its own firmware variable store (EFI VMs);
+ *                 a LUKS container when encrypted
+ *   serial.log    the serial console of a plain VM (QEMU truncates it at each power-on);
+ *                 an encrypted VM's console goes to a socket and is kept in memory only
  *   qemu.log      QEMU's own stderr
- *   qmp.sock, qemu.pid   while QEMU runs
- * and each disk is `<disk.datastorePath>/<vmId>/<diskId>.qcow2`, as api.ts says.
+ *   qmp.sock, qemu.pid, serial.sock   while QEMU runs
+ * and each disk is `<disk.datastorePath>/<vmId>/<diskId>[.gN].qcow2` (qcow2 with LUKS,
+ * AES-256-XTS, when encrypted).
+ *
+ * Generations. Encrypting, decrypting, deep-rekeying write complete new images under the
+ * next generation's names, then replace spec.json (the commit), then delete the old
+ * generation. A kill -9 before the commit leaves the old VM whole plus stray new files;
+ * after it, the new VM plus stray old files. Files of any other generation are strays and
+ * are removed when the VM is next loaded: never half a VM.
  *
  * Processes. QEMU runs detached (VmProcess.start), so it outlives the agent; recover()
  * finds it again by pidfile, /proc cmdline (this VM's UUID) and QMP query-uuid. States
@@ -20,8 +32,8 @@
  * VM whose QEMU runs (a crashed one may go), disks live only in configured datastores.
  */
 import { execFile } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, unlinkSync } from 'node:fs';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HypersealError, isHypersealError } from '../errors.js';
@@ -33,7 +45,31 @@ import { discoverOvmf, probeKvm, selectOvmf } from '../qemu/firmware.js';
 import { VmProcess, createQcow2Image, findRunningQemu, isPidAlive } from '../qemu/vm-process.js';
 import type { RunState } from '../qemu/vm-process.js';
 import { trace } from '../trace.js';
-import type { ConsoleChunk, VmRuntime, VmRuntimeState, VmSpec } from './api.js';
+import { zeroize } from '../crypto/aead.js';
+import { crashPoint } from '../crashpoint.js';
+import {
+  convertImage,
+  convertNvram,
+  createEncryptedNvram,
+  createEncryptedQcow2,
+  lukPassphrase,
+  resizeEncryptedQcow2,
+} from '../qemu/encrypted-images.js';
+import { sealSecretForQemu } from '../qemu/command-line.js';
+import { SerialSocketReader } from '../qemu/serial-socket.js';
+import type { ConsoleChunk, VmCryptoOperation, VmRuntime, VmRuntimeState, VmSpec } from './api.js';
+import type { Deks, EncryptionBundle } from './vm-keys.js';
+import {
+  Keyring,
+  newDek,
+  newDeks,
+  openWithHomeKey,
+  parseBundle,
+  sealWithHomeKey,
+  unwrapDeks,
+  wrapDeks,
+  zeroizeDeks,
+} from './vm-keys.js';
 import type { Datastore, VmDriver } from './driver.js';
 import {
   CONSOLE_CHUNK_BYTES,
@@ -60,22 +96,38 @@ export interface QemuDriverOptions {
 }
 
 const SPEC_FILE = 'spec.json';
-const RECORD_VERSION = 1;
+/** 1: plain spec only (read, never written). 2: generations and encryption. */
+const RECORD_VERSION = 2;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** Image files this driver names: `<base>[.g<N>].<qcow2|fd|luks>` (see "Generations"). */
+const IMAGE_FILE = /^([A-Za-z][A-Za-z0-9_-]*)(?:\.g(\d+))?\.(qcow2|fd|luks)$/;
+const SEALED_SPEC = 'spec';
 
 /** What spec.json holds. */
 interface VmRecord {
   version: number;
-  spec: VmSpec;
   /** QEMU's -uuid: how a running QEMU is recognised as this VM's. */
   uuid: string;
   /** The variable store template the NVRAM was made from (EFI); a change resets it. */
   varsTemplate: string | null;
+  /** Which files are the VM's images (0: the names from before generations). */
+  generation: number;
+  /** Plain VMs only. */
+  spec?: VmSpec;
+  /** Encrypted VMs: the spec, sealed under the home DEK (AES-256-GCM, bound to the VM id). */
+  sealedSpec?: string;
+  bundle?: EncryptionBundle;
 }
 
 interface Vm {
+  id: string;
   record: VmRecord;
+  /** The spec: from the record, or (encrypted) once its KEK was pushed; null while locked. */
+  spec: VmSpec | null;
   home: string;
+  /** An encrypted VM's console, in memory only. */
+  serial: SerialSocketReader | null;
+  operation: { kind: VmCryptoOperation; progress: number } | null;
   /** Attached QEMU, when it runs and we hold its QMP connection. */
   proc: VmProcess | null;
   /**
@@ -144,8 +196,13 @@ function run(file: string, args: string[]): Promise<void> {
   });
 }
 
+function cryptoConflict(id: string, what: string): HypersealError {
+  return new HypersealError('HS_ERR_CONFLICT', `VM ${id} ${what}`, { vmId: id });
+}
+
 export class QemuDriver implements VmDriver {
   readonly kind = 'qemu' as const;
+  readonly keyring = new Keyring();
   private readonly vms = new Map<string, Vm>();
   readonly datastores: readonly Datastore[];
   private readonly homeRoot: string;
@@ -188,13 +245,26 @@ export class QemuDriver implements VmDriver {
       }
     }
     const old = this.vms.get(spec.id);
-    if (old) {
+    const oldSpec = old ? this.requireSpec(old) : null;
+    if (old && oldSpec) {
+      const want = spec.encryption?.kekRef;
+      const have = old.record.bundle?.kekRef;
+      if (want !== have) {
+        throw cryptoConflict(
+          spec.id,
+          want === undefined
+            ? 'is encrypted: decrypt it rather than define it plain'
+            : have === undefined
+              ? 'is plain: encrypt it rather than define it encrypted'
+              : `is encrypted under ${have}, not ${want}: rekey it`,
+        );
+      }
       const state = (await this.runtimeOf(old)).state;
-      if (state !== 'stopped' && state !== 'crashed' && hardwareDiffers(old.record.spec, spec)) {
+      if (state !== 'stopped' && state !== 'crashed' && hardwareDiffers(oldSpec, spec)) {
         throw vmStateConflict(spec.id, state, 'change the hardware of a VM whose QEMU runs');
       }
       for (const d of spec.disks) {
-        const was = old.record.spec.disks.find((o) => o.id === d.id);
+        const was = oldSpec.disks.find((o) => o.id === d.id);
         if (was && was.datastorePath !== d.datastorePath) {
           throw new HypersealError('HS_ERR_INVALID_ARGUMENT', `disk ${d.id} cannot move between datastores`);
         }
@@ -208,44 +278,69 @@ export class QemuDriver implements VmDriver {
     }
     const uuid = old?.record.uuid ?? (UUID.test(spec.id) ? spec.id.toLowerCase() : randomUUID());
     const home = join(this.homeRoot, spec.id);
-    const draft: VmRecord = { version: RECORD_VERSION, spec, uuid, varsTemplate: null };
+    const generation = old?.record.generation ?? 0;
     // Build the command line now (pure): a spec QEMU cannot run fails here, not at power-on.
     const { host, ovmf } = this.hostRuntime(spec);
-    buildQemuArgv(this.qemuSpec(draft, home), host);
-    const record: VmRecord = { ...draft, varsTemplate: ovmf?.varsTemplate ?? null };
+    buildQemuArgv(this.qemuSpec(spec, uuid, generation, home), host);
+    const varsTemplate = ovmf?.varsTemplate ?? null;
 
+    // Keys: a new encrypted VM gets fresh DEKs; an existing one keeps its own, with a new
+    // DEK for each new disk (which needs its KEK) and none for removed disks.
+    let deks: Deks | undefined;
+    let bundle: EncryptionBundle | undefined;
+    if (spec.encryption) {
+      const kek = this.keyring.require(spec.encryption.kekRef, spec.id);
+      const kept = old?.record.bundle ? unwrapDeks(kek, old.record.bundle) : undefined;
+      deks = {
+        home: kept?.home ?? newDek(),
+        disks: new Map(spec.disks.map((d) => [d.id, kept?.disks.get(d.id) ?? newDek()])),
+      };
+      if (kept) for (const [id, k] of kept.disks) if (!deks.disks.has(id)) zeroize(k);
+      bundle = wrapDeks(kek, spec.encryption.kekRef, deks);
+    }
     try {
       mkdirSync(home, { recursive: true, mode: 0o700 });
       for (const d of spec.disks) {
         mkdirSync(join(d.datastorePath, spec.id), { recursive: true, mode: 0o700 });
-        const path = this.diskPath(spec.id, d.id, d.datastorePath);
-        const was = old?.record.spec.disks.find((o) => o.id === d.id);
-        if (!existsSync(path)) await createQcow2Image(path, d.sizeMiB, this.opts.qemuImgBinary);
-        else if (was && d.sizeMiB > was.sizeMiB) {
-          await run(this.opts.qemuImgBinary ?? 'qemu-img', ['resize', '-q', path, `${d.sizeMiB}M`]);
+        const path = this.diskPath(spec.id, d, generation);
+        const was = oldSpec?.disks.find((o) => o.id === d.id);
+        if (!existsSync(path)) {
+          const dek = deks?.disks.get(d.id);
+          if (dek) await createEncryptedQcow2(path, d.sizeMiB, dek, this.opts.qemuImgBinary);
+          else await createQcow2Image(path, d.sizeMiB, this.opts.qemuImgBinary);
+        } else if (was && d.sizeMiB > was.sizeMiB) {
+          await this.resize(path, d.sizeMiB, deks?.disks.get(d.id));
         }
         // An existing image unknown to the old record is adopted: a define that crashed
         // after creating it and before writing spec.json left it for this retry.
       }
-      const nvram = join(home, 'OVMF_VARS.fd');
-      if (old?.record.varsTemplate !== record.varsTemplate && existsSync(nvram)) {
-        // Other firmware (Secure Boot switched, BIOS↔EFI): VmProcess.start copies the new
-        // template; the old store's variables do not belong to that firmware.
-        unlinkSync(nvram);
+      if (old?.record.varsTemplate !== varsTemplate) {
+        // Other firmware (Secure Boot switched, BIOS↔EFI): the store is made anew from the
+        // new template at power-on; the old store's variables do not belong to that firmware.
+        rmSync(this.nvramPath(home, generation, bundle !== undefined), { force: true });
       }
-      writeFileAtomic(join(home, SPEC_FILE), JSON.stringify(record, null, 2) + '\n', 0o600);
+      const record: VmRecord = {
+        version: RECORD_VERSION,
+        uuid,
+        varsTemplate,
+        generation,
+        ...this.specFields(spec, deks, bundle),
+      };
+      this.writeRecord(home, record);
+      const vm: Vm = old ?? this.newVm(spec.id, home, record, spec);
+      vm.record = record;
+      vm.spec = spec;
+      this.vms.set(spec.id, vm);
     } catch (err) {
       throw wrap(`defining VM ${spec.id}`, err);
+    } finally {
+      zeroizeDeks(deks);
     }
     // Only once the new spec is committed: images of disks the spec no longer has.
-    for (const d of old?.record.spec.disks ?? []) {
-      if (!spec.disks.some((n) => n.id === d.id)) {
-        rmSync(this.diskPath(spec.id, d.id, d.datastorePath), { force: true });
-      }
+    for (const d of oldSpec?.disks ?? []) {
+      if (!spec.disks.some((n) => n.id === d.id)) rmSync(this.diskPath(spec.id, d, generation), { force: true });
     }
-    const vm: Vm = { record, home, proc: old?.proc ?? null, busy: null, attaching: null };
-    this.vms.set(spec.id, vm);
-    return this.runtimeOf(vm);
+    return this.runtimeOf(this.get(spec.id));
   }
 
   async remove(id: string): Promise<void> {
@@ -253,18 +348,22 @@ export class QemuDriver implements VmDriver {
     const { state } = await this.runtimeOf(vm);
     if (state !== 'stopped' && state !== 'crashed')
       throw vmStateConflict(id, state, 'delete a VM whose QEMU runs');
+    // A locked VM's disks are named in its sealed spec: it must be unlocked to be deleted
+    // whole (an unreadable VM that is gone for good can be removed by its directories).
+    const spec = this.requireSpec(vm);
     try {
       // Disks first, spec.json (in the home) last: a crash half-way leaves a VM that is
       // still listed and whose removal can be retried, never unlisted orphan disks.
-      for (const d of vm.record.spec.disks) {
+      for (const d of spec.disks) {
         const dir = join(d.datastorePath, id);
         if (dir !== vm.home) rmSync(dir, { recursive: true, force: true });
-        else rmSync(this.diskPath(id, d.id, d.datastorePath), { force: true });
+        else rmSync(this.diskPath(id, d, vm.record.generation), { force: true });
       }
       rmSync(vm.home, { recursive: true, force: true });
     } catch (err) {
       throw wrap(`removing VM ${id}`, err);
     }
+    vm.serial?.close();
     this.vms.delete(id);
   }
 
@@ -272,19 +371,48 @@ export class QemuDriver implements VmDriver {
     const vm = this.get(id);
     const current = await this.runtimeOf(vm);
     if (vm.proc) return current; // already running (or paused): idempotent
-    const { host } = this.hostRuntime(vm.record.spec);
-    const qspec = this.qemuSpec(vm.record, vm.home);
+    const spec = this.requireSpec(vm);
+    const { host, ovmf } = this.hostRuntime(spec);
+    let qspec = this.qemuSpec(spec, vm.record.uuid, vm.record.generation, vm.home);
+    const bundle = vm.record.bundle;
+    let deks: Deks | undefined;
+    // Per QEMU process: the DEKs reach QEMU only encrypted under it, and it reaches QEMU
+    // only through a FIFO; it lives on in QEMU's memory and nowhere else.
+    const masterKey = bundle ? randomBytes(32) : undefined;
     vm.busy = 'starting';
     try {
+      if (bundle && masterKey) {
+        deks = unwrapDeks(this.keyring.require(bundle.kekRef, id), bundle);
+        const homeDek = deks.home;
+        qspec = {
+          ...qspec,
+          disks: qspec.disks.map((d) => {
+            const dek = deks?.disks.get(d.id);
+            if (!dek) throw new HypersealError('HS_ERR_KEY_MISMATCH', `VM ${id} has no key for disk ${d.id}`);
+            return { ...d, encryption: sealSecretForQemu(masterKey, lukPassphrase(dek)) };
+          }),
+          ...(qspec.nvramPath !== undefined
+            ? { nvramEncryption: sealSecretForQemu(masterKey, lukPassphrase(homeDek)) }
+            : {}),
+        };
+        if (qspec.nvramPath !== undefined && ovmf && !existsSync(qspec.nvramPath)) {
+          await createEncryptedNvram(ovmf.varsTemplate, qspec.nvramPath, homeDek, this.opts.qemuImgBinary);
+        }
+      }
       vm.proc = await VmProcess.start(qspec, {
         accel: host.accel,
         ovmfBuilds: this.ovmfBuilds,
         nicBackend: this.opts.nicBackend ?? 'user-isolated',
         qemuLogPath: join(vm.home, 'qemu.log'),
+        ...(masterKey ? { masterKey } : {}),
         ...(this.opts.qemuBinary !== undefined ? { qemuBinary: this.opts.qemuBinary } : {}),
         ...(this.opts.qemuImgBinary !== undefined ? { qemuImgBinary: this.opts.qemuImgBinary } : {}),
         ...(this.opts.startTimeoutMs !== undefined ? { startTimeoutMs: this.opts.startTimeoutMs } : {}),
       });
+      if (qspec.serialSocketPath !== undefined) {
+        vm.serial?.close();
+        vm.serial = new SerialSocketReader(qspec.serialSocketPath);
+      }
     } catch (err) {
       // A QEMU killed while starting leaves its pidfile: that is a failed start, which the
       // error reports, not a crash of a VM that ran.
@@ -292,8 +420,10 @@ export class QemuDriver implements VmDriver {
       throw wrap(`starting VM ${id}`, err);
     } finally {
       vm.busy = null;
+      zeroize(masterKey);
+      zeroizeDeks(deks);
     }
-    trace('agent', 'powered on', { vmId: id, pid: vm.proc.pid });
+    trace('agent', 'powered on', { vmId: id, pid: vm.proc.pid, encrypted: bundle !== undefined });
     return this.runtimeOf(vm);
   }
 
@@ -358,6 +488,10 @@ export class QemuDriver implements VmDriver {
 
   async console(id: string, offset: number): Promise<ConsoleChunk> {
     const vm = this.get(id);
+    if (vm.record.bundle) {
+      // Encrypted: the console exists only in this agent's memory (since its last start).
+      return vm.serial ? vm.serial.chunk(offset, CONSOLE_CHUNK_BYTES) : { offset: 0, next: 0, data: '' };
+    }
     let fh;
     try {
       fh = await open(join(vm.home, 'serial.log'), 'r');
@@ -376,12 +510,187 @@ export class QemuDriver implements VmDriver {
     }
   }
 
+  /* ---------------------------------------------------------------- keys and encryption */
+
+  async putKey(ref: string, material: Buffer): Promise<void> {
+    // Checked against every VM naming it before anything is kept or unsealed.
+    const unlocked: { vm: Vm; spec: VmSpec }[] = [];
+    for (const vm of this.vms.values()) {
+      if (vm.record.bundle?.kekRef !== ref) continue;
+      const deks = unwrapDeks(material, vm.record.bundle);
+      try {
+        unlocked.push({ vm, spec: vm.spec ?? this.openSpec(vm.id, vm.record, deks.home) });
+      } finally {
+        zeroizeDeks(deks);
+      }
+    }
+    this.keyring.put(ref, material);
+    for (const { vm, spec } of unlocked) {
+      if (vm.spec === null) {
+        vm.spec = spec;
+        this.collectStrays(vm);
+        trace('agent', 'unlocked', { vmId: vm.id });
+      }
+    }
+  }
+
+  async neededKeys(): Promise<string[]> {
+    const refs = new Set<string>();
+    for (const vm of this.vms.values()) {
+      const ref = vm.record.bundle?.kekRef;
+      if (ref !== undefined && !this.keyring.has(ref)) refs.add(ref);
+    }
+    return [...refs];
+  }
+
+  async encrypt(id: string, kekRef: string): Promise<VmRuntime> {
+    const vm = this.get(id);
+    const spec = this.requireSpec(vm);
+    await this.requireStopped(vm, 'encrypt');
+    if (vm.record.bundle) throw cryptoConflict(id, 'is already encrypted');
+    const kek = this.keyring.require(kekRef, id);
+    const deks = newDeks(spec.disks.map((d) => d.id));
+    try {
+      const next = { ...spec, encryption: { kekRef } };
+      await this.recopy(vm, 'encrypt', next, undefined, deks, wrapDeks(kek, kekRef, deks));
+      // The plain console log is guest output: it goes with the plain images.
+      rmSync(join(vm.home, 'serial.log'), { force: true });
+    } finally {
+      zeroizeDeks(deks);
+    }
+    return this.runtimeOf(vm);
+  }
+
+  async decrypt(id: string): Promise<VmRuntime> {
+    const vm = this.get(id);
+    const spec = this.requireSpec(vm);
+    await this.requireStopped(vm, 'decrypt');
+    const bundle = vm.record.bundle;
+    if (!bundle) throw cryptoConflict(id, 'is not encrypted');
+    const deks = unwrapDeks(this.keyring.require(bundle.kekRef, id), bundle);
+    try {
+      await this.recopy(vm, 'decrypt', { ...spec, encryption: null }, deks, undefined, undefined);
+    } finally {
+      zeroizeDeks(deks);
+    }
+    vm.serial?.close();
+    vm.serial = null;
+    return this.runtimeOf(vm);
+  }
+
+  async rekey(id: string, kekRef: string, deep: boolean): Promise<VmRuntime> {
+    const vm = this.get(id);
+    const spec = this.requireSpec(vm);
+    const bundle = vm.record.bundle;
+    if (!bundle) throw cryptoConflict(id, 'is not encrypted');
+    const oldDeks = unwrapDeks(this.keyring.require(bundle.kekRef, id), bundle);
+    const newKek = this.keyring.require(kekRef, id);
+    const next = { ...spec, encryption: { kekRef } };
+    try {
+      if (!deep) {
+        // Shallow: the same DEKs under the new KEK; only spec.json changes, so a running
+        // QEMU (which holds the DEKs already) is not disturbed.
+        vm.operation = { kind: 'rekey', progress: 0 };
+        const record: VmRecord = {
+          ...vm.record,
+          ...this.specFields(next, oldDeks, wrapDeks(newKek, kekRef, oldDeks)),
+        };
+        this.writeRecord(vm.home, record);
+        vm.record = record;
+        vm.spec = next;
+      } else {
+        await this.requireStopped(vm, 'deep-rekey');
+        const deks = newDeks(spec.disks.map((d) => d.id));
+        try {
+          await this.recopy(vm, 'deep-rekey', next, oldDeks, deks, wrapDeks(newKek, kekRef, deks));
+        } finally {
+          zeroizeDeks(deks);
+        }
+      }
+    } finally {
+      zeroizeDeks(oldDeks);
+      vm.operation = null;
+    }
+    return this.runtimeOf(vm);
+  }
+
+  async clone(id: string, input: VmSpec): Promise<VmRuntime> {
+    const source = this.get(id);
+    const sourceSpec = this.requireSpec(source);
+    await this.requireStopped(source, 'clone');
+    const target = parseVmSpec(input);
+    if (this.vms.has(target.id)) throw cryptoConflict(target.id, 'already exists');
+    if (
+      target.disks.length !== sourceSpec.disks.length ||
+      target.disks.some((d, i) => d.id !== sourceSpec.disks[i]?.id)
+    ) {
+      throw new HypersealError('HS_ERR_INVALID_ARGUMENT', `a clone has the disks of its source (${id})`);
+    }
+    for (const d of target.disks) {
+      if (!this.datastores.some((ds) => ds.path === d.datastorePath)) {
+        throw new HypersealError('HS_ERR_INVALID_ARGUMENT', `${d.datastorePath} is not a datastore of this host`);
+      }
+    }
+    const srcBundle = source.record.bundle;
+    const srcDeks = srcBundle ? unwrapDeks(this.keyring.require(srcBundle.kekRef, id), srcBundle) : undefined;
+    const dstDeks = target.encryption ? newDeks(target.disks.map((d) => d.id)) : undefined;
+    const home = join(this.homeRoot, target.id);
+    source.operation = { kind: 'clone', progress: 0 };
+    try {
+      const bundle =
+        target.encryption && dstDeks
+          ? wrapDeks(this.keyring.require(target.encryption.kekRef, target.id), target.encryption.kekRef, dstDeks)
+          : undefined;
+      // Leftovers of an earlier clone to this id that died before its record was written.
+      this.removeVmFiles(target, home);
+      mkdirSync(home, { recursive: true, mode: 0o700 });
+      const steps = target.disks.length + 1;
+      for (const [i, d] of target.disks.entries()) {
+        const src = sourceSpec.disks[i];
+        if (!src) continue;
+        mkdirSync(join(d.datastorePath, target.id), { recursive: true, mode: 0o700 });
+        await convertImage({
+          src: { path: this.diskPath(id, src, source.record.generation), dek: srcDeks?.disks.get(src.id) },
+          dst: { path: this.diskPath(target.id, d, 0), dek: dstDeks?.disks.get(d.id) },
+          onProgress: (p) => (source.operation = { kind: 'clone', progress: Math.round((100 * (i + p / 100)) / steps) }),
+          qemuImgBinary: this.opts.qemuImgBinary,
+        });
+      }
+      const srcNvram = this.nvramPath(source.home, source.record.generation, srcBundle !== undefined);
+      if (existsSync(srcNvram)) {
+        await convertNvram({
+          src: { path: srcNvram, dek: srcDeks?.home },
+          dst: { path: this.nvramPath(home, 0, bundle !== undefined), dek: dstDeks?.home },
+          qemuImgBinary: this.opts.qemuImgBinary,
+        });
+      }
+      const record: VmRecord = {
+        version: RECORD_VERSION,
+        uuid: UUID.test(target.id) ? target.id.toLowerCase() : randomUUID(),
+        varsTemplate: source.record.varsTemplate,
+        generation: 0,
+        ...this.specFields(target, dstDeks, bundle),
+      };
+      crashPoint('clone:before-commit');
+      this.writeRecord(home, record);
+      this.vms.set(target.id, this.newVm(target.id, home, record, target));
+    } catch (err) {
+      if (!this.vms.has(target.id)) this.removeVmFiles(target, home);
+      throw wrap(`cloning VM ${id} to ${target.id}`, err);
+    } finally {
+      source.operation = null;
+      zeroizeDeks(srcDeks);
+      zeroizeDeks(dstDeks);
+    }
+    return this.runtimeOf(this.get(target.id));
+  }
+
   /** Re-attaches every VM whose QEMU kept running while the agent was away. */
   async recover(): Promise<void> {
     await Promise.all(
       Array.from(this.vms.values(), async (vm) => {
         const rt = await this.runtimeOf(vm);
-        trace('agent', 'recovered', { vmId: rt.id, state: rt.state, pid: rt.pid });
+        trace('agent', 'recovered', { vmId: rt.id, state: rt.state, pid: rt.pid, locked: rt.locked });
       }),
     );
   }
@@ -392,9 +701,12 @@ export class QemuDriver implements VmDriver {
       Array.from(this.vms.values(), async (vm) => {
         const proc = vm.proc;
         vm.proc = null;
+        vm.serial?.close();
+        vm.serial = null;
         await proc?.detach().catch(() => undefined);
       }),
     );
+    this.keyring.clear();
   }
 
   /* ---------------------------------------------------------------- internals */
@@ -405,30 +717,74 @@ export class QemuDriver implements VmDriver {
     return vm;
   }
 
-  private diskPath(vmId: string, diskId: string, datastorePath: string): string {
-    return join(datastorePath, vmId, `${diskId}.qcow2`);
+  /** The spec, or HS_ERR_VM_LOCKED for an encrypted VM whose KEK has not been pushed. */
+  private requireSpec(vm: Vm): VmSpec {
+    if (vm.spec) return vm.spec;
+    const ref = vm.record.bundle?.kekRef ?? '?';
+    throw new HypersealError(
+      'HS_ERR_VM_LOCKED',
+      `VM ${vm.id} is locked: this host does not hold its key ${ref} (the manager pushes it; see hyperseal vm unlock)`,
+      { vmId: vm.id, kekRef: ref },
+    );
   }
 
-  private qemuSpec(record: VmRecord, home: string): QemuVmSpec {
-    const { spec } = record;
+  private async requireStopped(vm: Vm, what: string): Promise<void> {
+    const { state } = await this.runtimeOf(vm);
+    if (state !== 'stopped' && state !== 'crashed') throw vmStateConflict(vm.id, state, what);
+    this.removeStalePidfile(vm);
+  }
+
+  private newVm(id: string, home: string, record: VmRecord, spec: VmSpec | null): Vm {
+    return { id, record, spec, home, serial: null, operation: null, proc: null, busy: null, attaching: null };
+  }
+
+  private diskPath(vmId: string, disk: { id: string; datastorePath: string }, generation: number): string {
+    const g = generation === 0 ? '' : `.g${generation}`;
+    return join(disk.datastorePath, vmId, `${disk.id}${g}.qcow2`);
+  }
+
+  private nvramPath(home: string, generation: number, encrypted: boolean): string {
+    if (encrypted) return join(home, `OVMF_VARS.g${generation}.luks`);
+    return join(home, generation === 0 ? 'OVMF_VARS.fd' : `OVMF_VARS.g${generation}.fd`);
+  }
+
+  private qemuSpec(spec: VmSpec, uuid: string, generation: number, home: string): QemuVmSpec {
+    const encrypted = spec.encryption !== null;
     return {
       // The id, not the display name: QEMU's -name must be a plain token.
       name: spec.id,
-      uuid: record.uuid,
+      uuid,
       cpus: spec.cpus,
       memoryMiB: spec.memoryMiB,
       firmware: spec.firmware,
       secureBoot: spec.secureBoot,
       disks: spec.disks.map((d) => ({
         id: d.id,
-        path: this.diskPath(spec.id, d.id, d.datastorePath),
+        path: this.diskPath(spec.id, d, generation),
         format: 'qcow2' as const,
       })),
       nics: spec.nics.map((n) => ({ id: n.id, mac: n.mac, network: n.network })),
-      serialLogPath: join(home, 'serial.log'),
+      // An encrypted VM's console is guest data: a socket read into memory, never a file.
+      ...(encrypted ? { serialSocketPath: join(home, 'serial.sock') } : { serialLogPath: join(home, 'serial.log') }),
       qmpSocketPath: join(home, 'qmp.sock'),
       pidFilePath: join(home, 'qemu.pid'),
-      ...(spec.firmware === 'efi' ? { nvramPath: join(home, 'OVMF_VARS.fd') } : {}),
+      ...(spec.firmware === 'efi' ? { nvramPath: this.nvramPath(home, generation, encrypted) } : {}),
+    };
+  }
+
+  /** Enough of a QEMU spec to find and attach to a running QEMU (works for a locked VM too). */
+  private processSpec(vm: Vm): QemuVmSpec {
+    return {
+      name: vm.id,
+      uuid: vm.record.uuid,
+      cpus: 1,
+      memoryMiB: 32,
+      firmware: 'bios',
+      disks: [],
+      nics: [],
+      serialLogPath: join(vm.home, 'serial.log'),
+      qmpSocketPath: join(vm.home, 'qmp.sock'),
+      pidFilePath: join(vm.home, 'qemu.pid'),
     };
   }
 
@@ -449,16 +805,147 @@ export class QemuDriver implements VmDriver {
     };
   }
 
+  /** The record fields that carry the spec: plain, or sealed with the bundle beside it. */
+  private specFields(
+    spec: VmSpec,
+    deks: Deks | undefined,
+    bundle: EncryptionBundle | undefined,
+  ): Pick<VmRecord, 'spec' | 'sealedSpec' | 'bundle'> {
+    if (!bundle) return { spec };
+    if (!deks) throw new HypersealError('HS_ERR_INTERNAL', `sealing the spec of ${spec.id} needs its DEKs`);
+    return {
+      sealedSpec: sealWithHomeKey(deks.home, spec.id, SEALED_SPEC, Buffer.from(JSON.stringify(spec))),
+      bundle,
+    };
+  }
+
+  private openSpec(id: string, record: VmRecord, homeDek: Buffer): VmSpec {
+    if (record.sealedSpec === undefined) throw new HypersealError('HS_ERR_CONFIG', `VM ${id} has no sealed spec`);
+    const spec = parseVmSpec(JSON.parse(openWithHomeKey(homeDek, id, SEALED_SPEC, record.sealedSpec).toString('utf8')));
+    if (spec.id !== id) throw new HypersealError('HS_ERR_CONFIG', `the sealed spec of ${id} names ${spec.id}`);
+    return spec;
+  }
+
+  private writeRecord(home: string, record: VmRecord): void {
+    writeFileAtomic(join(home, SPEC_FILE), JSON.stringify(record, null, 2) + '\n', 0o600);
+  }
+
+  /**
+   * Copies every image of `vm` to the next generation (decrypting with `srcDeks`,
+   * encrypting with `dstDeks`), commits by replacing spec.json, then removes the old
+   * generation. See "Generations" at the top: a kill -9 anywhere leaves old or new.
+   */
+  private async recopy(
+    vm: Vm,
+    kind: VmCryptoOperation,
+    next: VmSpec,
+    srcDeks: Deks | undefined,
+    dstDeks: Deks | undefined,
+    bundle: EncryptionBundle | undefined,
+  ): Promise<void> {
+    const spec = this.requireSpec(vm);
+    const gen = vm.record.generation;
+    const nextGen = gen + 1;
+    const steps = spec.disks.length + 1;
+    vm.operation = { kind, progress: 0 };
+    try {
+      for (const [i, d] of spec.disks.entries()) {
+        const dst = this.diskPath(vm.id, d, nextGen);
+        rmSync(dst, { force: true }); // a stray of an earlier attempt
+        await convertImage({
+          src: { path: this.diskPath(vm.id, d, gen), dek: srcDeks?.disks.get(d.id) },
+          dst: { path: dst, dek: dstDeks?.disks.get(d.id) },
+          onProgress: (p) => (vm.operation = { kind, progress: Math.round((100 * (i + p / 100)) / steps) }),
+          qemuImgBinary: this.opts.qemuImgBinary,
+        });
+        crashPoint(`${kind}:after-disk`);
+      }
+      const srcNvram = this.nvramPath(vm.home, gen, srcDeks !== undefined);
+      if (spec.firmware === 'efi' && existsSync(srcNvram)) {
+        const dst = this.nvramPath(vm.home, nextGen, dstDeks !== undefined);
+        rmSync(dst, { force: true });
+        await convertNvram({
+          src: { path: srcNvram, dek: srcDeks?.home },
+          dst: { path: dst, dek: dstDeks?.home },
+          qemuImgBinary: this.opts.qemuImgBinary,
+        });
+      }
+      crashPoint(`${kind}:before-commit`);
+      const record: VmRecord = {
+        version: RECORD_VERSION,
+        uuid: vm.record.uuid,
+        varsTemplate: vm.record.varsTemplate,
+        generation: nextGen,
+        ...this.specFields(next, dstDeks, bundle),
+      };
+      this.writeRecord(vm.home, record);
+      vm.record = record;
+      vm.spec = next;
+      crashPoint(`${kind}:after-commit`);
+    } catch (err) {
+      throw wrap(`${kind} of VM ${vm.id}`, err);
+    } finally {
+      vm.operation = null;
+      // Whichever generation lost (the new one on failure, the old one on success).
+      this.collectStrays(vm);
+    }
+  }
+
+  /** Removes image files of any generation but the VM's own, and temporary files. */
+  private collectStrays(vm: Vm): void {
+    const spec = vm.spec;
+    if (!spec) return; // locked: its disks' datastores are in the sealed spec
+    const dirs = new Set([vm.home, ...spec.disks.map((d) => join(d.datastorePath, vm.id))]);
+    for (const dir of dirs) {
+      let names: string[];
+      try {
+        names = readdirSync(dir);
+      } catch {
+        continue;
+      }
+      for (const name of names) {
+        const m = IMAGE_FILE.exec(name);
+        const stray = name.includes('.tmp-') || (m !== null && Number(m[2] ?? 0) !== vm.record.generation);
+        if (stray) {
+          trace('agent', 'removing stray file', { vmId: vm.id, file: join(dir, name) });
+          rmSync(join(dir, name), { force: true });
+        }
+      }
+    }
+  }
+
+  /** Deletes the directories of a VM that has no record (leftovers of a failed clone). */
+  private removeVmFiles(spec: VmSpec, home: string): void {
+    if (existsSync(join(home, SPEC_FILE))) return; // someone's VM: never
+    for (const d of spec.disks) rmSync(join(d.datastorePath, spec.id), { recursive: true, force: true });
+    rmSync(home, { recursive: true, force: true });
+  }
+
+  private async resize(path: string, sizeMiB: number, dek: Buffer | undefined): Promise<void> {
+    if (dek) await resizeEncryptedQcow2(path, sizeMiB, dek, this.opts.qemuImgBinary);
+    else await run(this.opts.qemuImgBinary ?? 'qemu-img', ['resize', '-q', path, `${sizeMiB}M`]);
+  }
+
   /** For reads, which do not hold the VM's lock: a power operation under way answers for QEMU. */
   private observe(vm: Vm): Promise<VmRuntime> {
     if (vm.busy === null) return this.runtimeOf(vm);
     const pid = vm.proc?.pid;
     return Promise.resolve({
-      id: vm.record.spec.id,
+      ...this.cryptoState(vm),
+      id: vm.id,
       state: vm.busy,
       ...(pid !== undefined ? { pid } : {}),
       simulated: false,
     });
+  }
+
+  private cryptoState(vm: Vm): Pick<VmRuntime, 'encryption' | 'locked' | 'operation'> {
+    const bundle = vm.record.bundle;
+    return {
+      encryption: bundle ? { kekRef: bundle.kekRef } : null,
+      locked: bundle !== undefined && !this.keyring.has(bundle.kekRef),
+      ...(vm.operation ? { operation: { ...vm.operation } } : {}),
+    };
   }
 
   /**
@@ -466,18 +953,21 @@ export class QemuDriver implements VmDriver {
    * (started before an agent restart), and drops a connection whose QEMU has gone.
    */
   private async runtimeOf(vm: Vm): Promise<VmRuntime> {
-    const id = vm.record.spec.id;
+    const id = vm.id;
+    const crypto = this.cryptoState(vm);
     if (vm.proc && !vm.proc.isAlive()) {
       await vm.proc.detach().catch(() => undefined);
       vm.proc = null;
     }
     if (!vm.proc) {
-      const qspec = this.qemuSpec(vm.record, vm.home);
-      const pid = await findRunningQemu(qspec);
+      const pspec = this.processSpec(vm);
+      const pid = await findRunningQemu(pspec);
       if (pid !== undefined) {
-        vm.attaching ??= VmProcess.attach(qspec)
+        vm.attaching ??= VmProcess.attach(pspec)
           .then((proc) => {
             vm.proc = proc;
+            // An encrypted VM's console after an agent restart: from now on, in memory.
+            if (vm.record.bundle && !vm.serial) vm.serial = new SerialSocketReader(join(vm.home, 'serial.sock'));
           })
           .finally(() => (vm.attaching = null));
         try {
@@ -486,7 +976,7 @@ export class QemuDriver implements VmDriver {
           // It runs, but its monitor does not answer us (another client holds it, or it
           // hangs): say so rather than guess.
           trace('agent', 'attach failed', { vmId: id, pid, error: String(err) });
-          return { id, state: 'unknown', pid, simulated: false };
+          return { id, state: 'unknown', pid, simulated: false, ...crypto };
         }
       }
     }
@@ -494,14 +984,19 @@ export class QemuDriver implements VmDriver {
       const pid = vm.proc.pid;
       try {
         const { status } = await vm.proc.status();
-        return { id, state: runtimeState(status), pid, simulated: false };
+        return { id, state: runtimeState(status), pid, simulated: false, ...crypto };
       } catch (err) {
         trace('agent', 'status failed', { vmId: id, pid, error: String(err) });
-        return { id, state: vm.proc.isAlive() ? 'unknown' : 'crashed', simulated: false };
+        return { id, state: vm.proc.isAlive() ? 'unknown' : 'crashed', simulated: false, ...crypto };
       }
     }
     // No QEMU. A clean exit removes the pidfile; one left behind means it died.
-    return { id, state: existsSync(join(vm.home, 'qemu.pid')) ? 'crashed' : 'stopped', simulated: false };
+    return {
+      id,
+      state: existsSync(join(vm.home, 'qemu.pid')) ? 'crashed' : 'stopped',
+      simulated: false,
+      ...crypto,
+    };
   }
 
   private removeStalePidfile(vm: Vm): void {
@@ -511,13 +1006,17 @@ export class QemuDriver implements VmDriver {
       if (!Number.isSafeInteger(pid) || pid <= 1 || !isPidAlive(pid)) {
         rmSync(pidFile, { force: true });
         rmSync(join(vm.home, 'qmp.sock'), { force: true });
+        rmSync(join(vm.home, 'serial.sock'), { force: true });
       }
     } catch {
       // no pidfile: nothing to clean
     }
   }
 
-  /** Reads every `<home datastore>/<id>/spec.json`; a damaged one is skipped and traced. */
+  /**
+   * Reads every `<home datastore>/<id>/spec.json`; a damaged one is skipped and traced.
+   * Encrypted VMs load locked (their spec is sealed) until the manager pushes their KEK.
+   */
   private load(): void {
     for (const entry of readdirSync(this.homeRoot, { withFileTypes: true })) {
       if (!entry.isDirectory()) continue;
@@ -526,19 +1025,29 @@ export class QemuDriver implements VmDriver {
       if (!existsSync(file)) continue; // a define that never committed, or not ours
       try {
         const raw = JSON.parse(readFileSync(file, 'utf8')) as Partial<VmRecord>;
-        if (raw.version !== RECORD_VERSION || typeof raw.uuid !== 'string' || !UUID.test(raw.uuid)) {
-          throw new Error(`not a version ${RECORD_VERSION} VM record`);
+        if ((raw.version !== 1 && raw.version !== RECORD_VERSION) || typeof raw.uuid !== 'string' || !UUID.test(raw.uuid)) {
+          throw new Error(`not a version 1 or ${RECORD_VERSION} VM record`);
         }
-        const spec = parseVmSpec(raw.spec);
-        if (spec.id !== entry.name) throw new Error(`its id ${spec.id} is not its directory's name`);
+        const generation = raw.version === 1 ? 0 : raw.generation;
+        if (typeof generation !== 'number' || !Number.isSafeInteger(generation) || generation < 0) {
+          throw new Error('no valid generation');
+        }
         const varsTemplate = typeof raw.varsTemplate === 'string' ? raw.varsTemplate : null;
-        this.vms.set(spec.id, {
-          record: { version: RECORD_VERSION, spec, uuid: raw.uuid.toLowerCase(), varsTemplate },
-          home,
-          proc: null,
-          busy: null,
-          attaching: null,
-        });
+        const base = { version: RECORD_VERSION, uuid: raw.uuid.toLowerCase(), varsTemplate, generation };
+        let record: VmRecord;
+        let spec: VmSpec | null = null;
+        if (raw.bundle !== undefined) {
+          if (typeof raw.sealedSpec !== 'string') throw new Error('an encrypted record without its sealed spec');
+          record = { ...base, sealedSpec: raw.sealedSpec, bundle: parseBundle(raw.bundle, file) };
+        } else {
+          spec = parseVmSpec(raw.spec);
+          if (spec.id !== entry.name) throw new Error(`its id ${spec.id} is not its directory's name`);
+          if (spec.encryption !== null) throw new Error('a plain record whose spec says encrypted');
+          record = { ...base, spec };
+        }
+        const vm = this.newVm(entry.name, home, record, spec);
+        this.vms.set(entry.name, vm);
+        this.collectStrays(vm);
       } catch (err) {
         // One bad file must not keep the agent, and every other VM, from starting.
         trace('agent', 'skipping unreadable VM record', { file, error: String(err) });

@@ -67,6 +67,7 @@ function spec(id: string, overrides: Partial<VmSpec> = {}): VmSpec {
     secureBoot: true,
     disks: [{ id: 'disk0', sizeMiB: 1024, datastorePath: '/var/lib/hyperseal/datastore' }],
     nics: [{ id: 'nic0', mac: '52:54:00:12:34:56', network: 'VM Network' }],
+    encryption: null,
     ...overrides,
   };
 }
@@ -105,10 +106,10 @@ void test('a VM lifecycle: define, power on, console, power off, delete', async 
   const id = 'web-01';
   let reply = await call('defineVm', id, spec(id));
   assert.equal(reply.status, 200, JSON.stringify(reply.body));
-  assert.deepEqual(reply.body, { id, state: 'stopped', simulated: true } satisfies VmRuntime);
+  assert.deepEqual(reply.body, { id, state: 'stopped', simulated: true, encryption: null, locked: false } satisfies VmRuntime);
 
   reply = await call('powerOn', id, {});
-  assert.deepEqual(reply.body, { id, state: 'running', simulated: true });
+  assert.deepEqual(reply.body, { id, state: 'running', simulated: true, encryption: null, locked: false });
   // Idempotent: a manager retrying after a timeout gets the state.
   assert.equal((await call('powerOn', id)).status, 200);
 
@@ -127,7 +128,7 @@ void test('a VM lifecycle: define, power on, console, power off, delete', async 
 
   assert.equal((await call('reset', id, {})).status, 200);
   reply = await call('powerOff', id, {});
-  assert.deepEqual(reply.body, { id, state: 'stopped', simulated: true });
+  assert.deepEqual(reply.body, { id, state: 'stopped', simulated: true, encryption: null, locked: false });
   expectError(await call('reset', id), 409, 'HS_ERR_CONFLICT', /stopped/);
   expectError(await call('shutdown', id, {}), 409, 'HS_ERR_CONFLICT');
 
@@ -148,7 +149,9 @@ void test('a VM lifecycle: define, power on, console, power off, delete', async 
 void test('bad input gets a clear 400 with HS_ERR_INVALID_ARGUMENT', async () => {
   const cases: [unknown, RegExp][] = [
     [spec('a', { firmware: 'bios', secureBoot: true }), /secureBoot needs firmware "efi"/],
-    [{ ...spec('a'), encryption: 'required' }, /unknown field "encryption"/],
+    [{ ...spec('a'), vtpm: true }, /unknown field "vtpm"/],
+    [{ ...spec('a'), encryption: 'required' }, /spec.encryption must be a JSON object/],
+    [{ ...spec('a'), encryption: { kekRef: 'a b' } }, /kekRef must be 1 to 256 printable ASCII/],
     [spec('b'), /differs from the id in the path/],
     [spec('a', { cpus: 0 }), /spec\.cpus must be an integer from 1/],
     [spec('a', { memoryMiB: 1.5 }), /spec\.memoryMiB/],

@@ -26,7 +26,18 @@ import { defaultDatastores, serializedDriver } from './driver.js';
 import { collectHostFacts } from './facts.js';
 import type { HostRecord } from './join.js';
 import { loadAgentIdentity } from './join.js';
-import { parseOffset, parseShutdownRequest, parseVmId, parseVmSpec } from './spec.js';
+import { zeroize } from '../crypto/aead.js';
+import {
+  parseCloneRequest,
+  parseEncryptRequest,
+  parseKeyRefs,
+  parseOffset,
+  parsePutKeys,
+  parseRekeyRequest,
+  parseShutdownRequest,
+  parseVmId,
+  parseVmSpec,
+} from './spec.js';
 
 const CLIENT_AUTH_OID = '1.3.6.1.5.5.7.3.2';
 /** A VmSpec is a few KiB; 1 MiB leaves room and still bounds memory per request. */
@@ -198,6 +209,8 @@ async function dispatch(
       return { status: 200, body: { ...(await collectHostFacts(driver)), datastores } };
     case 'listVms':
       return { status: 200, body: await driver.list() };
+    case 'getVm':
+      return { status: 200, body: await driver.runtime(vmId()) };
     case 'defineVm':
       return { status: 200, body: await driver.define(parseVmSpec(body, vmId())) };
     case 'deleteVm':
@@ -213,6 +226,31 @@ async function dispatch(
       return { status: 200, body: await driver.reset(vmId()) };
     case 'console':
       return { status: 200, body: await driver.console(vmId(), parseOffset(query.get('offset'))) };
+    case 'encrypt':
+      return { status: 200, body: await driver.encrypt(vmId(), parseEncryptRequest(body).kekRef) };
+    case 'decrypt':
+      return { status: 200, body: await driver.decrypt(vmId()) };
+    case 'rekey': {
+      const r = parseRekeyRequest(body);
+      return { status: 200, body: await driver.rekey(vmId(), r.kekRef, r.deep) };
+    }
+    case 'clone':
+      return { status: 200, body: await driver.clone(vmId(), parseCloneRequest(body).spec) };
+    case 'putKeys': {
+      const keys = parsePutKeys(body);
+      try {
+        // One at a time: each is checked against the VMs that name it before it is kept.
+        for (const k of keys) await driver.putKey(k.ref, k.material);
+      } finally {
+        for (const k of keys) zeroize(k.material);
+      }
+      return { status: 200, body: { held: keys.map((k) => k.ref) } };
+    }
+    case 'neededKeys':
+      return { status: 200, body: { refs: await driver.neededKeys() } };
+    case 'dropKeys':
+      for (const ref of parseKeyRefs(body)) driver.keyring.drop(ref);
+      return { status: 204, body: null };
   }
 }
 
@@ -302,7 +340,13 @@ export async function startAgent(opts: AgentServerOptions): Promise<AgentServer>
       return;
     }
     readBody(req)
-      .then((raw) => dispatch(driver, datastores, matched, parseJsonBody(raw), url.searchParams))
+      .then((raw) => {
+        const body = parseJsonBody(raw);
+        // Key material arrived in this buffer: overwrite it now (the parsed strings are
+        // immutable and left to the garbage collector; the keys proper are Buffers).
+        if (matched.route.name === 'putKeys') raw.fill(0);
+        return dispatch(driver, datastores, matched, body, url.searchParams);
+      })
       .then(
         (answer) => done(answer.status, answer.body),
         (err: unknown) => {

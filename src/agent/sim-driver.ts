@@ -29,6 +29,16 @@ import type { ConsoleChunk, VmRuntime, VmRuntimeState, VmSpec } from './api.js';
 import type { VmDriver } from './driver.js';
 import { consoleChunk, vmNotFound, vmStateConflict } from './driver.js';
 import { hardwareDiffers, parseVmSpec } from './spec.js';
+import type { Deks, EncryptionBundle } from './vm-keys.js';
+import {
+  Keyring,
+  newDek,
+  newDeks,
+  parseBundle,
+  unwrapDeks,
+  wrapDeks,
+  zeroizeDeks,
+} from './vm-keys.js';
 
 export const SIM_STATE_FILE = 'sim-vms.json';
 export const SIM_JOURNAL_FILE = 'sim-vms.journal';
@@ -42,6 +52,8 @@ type SimState = Extract<VmRuntimeState, 'stopped' | 'running'>;
 interface SimVm {
   spec: VmSpec;
   state: SimState;
+  /** Wrapped DEKs of an encrypted VM (spec.encryption names the same KEK). */
+  bundle?: EncryptionBundle;
 }
 
 interface SimFile {
@@ -55,6 +67,7 @@ type JournalEntry = { put: SimVm } | { del: string };
 export class SimDriver implements VmDriver {
   readonly kind = 'sim' as const;
   readonly accel = 'none' as const;
+  readonly keyring = new Keyring();
   private readonly vms = new Map<string, SimVm>();
   private readonly snapshotPath: string;
   private readonly journalPath: string;
@@ -87,10 +100,11 @@ export class SimDriver implements VmDriver {
     if (vm && vm.state !== 'stopped' && hardwareDiffers(vm.spec, checked)) {
       throw vmStateConflict(checked.id, vm.state, 'change the hardware of a running VM');
     }
-    const next: SimVm = { spec: checked, state: vm?.state ?? 'stopped' };
+    const bundle = this.bundleForDefine(vm, checked);
+    const next: SimVm = { spec: checked, state: vm?.state ?? 'stopped', ...(bundle ? { bundle } : {}) };
     this.vms.set(checked.id, next);
     await this.persist({ put: next });
-    return runtimeOf(next);
+    return this.runtimeOf(next);
   }
 
   async remove(id: string): Promise<void> {
@@ -101,7 +115,79 @@ export class SimDriver implements VmDriver {
   }
 
   powerOn(id: string): Promise<VmRuntime> {
+    const vm = this.get(id);
+    if (vm.bundle && vm.state !== 'running') {
+      // What QEMU would need to open the disks: the DEKs, so the KEK must be here and right.
+      zeroizeDeks(unwrapDeks(this.keyring.require(vm.bundle.kekRef, id), vm.bundle));
+    }
     return this.transition(id, 'running');
+  }
+
+  async putKey(ref: string, material: Buffer): Promise<void> {
+    for (const vm of this.vms.values()) {
+      if (vm.bundle?.kekRef === ref) zeroizeDeks(unwrapDeks(material, vm.bundle));
+    }
+    this.keyring.put(ref, material);
+  }
+
+  async neededKeys(): Promise<string[]> {
+    const refs = new Set<string>();
+    for (const vm of this.vms.values()) {
+      if (vm.bundle && !this.keyring.has(vm.bundle.kekRef)) refs.add(vm.bundle.kekRef);
+    }
+    return [...refs];
+  }
+
+  async encrypt(id: string, kekRef: string): Promise<VmRuntime> {
+    const vm = this.stopped(id, 'encrypt');
+    if (vm.bundle) throw cryptoConflict(id, 'is already encrypted');
+    const kek = this.keyring.require(kekRef, id);
+    const deks = newDeks(vm.spec.disks.map((d) => d.id));
+    try {
+      return await this.commit({ ...vm, spec: { ...vm.spec, encryption: { kekRef } }, bundle: wrapDeks(kek, kekRef, deks) });
+    } finally {
+      zeroizeDeks(deks);
+    }
+  }
+
+  async decrypt(id: string): Promise<VmRuntime> {
+    const vm = this.stopped(id, 'decrypt');
+    if (!vm.bundle) throw cryptoConflict(id, 'is not encrypted');
+    // Reading the data needs the DEKs: a VM whose key is gone cannot be decrypted.
+    zeroizeDeks(unwrapDeks(this.keyring.require(vm.bundle.kekRef, id), vm.bundle));
+    return this.commit({ spec: { ...vm.spec, encryption: null }, state: vm.state });
+  }
+
+  async rekey(id: string, kekRef: string, deep: boolean): Promise<VmRuntime> {
+    const vm = deep ? this.stopped(id, 'deep-rekey') : this.get(id);
+    if (!vm.bundle) throw cryptoConflict(id, 'is not encrypted');
+    const oldKek = this.keyring.require(vm.bundle.kekRef, id);
+    const newKek = this.keyring.require(kekRef, id);
+    const old = unwrapDeks(oldKek, vm.bundle);
+    let deks: Deks = old;
+    if (deep) {
+      deks = newDeks([...old.disks.keys()]);
+      zeroizeDeks(old);
+    }
+    try {
+      return await this.commit({ ...vm, spec: { ...vm.spec, encryption: { kekRef } }, bundle: wrapDeks(newKek, kekRef, deks) });
+    } finally {
+      zeroizeDeks(deks);
+    }
+  }
+
+  async clone(id: string, spec: VmSpec): Promise<VmRuntime> {
+    const source = this.stopped(id, 'clone');
+    const target = parseVmSpec(spec);
+    if (this.vms.has(target.id)) throw cryptoConflict(target.id, 'already exists');
+    if (source.bundle) zeroizeDeks(unwrapDeks(this.keyring.require(source.bundle.kekRef, id), source.bundle));
+    let bundle: EncryptionBundle | undefined;
+    if (target.encryption) {
+      const deks = newDeks(target.disks.map((d) => d.id));
+      bundle = wrapDeks(this.keyring.require(target.encryption.kekRef, target.id), target.encryption.kekRef, deks);
+      zeroizeDeks(deks);
+    }
+    return this.commit({ spec: target, state: 'stopped', ...(bundle ? { bundle } : {}) });
   }
 
   powerOff(id: string): Promise<VmRuntime> {
@@ -118,15 +204,15 @@ export class SimDriver implements VmDriver {
   async reset(id: string): Promise<VmRuntime> {
     const vm = this.get(id);
     if (vm.state !== 'running') throw vmStateConflict(id, vm.state, 'reset');
-    return runtimeOf(vm);
+    return this.runtimeOf(vm);
   }
 
   async runtime(id: string): Promise<VmRuntime> {
-    return runtimeOf(this.get(id));
+    return this.runtimeOf(this.get(id));
   }
 
   async list(): Promise<VmRuntime[]> {
-    return Array.from(this.vms.values(), runtimeOf);
+    return Array.from(this.vms.values(), (vm) => this.runtimeOf(vm));
   }
 
   async console(id: string, offset: number): Promise<ConsoleChunk> {
@@ -146,6 +232,7 @@ export class SimDriver implements VmDriver {
     await this.writing?.catch(() => undefined);
     if (this.journalFd !== null) closeSync(this.journalFd);
     this.journalFd = null;
+    this.keyring.clear();
   }
 
   private get(id: string): SimVm {
@@ -154,12 +241,69 @@ export class SimDriver implements VmDriver {
     return vm;
   }
 
+  private stopped(id: string, what: string): SimVm {
+    const vm = this.get(id);
+    if (vm.state !== 'stopped') throw vmStateConflict(id, vm.state, what);
+    return vm;
+  }
+
+  private async commit(next: SimVm): Promise<VmRuntime> {
+    this.vms.set(next.spec.id, next);
+    await this.persist({ put: next });
+    return this.runtimeOf(next);
+  }
+
+  /**
+   * The bundle a define leaves: a new encrypted VM gets fresh DEKs; an existing one keeps
+   * its own (define never encrypts, decrypts or rekeys), with keys added for new disks
+   * (which needs its KEK) and dropped for removed ones.
+   */
+  private bundleForDefine(vm: SimVm | undefined, spec: VmSpec): EncryptionBundle | undefined {
+    const want = spec.encryption?.kekRef;
+    if (vm && (vm.bundle?.kekRef ?? undefined) !== want) {
+      throw cryptoConflict(
+        spec.id,
+        want === undefined
+          ? 'is encrypted: decrypt it rather than define it plain'
+          : vm.bundle
+            ? `is encrypted under ${vm.bundle.kekRef}, not ${want}: rekey it`
+            : 'is plain: encrypt it rather than define it encrypted',
+      );
+    }
+    if (want === undefined) return undefined;
+    const ids = spec.disks.map((d) => d.id);
+    const kept = vm?.bundle;
+    const missing = ids.filter((d) => kept?.disks[d] === undefined);
+    if (kept && missing.length === 0 && Object.keys(kept.disks).length === ids.length) return kept;
+    const kek = this.keyring.require(want, spec.id);
+    if (!kept) {
+      const deks = newDeks(ids);
+      try {
+        return wrapDeks(kek, want, deks);
+      } finally {
+        zeroizeDeks(deks);
+      }
+    }
+    const deks = unwrapDeks(kek, kept);
+    try {
+      const disks = new Map<string, Buffer>();
+      for (const d of ids) disks.set(d, deks.disks.get(d) ?? newDek());
+      return wrapDeks(kek, want, { home: deks.home, disks });
+    } finally {
+      zeroizeDeks(deks);
+    }
+  }
+
+  private runtimeOf(vm: SimVm): VmRuntime {
+    return runtimeOf(vm, vm.bundle !== undefined && !this.keyring.has(vm.bundle.kekRef));
+  }
+
   private async transition(id: string, state: SimState): Promise<VmRuntime> {
     const vm = this.get(id);
-    if (vm.state === state) return runtimeOf(vm); // idempotent: no write needed
+    if (vm.state === state) return this.runtimeOf(vm); // idempotent: no write needed
     vm.state = state;
     await this.persist({ put: vm });
-    return runtimeOf(vm);
+    return this.runtimeOf(vm);
   }
 
   /**
@@ -287,15 +431,28 @@ export class SimDriver implements VmDriver {
     const state = rec?.state;
     if (state !== 'stopped' && state !== 'running') throw bad('no valid state');
     let spec: VmSpec;
+    let bundle: EncryptionBundle | undefined;
     try {
       spec = parseVmSpec(rec?.spec);
+      if (rec?.bundle !== undefined) bundle = parseBundle(rec.bundle, where);
     } catch (cause) {
       throw bad('invalid spec', cause);
     }
-    this.vms.set(spec.id, { spec, state });
+    if ((bundle?.kekRef ?? null) !== (spec.encryption?.kekRef ?? null)) throw bad('encryption and bundle differ');
+    this.vms.set(spec.id, { spec, state, ...(bundle ? { bundle } : {}) });
   }
 }
 
-function runtimeOf(vm: SimVm): VmRuntime {
-  return { id: vm.spec.id, state: vm.state, simulated: true };
+function runtimeOf(vm: SimVm, locked: boolean): VmRuntime {
+  return {
+    id: vm.spec.id,
+    state: vm.state,
+    simulated: true,
+    encryption: vm.bundle ? { kekRef: vm.bundle.kekRef } : null,
+    locked,
+  };
+}
+
+function cryptoConflict(id: string, what: string): HypersealError {
+  return new HypersealError('HS_ERR_CONFLICT', `VM ${id} ${what}`, { vmId: id });
 }

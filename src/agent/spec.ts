@@ -8,7 +8,17 @@
  */
 import { isAbsolute, normalize } from 'node:path';
 import { HypersealError } from '../errors.js';
-import type { ShutdownRequest, VmDiskSpec, VmNicSpec, VmSpec } from './api.js';
+import type {
+  CloneRequest,
+  EncryptRequest,
+  RekeyRequest,
+  ShutdownRequest,
+  VmDiskSpec,
+  VmEncryptionSpec,
+  VmNicSpec,
+  VmSpec,
+} from './api.js';
+import { checkKekRef } from './vm-keys.js';
 
 /**
  * VM ids become directory names on datastores (`<datastore>/<vmId>/`), so they are
@@ -49,13 +59,20 @@ export function parseVmId(value: unknown, where = 'VM id'): string {
 
 type Obj = Record<string, unknown>;
 
-function object(value: unknown, where: string, keys: readonly string[]): Obj {
+function object(
+  value: unknown,
+  where: string,
+  keys: readonly string[],
+  optional: readonly string[] = [],
+): Obj {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw invalid(`${where} must be a JSON object`);
   }
   const obj = value as Obj;
   for (const k of Object.keys(obj)) {
-    if (!keys.includes(k)) throw invalid(`${where} has an unknown field ${JSON.stringify(k)}`);
+    if (!keys.includes(k) && !optional.includes(k)) {
+      throw invalid(`${where} has an unknown field ${JSON.stringify(k)}`);
+    }
   }
   for (const k of keys) {
     if (obj[k] === undefined) throw invalid(`${where}.${k} is required`);
@@ -130,16 +147,14 @@ function nic(value: unknown, where: string): VmNicSpec {
 
 /** Parses a full VmSpec; `pathId`, when given, must equal the spec's id. */
 export function parseVmSpec(value: unknown, pathId?: string): VmSpec {
-  const o = object(value, 'spec', [
-    'id',
-    'name',
-    'cpus',
-    'memoryMiB',
-    'firmware',
-    'secureBoot',
-    'disks',
-    'nics',
-  ]);
+  const o = object(
+    value,
+    'spec',
+    ['id', 'name', 'cpus', 'memoryMiB', 'firmware', 'secureBoot', 'disks', 'nics'],
+    // Absent means plain: what a manager from before encryption sends, and what records
+    // written before it hold.
+    ['encryption'],
+  );
   const id = parseVmId(o.id, 'spec.id');
   if (pathId !== undefined && id !== pathId) {
     throw invalid(`spec.id ${JSON.stringify(id)} differs from the id in the path ${JSON.stringify(pathId)}`);
@@ -165,7 +180,50 @@ export function parseVmSpec(value: unknown, pathId?: string): VmSpec {
       list(o.nics, 'spec.nics', LIMITS.maxNics).map((n, i) => nic(n, `spec.nics[${i}]`)),
       'spec.nics',
     ),
+    encryption: encryptionSpec(o.encryption, 'spec.encryption'),
   };
+}
+
+function encryptionSpec(value: unknown, where: string): VmEncryptionSpec | null {
+  if (value === undefined || value === null) return null;
+  const o = object(value, where, ['kekRef']);
+  return { kekRef: checkKekRef(o.kekRef, `${where}.kekRef`) };
+}
+
+/** Body of encrypt: `{ kekRef }`. */
+export function parseEncryptRequest(value: unknown): EncryptRequest {
+  const o = object(value, 'body', ['kekRef']);
+  return { kekRef: checkKekRef(o.kekRef, 'kekRef') };
+}
+
+export function parseRekeyRequest(value: unknown): RekeyRequest {
+  const o = object(value, 'body', ['kekRef', 'deep']);
+  if (typeof o.deep !== 'boolean') throw invalid('deep must be true or false');
+  return { kekRef: checkKekRef(o.kekRef, 'kekRef'), deep: o.deep };
+}
+
+export function parseCloneRequest(value: unknown): CloneRequest {
+  const o = object(value, 'body', ['spec']);
+  return { spec: parseVmSpec(o.spec) };
+}
+
+const MAX_KEYS_PER_CALL = 10_000;
+
+export function parsePutKeys(value: unknown): { ref: string; material: Buffer }[] {
+  const o = object(value, 'body', ['keys']);
+  return list(o.keys, 'keys', MAX_KEYS_PER_CALL).map((k, i) => {
+    const e = object(k, `keys[${i}]`, ['ref', 'material']);
+    const material = typeof e.material === 'string' ? Buffer.from(e.material, 'base64') : Buffer.alloc(0);
+    if (material.length !== 32 || material.toString('base64') !== e.material) {
+      throw invalid(`keys[${i}].material must be base64 of 32 bytes`);
+    }
+    return { ref: checkKekRef(e.ref, `keys[${i}].ref`), material };
+  });
+}
+
+export function parseKeyRefs(value: unknown): string[] {
+  const o = object(value, 'body', ['refs']);
+  return list(o.refs, 'refs', MAX_KEYS_PER_CALL).map((r, i) => checkKekRef(r, `refs[${i}]`));
 }
 
 /** The shutdown body is optional; an empty body means "do not wait". */

@@ -5,7 +5,14 @@
  * from elsewhere, or one issued to another host, is refused.
  */
 import https from 'node:https';
-import type { ConsoleChunk, HostFacts, VmRuntime, VmSpec } from '../agent/api.js';
+import type {
+  ConsoleChunk,
+  HostFacts,
+  KeyMaterial,
+  PutKeysResponse,
+  VmRuntime,
+  VmSpec,
+} from '../agent/api.js';
 import { AgentRoutes } from '../agent/api.js';
 import type { ErrorCode } from '../errors.js';
 import { ErrorCodes, HypersealError } from '../errors.js';
@@ -20,6 +27,8 @@ export interface AgentClientOptions {
   keyPem: string;
   timeoutMs?: number;
 }
+
+const LONG_OPERATION_MS = 24 * 3600_000;
 
 export class AgentClient {
   private readonly agent: https.Agent;
@@ -45,6 +54,10 @@ export class AgentClient {
     });
   }
 
+  get address(): string {
+    return this.opts.address;
+  }
+
   close(): void {
     this.agent.destroy();
   }
@@ -54,6 +67,7 @@ export class AgentClient {
     id?: string,
     body?: unknown,
     query = '',
+    timeoutMs = this.opts.timeoutMs ?? 60_000,
   ): Promise<T> {
     const path = route.path.replace(':id', encodeURIComponent(id ?? '')) + query;
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
@@ -65,7 +79,7 @@ export class AgentClient {
           method: route.method,
           path,
           agent: this.agent,
-          timeout: this.opts.timeoutMs ?? 60_000,
+          timeout: timeoutMs,
           headers: payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {},
         },
         (res) => {
@@ -141,5 +155,31 @@ export class AgentClient {
   }
   console(id: string, offset: number): Promise<ConsoleChunk> {
     return this.call(AgentRoutes.console, id, undefined, `?offset=${offset}`);
+  }
+  getVm(id: string): Promise<VmRuntime> {
+    return this.call(AgentRoutes.getVm, id);
+  }
+  /** Copies whole disks: allowed up to a day (the task shows the agent's progress meanwhile). */
+  encrypt(id: string, kekRef: string): Promise<VmRuntime> {
+    return this.call(AgentRoutes.encrypt, id, { kekRef }, '', LONG_OPERATION_MS);
+  }
+  decrypt(id: string): Promise<VmRuntime> {
+    return this.call(AgentRoutes.decrypt, id, {}, '', LONG_OPERATION_MS);
+  }
+  rekey(id: string, kekRef: string, deep: boolean): Promise<VmRuntime> {
+    return this.call(AgentRoutes.rekey, id, { kekRef, deep }, '', LONG_OPERATION_MS);
+  }
+  clone(id: string, spec: VmSpec): Promise<VmRuntime> {
+    return this.call(AgentRoutes.clone, id, { spec }, '', LONG_OPERATION_MS);
+  }
+  /** Key material travels only here, over mutual TLS; the caller zeroizes its buffers. */
+  putKeys(keys: KeyMaterial[]): Promise<PutKeysResponse> {
+    return this.call(AgentRoutes.putKeys, undefined, { keys });
+  }
+  neededKeys(): Promise<string[]> {
+    return this.call<{ refs: string[] }>(AgentRoutes.neededKeys).then((r) => r.refs);
+  }
+  dropKeys(refs: string[]): Promise<void> {
+    return this.call(AgentRoutes.dropKeys, undefined, { refs });
   }
 }

@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { isIP } from 'node:net';
-import type { EnrollRequest, EnrollResponse, HostFacts } from '../agent/api.js';
+import type { EnrollRequest, EnrollResponse, HostFacts, VmRuntime } from '../agent/api.js';
 import { hashToken, newEnrollmentToken, verifyEnrollmentToken } from '../auth/tokens.js';
 import { HypersealError } from '../errors.js';
 import type { CertifiedKey } from '../pki/index.js';
@@ -78,15 +78,20 @@ export class HostService {
   }
 
   private async connect(h: HostRecord): Promise<void> {
-    this.clients.get(h.id)?.close();
-    const client = new AgentClient({
-      address: h.address,
-      hostId: h.id,
-      caPem: this.identity.ca.certPem,
-      certPem: this.identity.client.certPem,
-      keyPem: this.identity.client.keyPem,
-    });
-    this.clients.set(h.id, client);
+    // Reuse the client for an unchanged address: two connects at once (the health loop and
+    // an attach) must not close each other's connections mid-request.
+    let client = this.clients.get(h.id);
+    if (client === undefined || client.address !== h.address) {
+      client?.close();
+      client = new AgentClient({
+        address: h.address,
+        hostId: h.id,
+        caPem: this.identity.ca.certPem,
+        certPem: this.identity.client.certPem,
+        keyPem: this.identity.client.keyPem,
+      });
+      this.clients.set(h.id, client);
+    }
     this.simulated.set(h.id, h.simulated);
     try {
       const facts = await client.facts();
@@ -276,7 +281,7 @@ export class HostService {
    */
   startHealthLoop(
     intervalMs: number,
-    syncVmState: (hostId: string, states: Map<string, string>) => Promise<void>,
+    syncVmState: (hostId: string, states: Map<string, string>, runtimes: VmRuntime[]) => Promise<void>,
   ): () => void {
     let running = false;
     const tick = async (): Promise<void> => {
@@ -291,7 +296,11 @@ export class HostService {
             if (client === undefined) throw new Error('no client');
             const vms = await client.listVms();
             ok = true;
-            await syncVmState(before.id, new Map(vms.map((v) => [v.id, v.state])));
+            await syncVmState(
+              before.id,
+              new Map(vms.map((v) => [v.id, v.state])),
+              vms,
+            );
           } catch {
             ok = false;
           }

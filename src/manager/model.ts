@@ -32,6 +32,13 @@ export const VmConfig = Type.Object({
 });
 export type VmConfig = Static<typeof VmConfig>;
 
+export const VmEncryption = Type.Object({
+  policyId: Type.String(),
+  providerId: Type.String({ description: 'The key provider holding the VM’s KEK' }),
+  keyId: Type.String({ description: 'The KEK’s KMIP unique identifier (never the key itself)' }),
+});
+export type VmEncryption = Static<typeof VmEncryption>;
+
 export const Vm = Type.Object({
   id: Id,
   name: Type.String(),
@@ -40,6 +47,10 @@ export const Vm = Type.Object({
   simulated: Type.Boolean({ description: 'True when the host runs the sim driver: nothing really runs' }),
   /** Hardware changes made while running wait for the next power-on. */
   pendingRestart: Type.Boolean(),
+  /** null: plain. */
+  encryption: Type.Union([VmEncryption, Type.Null()]),
+  locked: Type.Boolean({ description: 'Encrypted and its key cannot be had: it cannot start' }),
+  lockedReason: Type.Union([Type.String(), Type.Null()]),
   config: VmConfig,
   version: Type.Integer(),
   createdAt: Type.Integer(),
@@ -58,6 +69,9 @@ export const VmCreate = Type.Object(
     disks: Type.Optional(Type.Array(Disk, { maxItems: 16 })),
     nics: Type.Optional(Type.Array(Nic, { maxItems: 8 })),
     tags: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 64 }), { maxItems: 32 })),
+    encryptionPolicyId: Type.Optional(
+      Type.String({ description: 'Create the VM encrypted under this policy (needs crypto.encryptNew)' }),
+    ),
   },
   { additionalProperties: false },
 );

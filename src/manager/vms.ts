@@ -13,7 +13,7 @@ import { fromJson, toJson } from '../store/db.js';
 import type { EventType } from '../events/index.js';
 import type { EventRecorder, Actor } from './events.js';
 import type { HostService } from './hosts.js';
-import type { Vm, VmConfig, VmPatch } from './model.js';
+import type { Vm, VmConfig, VmEncryption, VmPatch } from './model.js';
 import type { Task, TaskEngine } from './tasks.js';
 
 interface VmRow {
@@ -25,6 +25,18 @@ interface VmRow {
   version: number;
   created_at: number;
   updated_at: number;
+  crypto: string | null;
+  locked_reason: string | null;
+}
+
+/** How the manager names a KEK to agents: opaque to them, parsed back here. */
+export function kekRefOf(e: { providerId: string; keyId: string }): string {
+  return `${e.providerId}/${e.keyId}`;
+}
+
+export function parseKekRef(ref: string): { providerId: string; keyId: string } | undefined {
+  const i = ref.indexOf('/');
+  return i <= 0 || i === ref.length - 1 ? undefined : { providerId: ref.slice(0, i), keyId: ref.slice(i + 1) };
 }
 
 // NICs too: the running VM stays on its old network until the next power-on applies the
@@ -56,6 +68,11 @@ function randomMac(): string {
 export class VmService {
   /** VMs whose hardware changed while running; cleared at power-on. In memory: a restart re-derives it conservatively. */
   private readonly pending = new Set<string>();
+  /**
+   * Delivers an encrypted VM's KEK to its host before the host must use it (define with
+   * new disks, power-on). Set by VmCryptoService; plain VMs never call it.
+   */
+  ensureKey: (vm: Vm) => Promise<void> = async () => undefined;
 
   constructor(
     private readonly db: Db,
@@ -72,6 +89,9 @@ export class VmService {
       state: r.state,
       simulated: this.hosts.isSimulated(r.host_id),
       pendingRestart: this.pending.has(r.id),
+      encryption: r.crypto === null ? null : (fromJson<VmEncryption>(r.crypto) as VmEncryption),
+      locked: r.locked_reason !== null,
+      lockedReason: r.locked_reason,
       config: fromJson<VmConfig>(r.config) as VmConfig,
       version: r.version,
       createdAt: r.created_at,
@@ -167,6 +187,8 @@ export class VmService {
       hostId?: string;
       nics?: { id: string; network: string; mac?: string }[];
     },
+    /** Creates it encrypted: the KEK exists on its provider and was pushed to the host. */
+    encryption?: VmEncryption,
   ): Promise<Vm> {
     const hostId = input.hostId ?? (await this.hosts.defaultHostId());
     await this.hosts.requireUsable(hostId);
@@ -180,42 +202,79 @@ export class VmService {
       tags: [...new Set(input.tags ?? [])].sort(),
     };
     await this.validate(config, hostId);
+    const vm = await this.insertRecord(input.name, hostId, config, encryption);
+    // Tell the host now, so disks exist before the first power-on; roll back if it refuses.
+    try {
+      await this.hosts.agent(hostId).defineVm(await this.spec(vm));
+    } catch (err) {
+      await this.db.run(`DELETE FROM vms WHERE id = $1`, [vm.id]);
+      throw err;
+    }
+    await this.events.record(actor, {
+      type: 'vm.created',
+      object: { kind: 'vm', id: vm.id, name: vm.name },
+      changes: this.events.diff(
+        {},
+        {
+          name: vm.name,
+          hostId,
+          ...config,
+          ...(encryption ? { encryption: encryption.policyId, keyId: encryption.keyId } : {}),
+        },
+      ),
+    });
+    return vm;
+  }
+
+  /** Adds the inventory row of a new stopped VM (its host is told by the caller). */
+  async insertRecord(name: string, hostId: string, config: VmConfig, encryption?: VmEncryption): Promise<Vm> {
     const now = Date.now();
     const row: VmRow = {
       id: randomUUID(),
-      name: input.name,
+      name,
       host_id: hostId,
       state: 'stopped',
       config: toJson(config),
       version: 1,
       created_at: now,
       updated_at: now,
+      crypto: encryption ? toJson(encryption) : null,
+      locked_reason: null,
     };
     try {
       await this.db.run(
-        `INSERT INTO vms (id, name, host_id, state, config, version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-        [row.id, row.name, row.host_id, row.state, row.config, row.version, row.created_at, row.updated_at],
+        `INSERT INTO vms (id, name, host_id, state, config, version, created_at, updated_at, crypto) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+        [row.id, row.name, row.host_id, row.state, row.config, row.version, row.created_at, row.updated_at, row.crypto],
       );
     } catch (err) {
       if (err instanceof HypersealError && err.code === 'HS_ERR_DB_CONFLICT') {
-        throw new HypersealError('HS_ERR_CONFLICT', `a VM named '${input.name}' already exists`);
+        throw new HypersealError('HS_ERR_CONFLICT', `a VM named '${name}' already exists`);
       }
       throw err;
     }
-    const vm = this.toVm(row);
-    // Tell the host now, so disks exist before the first power-on; roll back if it refuses.
-    try {
-      await this.hosts.agent(hostId).defineVm(await this.spec(vm));
-    } catch (err) {
-      await this.db.run(`DELETE FROM vms WHERE id = $1`, [row.id]);
-      throw err;
-    }
-    await this.events.record(actor, {
-      type: 'vm.created',
-      object: { kind: 'vm', id: vm.id, name: vm.name },
-      changes: this.events.diff({}, { name: vm.name, hostId, ...config }),
-    });
-    return vm;
+    return this.toVm(row);
+  }
+
+  /** Removes the row of a VM that never reached its host (a failed clone). */
+  async deleteRecord(id: string): Promise<void> {
+    await this.db.run(`DELETE FROM vms WHERE id = $1`, [id]);
+  }
+
+  /** Records a VM's encryption (null: plain) and clears its lock; bumps the version. */
+  async setEncryption(id: string, encryption: VmEncryption | null): Promise<void> {
+    await this.db.run(
+      `UPDATE vms SET crypto = $1, locked_reason = NULL, version = version + 1 WHERE id = $2`,
+      [encryption ? toJson(encryption) : null, id],
+    );
+  }
+
+  async setLockedReason(id: string, reason: string | null): Promise<void> {
+    await this.db.run(`UPDATE vms SET locked_reason = $1 WHERE id = $2`, [reason, id]);
+  }
+
+  /** A fresh locally administered MAC (clones get new ones). */
+  newMac(): string {
+    return randomMac();
   }
 
   /** The agent's view of a VM: datastore ids resolved to paths on its host. */
@@ -237,6 +296,7 @@ export class VmService {
       secureBoot: vm.config.secureBoot,
       disks,
       nics: vm.config.nics.map((n) => ({ id: n.id, mac: n.mac ?? randomMac(), network: n.network })),
+      encryption: vm.encryption ? { kekRef: kekRefOf(vm.encryption) } : null,
     };
   }
 
@@ -281,6 +341,8 @@ export class VmService {
     );
     if (before.state === 'stopped') {
       try {
+        // A new disk of an encrypted VM gets a DEK wrapped by the VM's KEK: the host needs it.
+        if (after.encryption) await this.ensureKey(after);
         await this.hosts.agent(before.hostId).defineVm(await this.spec(after));
       } catch (err) {
         // The host refused or is unreachable: put the row back, so the inventory never
@@ -333,6 +395,7 @@ export class VmService {
           const current = await this.get(id);
           if (current.state === 'running')
             throw new HypersealError('HS_ERR_CONFLICT', `VM ${vm.name} is already running`);
+          if (current.encryption) await this.ensureKey(current);
           await agent.defineVm(await this.spec(current));
           this.pending.delete(id);
         }

@@ -20,6 +20,8 @@ import { loadMasterKey, resolveMasterKeySource } from '../../src/kms/master-key.
 import type { Actor } from '../../src/manager/events.js';
 import type { RunningManager } from '../../src/manager/services.js';
 import { startManager } from '../../src/manager/services.js';
+import type { RunningKms } from '../../src/kms/service.js';
+import { startKms } from '../../src/kms/service.js';
 import { ApiClient } from '../../src/sdk/client.js';
 
 export const SYSTEM: Actor = { user: 'system', sourceIp: null };
@@ -108,6 +110,10 @@ export interface TestPlatform {
   addAgent(name?: string): Promise<TestAgent>;
   /** Closes the manager and starts it again on the same data directory, database and port. */
   restartManager(): Promise<RunningManager>;
+  /** The embedded key server, with `kms: true`. */
+  kms?: RunningKms;
+  /** Its provider id in the manager. */
+  keyProviderId?: string;
   /** The manager's own client identity (CN hyperseal-manager) for calling agents directly. */
   managerClientIdentity(): { certPem: string; keyPem: string; caPem: string };
   close(): Promise<void>;
@@ -127,6 +133,10 @@ export interface PlatformOptions {
   agents?: number;
   /** The VM driver for each agent (default: the sim driver). */
   driver?: (dataDir: string) => Promise<VmDriver>;
+  /** Start the embedded key server and register it as the default key provider. */
+  kms?: boolean;
+  /** The manager's host health / VM sync interval (default 5 s). */
+  healthIntervalMs?: number;
 }
 
 let users = 0;
@@ -140,6 +150,8 @@ export async function startTestPlatform(opts: PlatformOptions = {}): Promise<Tes
   const clients: ApiClient[] = [];
   const agents: TestAgent[] = [];
   let manager: RunningManager | undefined;
+  let kms: RunningKms | undefined;
+  let keyProviderId: string | undefined;
   let closed = false;
 
   const start = (port = 0): Promise<RunningManager> =>
@@ -147,6 +159,7 @@ export async function startTestPlatform(opts: PlatformOptions = {}): Promise<Tes
       dataDir: managerDir,
       port,
       ...(opts.database !== undefined ? { database: opts.database } : {}),
+      ...(opts.healthIntervalMs !== undefined ? { healthIntervalMs: opts.healthIntervalMs } : {}),
     });
 
   const close = async (): Promise<void> => {
@@ -155,11 +168,24 @@ export async function startTestPlatform(opts: PlatformOptions = {}): Promise<Tes
     for (const c of clients) c.close();
     for (const a of agents) await a.server.close().catch(() => undefined);
     await manager?.close().catch(() => undefined);
+    await kms?.close().catch(() => undefined);
     rmSync(root, { recursive: true, force: true });
   };
 
   try {
     manager = await start();
+    if (opts.kms === true) {
+      kms = await startKms({ dataDir: join(root, 'kms'), port: 0 });
+      const client = await kms.dataDir.issueClientCertificate('hyperseal-manager');
+      const provider = await manager.services.keyProviders.add(SYSTEM, {
+        name: 'embedded',
+        servers: [{ host: '127.0.0.1', port: kms.port }],
+        caPem: kms.dataDir.caCertPem(),
+        clientCertPem: client.certPem,
+        clientKeyPem: client.keyPem,
+      });
+      keyProviderId = provider.id;
+    }
     const adminToken = manager.initialAdminToken;
     if (adminToken === undefined) throw new Error('a fresh manager did not create an initial admin token');
     const caPem = readFileSync(manager.caPath, 'utf8');
@@ -290,6 +316,8 @@ export async function startTestPlatform(opts: PlatformOptions = {}): Promise<Tes
         }),
       userClient,
       addAgent,
+      ...(kms ? { kms } : {}),
+      ...(keyProviderId !== undefined ? { keyProviderId } : {}),
       restartManager: async () => {
         const port = Number(new URL((manager as RunningManager).url).port);
         await (manager as RunningManager).close();

@@ -6,6 +6,7 @@ import { route } from '../http.js';
 import { ActionQuery, IdParams, Task, Vm, VmCreate, VmPatch } from '../model.js';
 import type { ManagerServices } from '../services.js';
 import type { VmAction } from '../vms.js';
+import { requirePrivilege } from '../vm-crypto.js';
 import { actorOf, taskReply } from './common.js';
 
 const ListQuery = Type.Object({
@@ -54,7 +55,14 @@ export function vmRoutes(s: ManagerServices): AnyRoute[] {
       body: VmCreate,
       response: Vm,
       status: 201,
-      handler: ({ body, user, ip }) => s.vms.create(actorOf(user, ip), body),
+      handler: async ({ body, user, ip }) => {
+        const { encryptionPolicyId, ...input } = body;
+        if (encryptionPolicyId === undefined) return s.vms.create(actorOf(user, ip), input);
+        requirePrivilege(user, 'crypto.encryptNew', `create encrypted VM ${body.name}`);
+        const hostId = input.hostId ?? (await s.hosts.defaultHostId());
+        const encryption = await s.crypto.prepareNewVm(encryptionPolicyId, hostId);
+        return s.vms.create(actorOf(user, ip), { ...input, hostId }, encryption);
+      },
     }),
     route({
       method: 'GET',
@@ -76,7 +84,16 @@ export function vmRoutes(s: ManagerServices): AnyRoute[] {
       params: IdParams,
       body: VmPatch,
       response: Vm,
-      handler: ({ params, body, user, ip }) => s.vms.reconfigure(actorOf(user, ip), params.id, body),
+      handler: async ({ params, body, user, ip }) => {
+        if (body.disks !== undefined) {
+          const vm = await s.vms.get(params.id);
+          const added = body.disks.filter((d) => !vm.config.disks.some((o) => o.id === d.id));
+          if (vm.encryption && added.length > 0) {
+            requirePrivilege(user, 'crypto.addDisk', `add an encrypted disk to VM ${vm.name}`);
+          }
+        }
+        return s.vms.reconfigure(actorOf(user, ip), params.id, body);
+      },
     }),
     route({
       method: 'DELETE',
@@ -118,7 +135,11 @@ export function vmRoutes(s: ManagerServices): AnyRoute[] {
       params: IdParams,
       query: Type.Object({ offset: Type.Optional(Type.Integer({ minimum: 0, default: 0 })) }),
       response: Type.Object({ offset: Type.Integer(), next: Type.Integer(), data: Type.String() }),
-      handler: ({ params, query }) => s.vms.console(params.id, query.offset ?? 0),
+      handler: async ({ params, query, user }) => {
+        const vm = await s.vms.get(params.id);
+        if (vm.encryption) requirePrivilege(user, 'crypto.access', `read the console of encrypted VM ${vm.name}`);
+        return s.vms.console(params.id, query.offset ?? 0);
+      },
     }),
   ];
 }

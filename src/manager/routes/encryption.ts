@@ -1,0 +1,190 @@
+/** VM encryption: policies, and the crypto actions on VMs (each gated by its crypto.* privilege). */
+import { Type } from '@sinclair/typebox';
+import type { AnyRoute } from '../http.js';
+import { route } from '../http.js';
+import { ActionQuery, IdParams, Task, Vm } from '../model.js';
+import type { ManagerServices } from '../services.js';
+import { requirePrivilege } from '../vm-crypto.js';
+import { actorOf, taskReply } from './common.js';
+
+const Policy = Type.Object({
+  id: Type.String(),
+  name: Type.String(),
+  description: Type.String(),
+  providerId: Type.Union([Type.String(), Type.Null()], {
+    description: 'The key provider for new KEKs; null: the default provider',
+  }),
+  builtin: Type.Boolean(),
+  createdAt: Type.Integer(),
+});
+
+const PolicyCreate = Type.Object(
+  {
+    name: Type.String({ minLength: 1, maxLength: 80, pattern: '^[A-Za-z0-9][A-Za-z0-9 ._()-]*$' }),
+    description: Type.Optional(Type.String({ maxLength: 500 })),
+    providerId: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
+  },
+  { additionalProperties: false },
+);
+
+const EncryptBody = Type.Object(
+  {
+    policyId: Type.Optional(
+      Type.String({ minLength: 1, maxLength: 80, description: 'Policy id or name; default the built-in one' }),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+export function encryptionRoutes(s: ManagerServices): AnyRoute[] {
+  return [
+    route({
+      method: 'GET',
+      url: '/encryption-policies',
+      summary: 'List encryption policies',
+      tag: 'encryption',
+      privilege: 'vm.read',
+      response: Type.Array(Policy),
+      handler: () => s.crypto.policies.list(),
+    }),
+    route({
+      method: 'POST',
+      url: '/encryption-policies',
+      event: 'encryption-policy.created',
+      summary: 'Create an encryption policy',
+      tag: 'encryption',
+      privilege: 'crypto.manageEncryptionPolicy',
+      body: PolicyCreate,
+      response: Policy,
+      status: 201,
+      handler: ({ body, user, ip }) => s.crypto.policies.create(actorOf(user, ip), body),
+    }),
+    route({
+      method: 'DELETE',
+      url: '/encryption-policies/:id',
+      event: 'encryption-policy.deleted',
+      summary: 'Delete an encryption policy no VM uses',
+      tag: 'encryption',
+      privilege: 'crypto.manageEncryptionPolicy',
+      params: IdParams,
+      response: Type.Null(),
+      status: 204,
+      handler: async ({ params, user, ip }) => {
+        await s.crypto.policies.remove(actorOf(user, ip), params.id);
+        return null;
+      },
+    }),
+    route({
+      method: 'POST',
+      url: '/encryption-policies/:id/actions/apply',
+      event: 'encryption-policy.applied',
+      summary: 'Encrypt every plain VM matching a name pattern and/or tag (one task per VM)',
+      tag: 'encryption',
+      privilege: 'crypto.encrypt',
+      params: IdParams,
+      query: ActionQuery,
+      body: Type.Object(
+        {
+          namePattern: Type.Optional(Type.String({ minLength: 1, maxLength: 128, description: 'e.g. web-*' })),
+          tag: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
+        },
+        { additionalProperties: false },
+      ),
+      response: Task,
+      status: 202,
+      handler: async ({ params, body, query, user, ip, reply }) =>
+        taskReply(s, await s.crypto.applyPolicy(actorOf(user, ip), params.id, body), query, reply),
+    }),
+    route({
+      method: 'POST',
+      url: '/vms/:id/actions/encrypt',
+      event: 'vm.encrypted',
+      summary: 'Encrypt a powered-off VM (home and every disk) under a policy',
+      tag: 'encryption',
+      privilege: 'crypto.encrypt',
+      params: IdParams,
+      query: ActionQuery,
+      body: EncryptBody,
+      response: Task,
+      status: 202,
+      handler: async ({ params, body, query, user, ip, reply }) =>
+        taskReply(s, await s.crypto.encrypt(actorOf(user, ip), params.id, body.policyId), query, reply),
+    }),
+    route({
+      method: 'POST',
+      url: '/vms/:id/actions/decrypt',
+      event: 'vm.decrypted',
+      summary: 'Decrypt a powered-off VM (its KEK stays on the key provider)',
+      tag: 'encryption',
+      privilege: 'crypto.decrypt',
+      params: IdParams,
+      query: ActionQuery,
+      response: Task,
+      status: 202,
+      handler: async ({ params, query, user, ip, reply }) =>
+        taskReply(s, await s.crypto.decrypt(actorOf(user, ip), params.id), query, reply),
+    }),
+    route({
+      method: 'POST',
+      url: '/vms/:id/actions/rekey',
+      event: 'vm.rekeyed',
+      summary: 'Rekey: shallow (new KEK, may run) or deep (new DEKs, data re-encrypted, powered off)',
+      tag: 'encryption',
+      privilege: 'crypto.recrypt',
+      params: IdParams,
+      query: ActionQuery,
+      body: Type.Object({ deep: Type.Optional(Type.Boolean({ default: false })) }, { additionalProperties: false }),
+      response: Task,
+      status: 202,
+      handler: async ({ params, body, query, user, ip, reply }) =>
+        taskReply(s, await s.crypto.rekey(actorOf(user, ip), params.id, body.deep ?? false), query, reply),
+    }),
+    route({
+      method: 'POST',
+      url: '/vms/:id/actions/clone',
+      event: 'vm.cloned',
+      summary: 'Clone a powered-off VM on its host (an encrypted one gets its own KEK; needs crypto.clone)',
+      tag: 'encryption',
+      privilege: 'vm.create',
+      params: IdParams,
+      query: ActionQuery,
+      body: Type.Object(
+        { name: Type.String({ minLength: 1, maxLength: 80, pattern: '^[A-Za-z0-9][A-Za-z0-9 ._@()-]*$' }) },
+        { additionalProperties: false },
+      ),
+      response: Task,
+      status: 202,
+      handler: async ({ params, body, query, user, ip, reply }) => {
+        const vm = await s.vms.get(params.id);
+        if (vm.encryption) requirePrivilege(user, 'crypto.clone', `clone encrypted VM ${vm.name}`);
+        return taskReply(s, await s.crypto.clone(actorOf(user, ip), params.id, body.name), query, reply);
+      },
+    }),
+    route({
+      method: 'POST',
+      url: '/vms/:id/actions/crypto-shred',
+      event: 'vm.crypto-shredded',
+      summary: "Destroy a powered-off VM's KEK on its key provider: its data becomes unrecoverable",
+      tag: 'encryption',
+      privilege: 'crypto.manageKeys',
+      params: IdParams,
+      body: Type.Object(
+        { confirm: Type.String({ description: "The VM's exact name, to confirm" }) },
+        { additionalProperties: false },
+      ),
+      response: Vm,
+      handler: ({ params, body, user, ip }) => s.crypto.cryptoShred(actorOf(user, ip), params.id, body.confirm),
+    }),
+    route({
+      method: 'POST',
+      url: '/vms/:id/actions/unlock',
+      event: 'vm.unlocked',
+      summary: "Deliver a locked VM's key to its host again (after the key provider was fixed)",
+      tag: 'encryption',
+      privilege: 'crypto.registerVm',
+      params: IdParams,
+      response: Vm,
+      handler: ({ params, user, ip }) => s.crypto.unlock(actorOf(user, ip), params.id),
+    }),
+  ];
+}
