@@ -18,6 +18,9 @@ interface Vm {
   state: string;
   simulated: boolean;
   pendingRestart: boolean;
+  encryption: { policyId: string; providerId: string; keyId: string } | null;
+  locked: boolean;
+  lockedReason: string | null;
   config: {
     cpus: number;
     memoryMiB: number;
@@ -63,6 +66,11 @@ export const INVENTORY_HELP = `inventory commands (credentials: --credentials FI
   vm reconfigure VM [--memory MIB] [--cpus N] [--name N] [--tag T …]
   vm console VM
   vm delete VM
+  vm create … --encryption-policy P       (a new encrypted VM)
+  vm encrypt VM [--policy P] | vm decrypt VM | vm rekey VM [--deep]
+  vm clone VM --name NEW | vm unlock VM | vm crypto-shred VM --confirm VM-NAME
+  encryption-policy list | create --name N [--provider ID] [--description D] | remove P
+  encryption-policy apply P (--name-pattern 'web-*' | --tag T)
   task list [--json] | task wait ID
   event list [--type T] [--object VM] [--user U] [--text T] [--since ISO] [--limit N] [--json]
   events verify | events tail [-f] [--json] | events export > events.jsonl
@@ -110,6 +118,7 @@ function vmRow(v: Vm): (string | number)[] {
     v.config.cpus,
     `${v.config.memoryMiB} MiB`,
     v.config.firmware,
+    v.encryption === null ? '-' : v.locked ? 'LOCKED' : 'yes',
     v.config.tags.join(','),
   ];
 }
@@ -232,11 +241,23 @@ export async function vmCommand(argv: string[]): Promise<number> {
       disk: { type: 'string', multiple: true },
       tag: { type: 'string', multiple: true },
       'no-wait': { type: 'boolean' },
+      'encryption-policy': { type: 'string' },
+      policy: { type: 'string' },
+      deep: { type: 'boolean' },
+      confirm: { type: 'string' },
     },
     INVENTORY_HELP,
   );
   const json = flag(p, 'json');
   const api = client(p);
+  const run = async (path: string, body: unknown = {}): Promise<number> => {
+    const task = await api.post<Task>(path, body);
+    if (flag(p, 'no-wait')) {
+      printResult(task, json, () => task.id);
+      return 0;
+    }
+    return finish(api, task, json);
+  };
   const list = (name: string): string[] => {
     const v = p.values[name];
     return Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : [];
@@ -246,7 +267,7 @@ export async function vmCommand(argv: string[]): Promise<number> {
       case 'list': {
         const vms = await api.get<Vm[]>('/vms');
         printResult(vms, json, () =>
-          table([['NAME', 'STATE', 'CPUS', 'MEMORY', 'FIRMWARE', 'TAGS'], ...vms.map(vmRow)]),
+          table([['NAME', 'STATE', 'CPUS', 'MEMORY', 'FIRMWARE', 'ENCRYPTED', 'TAGS'], ...vms.map(vmRow)]),
         );
         return 0;
       }
@@ -278,8 +299,40 @@ export async function vmCommand(argv: string[]): Promise<number> {
           nics: list('network').map((network, i) => ({ id: `nic${i}`, network })),
           disks: disks.map((size, i) => ({ id: `disk${i}`, sizeMiB: Number(size), datastoreId })),
           tags: list('tag'),
+          ...(str(p, 'encryption-policy') !== undefined
+            ? { encryptionPolicyId: str(p, 'encryption-policy') }
+            : {}),
         });
-        printResult(vm, json, () => `created VM ${vm.name} (${vm.id})`);
+        printResult(vm, json, () => `created VM ${vm.name} (${vm.id})${vm.encryption ? ', encrypted' : ''}`);
+        return 0;
+      }
+      case 'encrypt': {
+        const vm = await resolveVm(api, p.positionals[0]);
+        const policy = str(p, 'policy');
+        return await run(`/vms/${vm.id}/actions/encrypt`, policy === undefined ? {} : { policyId: policy });
+      }
+      case 'decrypt':
+        return await run(`/vms/${(await resolveVm(api, p.positionals[0])).id}/actions/decrypt`);
+      case 'rekey':
+        return await run(`/vms/${(await resolveVm(api, p.positionals[0])).id}/actions/rekey`, {
+          deep: flag(p, 'deep'),
+        });
+      case 'clone':
+        return await run(`/vms/${(await resolveVm(api, p.positionals[0])).id}/actions/clone`, {
+          name: need(p, 'name', 'vm clone VM --name NEW'),
+        });
+      case 'unlock': {
+        const vm = await resolveVm(api, p.positionals[0]);
+        const after = await api.post<Vm>(`/vms/${vm.id}/actions/unlock`);
+        printResult(after, json, () => `VM ${after.name} is unlocked: its host holds its key`);
+        return 0;
+      }
+      case 'crypto-shred': {
+        const vm = await resolveVm(api, p.positionals[0]);
+        const after = await api.post<Vm>(`/vms/${vm.id}/actions/crypto-shred`, {
+          confirm: need(p, 'confirm', 'vm crypto-shred VM --confirm VM-NAME'),
+        });
+        printResult(after, json, () => `VM ${after.name}'s key was destroyed: its data is unrecoverable`);
         return 0;
       }
       case 'power-on':

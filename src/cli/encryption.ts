@@ -1,0 +1,101 @@
+/** `hyperseal encryption-policy …`: encryption policies and applying one to many VMs. */
+import { ApiClient } from '../sdk/client.js';
+import { flag, need, parse, str, usageError } from './args.js';
+import { INVENTORY_HELP } from './inventory.js';
+import { printResult, table } from './output.js';
+
+interface Policy {
+  id: string;
+  name: string;
+  description: string;
+  providerId: string | null;
+  builtin: boolean;
+}
+
+interface Task {
+  id: string;
+  kind: string;
+  state: string;
+  progress: number;
+  error: { code: string; message: string } | null;
+  result: unknown;
+}
+
+export async function encryptionPolicyCommand(argv: string[]): Promise<number> {
+  const [verb, ...rest] = argv;
+  const p = parse(
+    rest,
+    {
+      json: { type: 'boolean' },
+      credentials: { type: 'string' },
+      name: { type: 'string' },
+      description: { type: 'string' },
+      provider: { type: 'string' },
+      'name-pattern': { type: 'string' },
+      tag: { type: 'string' },
+    },
+    INVENTORY_HELP,
+  );
+  const json = flag(p, 'json');
+  const api = ApiClient.fromCredentials(str(p, 'credentials'));
+  try {
+    switch (verb) {
+      case 'list': {
+        const policies = await api.get<Policy[]>('/encryption-policies');
+        printResult(policies, json, () =>
+          table([
+            ['NAME', 'KEY PROVIDER', 'BUILT-IN', 'ID'],
+            ...policies.map((x) => [x.name, x.providerId ?? '(default)', x.builtin ? 'yes' : '', x.id]),
+          ]),
+        );
+        return 0;
+      }
+      case 'create': {
+        const policy = await api.post<Policy>('/encryption-policies', {
+          name: need(p, 'name', 'encryption-policy create --name N'),
+          ...(str(p, 'description') !== undefined ? { description: str(p, 'description') } : {}),
+          ...(str(p, 'provider') !== undefined ? { providerId: str(p, 'provider') } : {}),
+        });
+        printResult(policy, json, () => `created encryption policy ${policy.name} (${policy.id})`);
+        return 0;
+      }
+      case 'remove': {
+        const policy = await findPolicy(api, p.positionals[0]);
+        await api.delete(`/encryption-policies/${policy.id}`);
+        printResult({ removed: policy.id }, json, () => `removed encryption policy ${policy.name}`);
+        return 0;
+      }
+      case 'apply': {
+        const policy = await findPolicy(api, p.positionals[0]);
+        const namePattern = str(p, 'name-pattern');
+        const tag = str(p, 'tag');
+        if (namePattern === undefined && tag === undefined) {
+          throw usageError("encryption-policy apply P (--name-pattern 'web-*' | --tag T)");
+        }
+        const task = await api.post<Task>(`/encryption-policies/${policy.id}/actions/apply`, {
+          ...(namePattern !== undefined ? { namePattern } : {}),
+          ...(tag !== undefined ? { tag } : {}),
+        });
+        const done = await api.waitTask<Task>(task.id, (t) => {
+          if (process.stderr.isTTY) process.stderr.write(`\rencrypting: ${String(t.progress).padStart(3)}%   `);
+        });
+        if (process.stderr.isTTY) process.stderr.write('\n');
+        const r = (done.result ?? {}) as { total?: number; succeeded?: number; failed?: number };
+        printResult(done, json, () => `${r.succeeded ?? 0} of ${r.total ?? 0} VMs encrypted, ${r.failed ?? 0} failed`);
+        return r.failed ? 1 : 0;
+      }
+      default:
+        throw usageError(`unknown encryption-policy command '${verb ?? ''}'\n${INVENTORY_HELP}`);
+    }
+  } finally {
+    api.close();
+  }
+}
+
+async function findPolicy(api: ApiClient, nameOrId: string | undefined): Promise<Policy> {
+  if (nameOrId === undefined) throw usageError('a policy name or id is required');
+  const all = await api.get<Policy[]>('/encryption-policies');
+  const found = all.find((x) => x.id === nameOrId || x.name === nameOrId);
+  if (found === undefined) throw usageError(`no encryption policy ${nameOrId}`);
+  return found;
+}
