@@ -128,7 +128,13 @@ void test(
       nics: [],
       encryption: null,
     };
-    assert.deepEqual(await runtime('defineVm', id, spec), { id, state: 'stopped', simulated: false, encryption: null, locked: false });
+    assert.deepEqual(await runtime('defineVm', id, spec), {
+      id,
+      state: 'stopped',
+      simulated: false,
+      encryption: null,
+      locked: false,
+    });
     assert.ok(existsSync(join(datastore, id, 'disk0.qcow2')), 'the disk was created');
     assert.ok(existsSync(join(datastore, id, 'spec.json')));
     const outside = await call('defineVm', 'elsewhere', {
@@ -165,7 +171,9 @@ void test(
     assert.ok(isPidAlive(on.pid), 'QEMU outlives the agent');
     await startQemuAgent();
     const listed = (await call('listVms', '')).body as VmRuntime[];
-    assert.deepEqual(listed, [{ id, state: 'running', pid: on.pid, simulated: false, encryption: null, locked: false }]);
+    assert.deepEqual(listed, [
+      { id, state: 'running', pid: on.pid, simulated: false, encryption: null, locked: false },
+    ]);
     assert.equal((await runtime('reset', id)).state, 'running');
     const replay = (await call('console', id, undefined, '?offset=0')).body as ConsoleChunk;
     assert.match(replay.data, /BdsDxe|UEFI/, 'the console log is still readable after the restart');

@@ -338,7 +338,8 @@ export class QemuDriver implements VmDriver {
     }
     // Only once the new spec is committed: images of disks the spec no longer has.
     for (const d of oldSpec?.disks ?? []) {
-      if (!spec.disks.some((n) => n.id === d.id)) rmSync(this.diskPath(spec.id, d, generation), { force: true });
+      if (!spec.disks.some((n) => n.id === d.id))
+        rmSync(this.diskPath(spec.id, d, generation), { force: true });
     }
     return this.runtimeOf(this.get(spec.id));
   }
@@ -399,7 +400,12 @@ export class QemuDriver implements VmDriver {
           await createEncryptedNvram(ovmf.varsTemplate, qspec.nvramPath, homeDek, this.opts.qemuImgBinary);
         }
       }
+      // One console reader per VM, kept across QEMU restarts (QEMU serves one at a time).
+      if (qspec.serialSocketPath !== undefined) {
+        vm.serial ??= new SerialSocketReader(qspec.serialSocketPath, { label: id });
+      }
       vm.proc = await VmProcess.start(qspec, {
+        ...(vm.serial && qspec.serialSocketPath !== undefined ? { serial: vm.serial } : {}),
         accel: host.accel,
         ovmfBuilds: this.ovmfBuilds,
         nicBackend: this.opts.nicBackend ?? 'user-isolated',
@@ -409,10 +415,6 @@ export class QemuDriver implements VmDriver {
         ...(this.opts.qemuImgBinary !== undefined ? { qemuImgBinary: this.opts.qemuImgBinary } : {}),
         ...(this.opts.startTimeoutMs !== undefined ? { startTimeoutMs: this.opts.startTimeoutMs } : {}),
       });
-      if (qspec.serialSocketPath !== undefined) {
-        vm.serial?.close();
-        vm.serial = new SerialSocketReader(qspec.serialSocketPath);
-      }
     } catch (err) {
       // A QEMU killed while starting leaves its pidfile: that is a failed start, which the
       // error reports, not a crash of a VM that ran.
@@ -628,7 +630,10 @@ export class QemuDriver implements VmDriver {
     }
     for (const d of target.disks) {
       if (!this.datastores.some((ds) => ds.path === d.datastorePath)) {
-        throw new HypersealError('HS_ERR_INVALID_ARGUMENT', `${d.datastorePath} is not a datastore of this host`);
+        throw new HypersealError(
+          'HS_ERR_INVALID_ARGUMENT',
+          `${d.datastorePath} is not a datastore of this host`,
+        );
       }
     }
     const srcBundle = source.record.bundle;
@@ -639,7 +644,11 @@ export class QemuDriver implements VmDriver {
     try {
       const bundle =
         target.encryption && dstDeks
-          ? wrapDeks(this.keyring.require(target.encryption.kekRef, target.id), target.encryption.kekRef, dstDeks)
+          ? wrapDeks(
+              this.keyring.require(target.encryption.kekRef, target.id),
+              target.encryption.kekRef,
+              dstDeks,
+            )
           : undefined;
       // Leftovers of an earlier clone to this id that died before its record was written.
       this.removeVmFiles(target, home);
@@ -652,7 +661,8 @@ export class QemuDriver implements VmDriver {
         await convertImage({
           src: { path: this.diskPath(id, src, source.record.generation), dek: srcDeks?.disks.get(src.id) },
           dst: { path: this.diskPath(target.id, d, 0), dek: dstDeks?.disks.get(d.id) },
-          onProgress: (p) => (source.operation = { kind: 'clone', progress: Math.round((100 * (i + p / 100)) / steps) }),
+          onProgress: (p) =>
+            (source.operation = { kind: 'clone', progress: Math.round((100 * (i + p / 100)) / steps) }),
           qemuImgBinary: this.opts.qemuImgBinary,
         });
       }
@@ -765,7 +775,9 @@ export class QemuDriver implements VmDriver {
       })),
       nics: spec.nics.map((n) => ({ id: n.id, mac: n.mac, network: n.network })),
       // An encrypted VM's console is guest data: a socket read into memory, never a file.
-      ...(encrypted ? { serialSocketPath: join(home, 'serial.sock') } : { serialLogPath: join(home, 'serial.log') }),
+      ...(encrypted
+        ? { serialSocketPath: join(home, 'serial.sock') }
+        : { serialLogPath: join(home, 'serial.log') }),
       qmpSocketPath: join(home, 'qmp.sock'),
       pidFilePath: join(home, 'qemu.pid'),
       ...(spec.firmware === 'efi' ? { nvramPath: this.nvramPath(home, generation, encrypted) } : {}),
@@ -820,9 +832,13 @@ export class QemuDriver implements VmDriver {
   }
 
   private openSpec(id: string, record: VmRecord, homeDek: Buffer): VmSpec {
-    if (record.sealedSpec === undefined) throw new HypersealError('HS_ERR_CONFIG', `VM ${id} has no sealed spec`);
-    const spec = parseVmSpec(JSON.parse(openWithHomeKey(homeDek, id, SEALED_SPEC, record.sealedSpec).toString('utf8')));
-    if (spec.id !== id) throw new HypersealError('HS_ERR_CONFIG', `the sealed spec of ${id} names ${spec.id}`);
+    if (record.sealedSpec === undefined)
+      throw new HypersealError('HS_ERR_CONFIG', `VM ${id} has no sealed spec`);
+    const spec = parseVmSpec(
+      JSON.parse(openWithHomeKey(homeDek, id, SEALED_SPEC, record.sealedSpec).toString('utf8')),
+    );
+    if (spec.id !== id)
+      throw new HypersealError('HS_ERR_CONFIG', `the sealed spec of ${id} names ${spec.id}`);
     return spec;
   }
 
@@ -967,7 +983,9 @@ export class QemuDriver implements VmDriver {
           .then((proc) => {
             vm.proc = proc;
             // An encrypted VM's console after an agent restart: from now on, in memory.
-            if (vm.record.bundle && !vm.serial) vm.serial = new SerialSocketReader(join(vm.home, 'serial.sock'));
+            if (vm.record.bundle && !vm.serial) {
+              vm.serial = new SerialSocketReader(join(vm.home, 'serial.sock'), { label: id });
+            }
           })
           .finally(() => (vm.attaching = null));
         try {
@@ -1025,7 +1043,11 @@ export class QemuDriver implements VmDriver {
       if (!existsSync(file)) continue; // a define that never committed, or not ours
       try {
         const raw = JSON.parse(readFileSync(file, 'utf8')) as Partial<VmRecord>;
-        if ((raw.version !== 1 && raw.version !== RECORD_VERSION) || typeof raw.uuid !== 'string' || !UUID.test(raw.uuid)) {
+        if (
+          (raw.version !== 1 && raw.version !== RECORD_VERSION) ||
+          typeof raw.uuid !== 'string' ||
+          !UUID.test(raw.uuid)
+        ) {
           throw new Error(`not a version 1 or ${RECORD_VERSION} VM record`);
         }
         const generation = raw.version === 1 ? 0 : raw.generation;
@@ -1037,7 +1059,8 @@ export class QemuDriver implements VmDriver {
         let record: VmRecord;
         let spec: VmSpec | null = null;
         if (raw.bundle !== undefined) {
-          if (typeof raw.sealedSpec !== 'string') throw new Error('an encrypted record without its sealed spec');
+          if (typeof raw.sealedSpec !== 'string')
+            throw new Error('an encrypted record without its sealed spec');
           record = { ...base, sealedSpec: raw.sealedSpec, bundle: parseBundle(raw.bundle, file) };
         } else {
           spec = parseVmSpec(raw.spec);

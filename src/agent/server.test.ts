@@ -106,7 +106,13 @@ void test('a VM lifecycle: define, power on, console, power off, delete', async 
   const id = 'web-01';
   let reply = await call('defineVm', id, spec(id));
   assert.equal(reply.status, 200, JSON.stringify(reply.body));
-  assert.deepEqual(reply.body, { id, state: 'stopped', simulated: true, encryption: null, locked: false } satisfies VmRuntime);
+  assert.deepEqual(reply.body, {
+    id,
+    state: 'stopped',
+    simulated: true,
+    encryption: null,
+    locked: false,
+  } satisfies VmRuntime);
 
   reply = await call('powerOn', id, {});
   assert.deepEqual(reply.body, { id, state: 'running', simulated: true, encryption: null, locked: false });

@@ -32,7 +32,13 @@ const spec = (id: string, memoryMiB = 256): VmSpec => ({
 
 void test('states follow the driver rules', async () => {
   const d = SimDriver.open(dataDir());
-  assert.deepEqual(await d.define(spec('a')), { id: 'a', state: 'stopped', simulated: true, encryption: null, locked: false });
+  assert.deepEqual(await d.define(spec('a')), {
+    id: 'a',
+    state: 'stopped',
+    simulated: true,
+    encryption: null,
+    locked: false,
+  });
   await assert.rejects(d.reset('a'), (e: unknown) => isHypersealError(e, 'HS_ERR_CONFLICT'));
   await assert.rejects(d.shutdown('a', 0), (e: unknown) => isHypersealError(e, 'HS_ERR_CONFLICT'));
   assert.equal((await d.powerOff('a')).state, 'stopped', 'power-off of a stopped VM is a no-op');
@@ -78,7 +84,9 @@ void test('a journal line torn by a crash is dropped and cut off, so later appen
   appendFileSync(journal, '{"put":{"spec":{"id":"half');
 
   const after1 = SimDriver.open(dir);
-  assert.deepEqual(await after1.list(), [{ id: 'a', state: 'running', simulated: true, encryption: null, locked: false }]);
+  assert.deepEqual(await after1.list(), [
+    { id: 'a', state: 'running', simulated: true, encryption: null, locked: false },
+  ]);
   assert.equal(statSync(journal).size, intact, 'the torn tail was truncated');
   await after1.define(spec('b'));
   await after1.close();

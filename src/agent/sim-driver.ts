@@ -30,15 +30,7 @@ import type { VmDriver } from './driver.js';
 import { consoleChunk, vmNotFound, vmStateConflict } from './driver.js';
 import { hardwareDiffers, parseVmSpec } from './spec.js';
 import type { Deks, EncryptionBundle } from './vm-keys.js';
-import {
-  Keyring,
-  newDek,
-  newDeks,
-  parseBundle,
-  unwrapDeks,
-  wrapDeks,
-  zeroizeDeks,
-} from './vm-keys.js';
+import { Keyring, newDek, newDeks, parseBundle, unwrapDeks, wrapDeks, zeroizeDeks } from './vm-keys.js';
 
 export const SIM_STATE_FILE = 'sim-vms.json';
 export const SIM_JOURNAL_FILE = 'sim-vms.journal';
@@ -144,7 +136,11 @@ export class SimDriver implements VmDriver {
     const kek = this.keyring.require(kekRef, id);
     const deks = newDeks(vm.spec.disks.map((d) => d.id));
     try {
-      return await this.commit({ ...vm, spec: { ...vm.spec, encryption: { kekRef } }, bundle: wrapDeks(kek, kekRef, deks) });
+      return await this.commit({
+        ...vm,
+        spec: { ...vm.spec, encryption: { kekRef } },
+        bundle: wrapDeks(kek, kekRef, deks),
+      });
     } finally {
       zeroizeDeks(deks);
     }
@@ -170,7 +166,11 @@ export class SimDriver implements VmDriver {
       zeroizeDeks(old);
     }
     try {
-      return await this.commit({ ...vm, spec: { ...vm.spec, encryption: { kekRef } }, bundle: wrapDeks(newKek, kekRef, deks) });
+      return await this.commit({
+        ...vm,
+        spec: { ...vm.spec, encryption: { kekRef } },
+        bundle: wrapDeks(newKek, kekRef, deks),
+      });
     } finally {
       zeroizeDeks(deks);
     }
@@ -184,7 +184,11 @@ export class SimDriver implements VmDriver {
     let bundle: EncryptionBundle | undefined;
     if (target.encryption) {
       const deks = newDeks(target.disks.map((d) => d.id));
-      bundle = wrapDeks(this.keyring.require(target.encryption.kekRef, target.id), target.encryption.kekRef, deks);
+      bundle = wrapDeks(
+        this.keyring.require(target.encryption.kekRef, target.id),
+        target.encryption.kekRef,
+        deks,
+      );
       zeroizeDeks(deks);
     }
     return this.commit({ spec: target, state: 'stopped', ...(bundle ? { bundle } : {}) });
@@ -438,7 +442,8 @@ export class SimDriver implements VmDriver {
     } catch (cause) {
       throw bad('invalid spec', cause);
     }
-    if ((bundle?.kekRef ?? null) !== (spec.encryption?.kekRef ?? null)) throw bad('encryption and bundle differ');
+    if ((bundle?.kekRef ?? null) !== (spec.encryption?.kekRef ?? null))
+      throw bad('encryption and bundle differ');
     this.vms.set(spec.id, { spec, state, ...(bundle ? { bundle } : {}) });
   }
 }

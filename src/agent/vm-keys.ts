@@ -16,7 +16,10 @@ const KEK_REF = /^[\x21-\x7e]{1,256}$/;
 
 export function checkKekRef(ref: unknown, where = 'kekRef'): string {
   if (typeof ref !== 'string' || !KEK_REF.test(ref)) {
-    throw new HypersealError('HS_ERR_INVALID_ARGUMENT', `${where} must be 1 to 256 printable ASCII characters`);
+    throw new HypersealError(
+      'HS_ERR_INVALID_ARGUMENT',
+      `${where} must be 1 to 256 printable ASCII characters`,
+    );
   }
   return ref;
 }
@@ -61,7 +64,8 @@ export function unwrapDeks(kek: Buffer, bundle: EncryptionBundle): Deks {
   const home = unwrapKey(kek, Buffer.from(bundle.home, 'base64'));
   const disks = new Map<string, Buffer>();
   try {
-    for (const [id, w] of Object.entries(bundle.disks)) disks.set(id, unwrapKey(kek, Buffer.from(w, 'base64')));
+    for (const [id, w] of Object.entries(bundle.disks))
+      disks.set(id, unwrapKey(kek, Buffer.from(w, 'base64')));
   } catch (err) {
     zeroizeDeks({ home, disks });
     throw err;
@@ -81,7 +85,12 @@ export function parseBundle(value: unknown, where: string): EncryptionBundle {
   for (const [id, w] of Object.entries(b.disks)) {
     if (typeof w !== 'string' || !b64.test(w)) throw bad(`has a malformed key for disk ${id}`);
   }
-  return { version: BUNDLE_VERSION, kekRef: checkKekRef(b.kekRef, `${where}.kekRef`), home: b.home, disks: { ...b.disks } };
+  return {
+    version: BUNDLE_VERSION,
+    kekRef: checkKekRef(b.kekRef, `${where}.kekRef`),
+    home: b.home,
+    disks: { ...b.disks },
+  };
 }
 
 /** Seals a VM's configuration (or any home file) under its home DEK, bound to the VM and purpose. */
@@ -104,7 +113,10 @@ export class Keyring {
   put(ref: string, material: Buffer): void {
     checkKekRef(ref);
     if (material.length !== 32) {
-      throw new HypersealError('HS_ERR_KEY_INVALID', `the key for ${ref} is ${material.length} bytes, not 32`);
+      throw new HypersealError(
+        'HS_ERR_KEY_INVALID',
+        `the key for ${ref} is ${material.length} bytes, not 32`,
+      );
     }
     const old = this.keys.get(ref);
     this.keys.set(ref, Buffer.from(material));

@@ -77,11 +77,16 @@ export async function encryptionPolicyCommand(argv: string[]): Promise<number> {
           ...(tag !== undefined ? { tag } : {}),
         });
         const done = await api.waitTask<Task>(task.id, (t) => {
-          if (process.stderr.isTTY) process.stderr.write(`\rencrypting: ${String(t.progress).padStart(3)}%   `);
+          if (process.stderr.isTTY)
+            process.stderr.write(`\rencrypting: ${String(t.progress).padStart(3)}%   `);
         });
         if (process.stderr.isTTY) process.stderr.write('\n');
         const r = (done.result ?? {}) as { total?: number; succeeded?: number; failed?: number };
-        printResult(done, json, () => `${r.succeeded ?? 0} of ${r.total ?? 0} VMs encrypted, ${r.failed ?? 0} failed`);
+        printResult(
+          done,
+          json,
+          () => `${r.succeeded ?? 0} of ${r.total ?? 0} VMs encrypted, ${r.failed ?? 0} failed`,
+        );
         return r.failed ? 1 : 0;
       }
       default:

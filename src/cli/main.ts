@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 /** The `hyperseal` command: dispatches `hyperseal <noun> <verb>` to its module. */
+import { encryptionPolicyCommand } from './encryption.js';
 import { createRequire } from 'node:module';
 import { kmipCommand, KMIP_HELP } from './kmip.js';
 import { kmsCommand, KMS_HELP } from './kms.js';
+import { keyProviderCommand, KEY_PROVIDER_HELP } from './key-providers.js';
 import { ExitCode, exitCodeOf, printError } from './output.js';
 import { upCommand } from './up.js';
 import { agentCommand, DAEMON_HELP, managerCommand } from './daemons.js';
@@ -25,6 +27,8 @@ usage: hyperseal <command> [options]
   manager serve      the control plane;  agent join|serve: a host agent
   login, host, vm, task, event
                      inventory and lifecycle over the REST API
+  key-provider add|add-csr|set-cert|list|show|test|default|remove
+                     KMIP key providers of the manager (VM keys)
   kms serve|client-cert|grant
                      run and administer the embedded KMIP 1.1 key server
   kmip <op>          talk KMIP 1.1 to any key manager
@@ -36,6 +40,8 @@ Every command takes --help. Exit codes: 0 ok, 1 failure, 2 usage, 3 not found,
 ${DAEMON_HELP}
 
 ${INVENTORY_HELP}
+
+${KEY_PROVIDER_HELP}
 
 ${KMS_HELP}
 
@@ -66,6 +72,9 @@ async function main(argv: string[]): Promise<number> {
       return kmsCommand(rest);
     case 'kmip':
       return kmipCommand(rest);
+    case 'key-provider':
+    case 'key-providers':
+      return keyProviderCommand(rest);
     case 'manager':
       return managerCommand(rest);
     case 'agent':
@@ -76,6 +85,9 @@ async function main(argv: string[]): Promise<number> {
       return hostCommand(rest);
     case 'vm':
       return vmCommand(rest);
+    case 'encryption-policy':
+    case 'encryption-policies':
+      return encryptionPolicyCommand(rest);
     case 'task':
       return taskCommand(rest);
     case 'event':

@@ -10,6 +10,7 @@ import { join, relative, resolve } from 'node:path';
 import { joinManager } from '../agent/join.js';
 import type { AgentServer } from '../agent/server.js';
 import { startAgent } from '../agent/server.js';
+import { ensureEmbeddedKeyProvider } from '../keys/index.js';
 import { startKms } from '../kms/service.js';
 import type { Actor } from '../manager/events.js';
 import { startManager } from '../manager/services.js';
@@ -72,8 +73,16 @@ export async function upCommand(argv: string[]): Promise<number> {
       );
     }
 
-    // 3. Local agents, enrolled on first start.
     const system: Actor = { user: 'system', sourceIp: null };
+    // The embedded key server becomes the manager's (default) key provider on first start.
+    await ensureEmbeddedKeyProvider({
+      service: manager.services.keyProviders,
+      kms,
+      markerPath: join(dataDir, 'manager', 'embedded-key-provider.json'),
+      actor: system,
+    });
+
+    // 3. Local agents, enrolled on first start.
     const driverKind = str(p, 'driver') ?? 'qemu';
     const basePort = Number(str(p, 'agent-port') ?? '9443');
     const agentCount = flag(p, 'demo') ? 2 : 1;
@@ -137,6 +146,7 @@ export async function upCommand(argv: string[]): Promise<number> {
         '  npx hyperseal vm create --name test-01 --memory 128',
         '  npx hyperseal vm power-on test-01 && npx hyperseal vm console test-01',
         '  npx hyperseal event list',
+        '  npx hyperseal key-provider list',
         `  npx hyperseal kmip --server ${kms.host}:${kms.port} --ca ${rel(kms.dataDir.caPath)} --cert ${rel(operator)}.pem --key ${rel(operator)}.key query`,
         '',
         'Docs: docs/ (install, API, manager and agents, KMIP, security model, errors). Ctrl-C stops everything.',

@@ -6,8 +6,7 @@ import { unwrapKey, wrapKey } from './keywrap.js';
 test('RFC 3394 §4.6 vector: 256-bit key data with a 256-bit KEK', () => {
   const kek = Buffer.from('000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F', 'hex');
   const data = Buffer.from('00112233445566778899AABBCCDDEEFF000102030405060708090A0B0C0D0E0F', 'hex');
-  const expected =
-    '28C9F404C4B810F4CBCCB35CFB87F8263F5786E2D80ED326CBC7F0E71A99F43BFB988B9B7A02DD21';
+  const expected = '28C9F404C4B810F4CBCCB35CFB87F8263F5786E2D80ED326CBC7F0E71A99F43BFB988B9B7A02DD21';
   const wrapped = wrapKey(kek, data);
   assert.equal(wrapped.toString('hex').toUpperCase(), expected);
   assert.deepEqual(unwrapKey(kek, wrapped), data);

@@ -21,7 +21,10 @@ function checkKek(kek: Buffer): void {
 export function wrapKey(kek: Buffer, key: Buffer): Buffer {
   checkKek(kek);
   if (key.length < 16 || key.length % 8 !== 0) {
-    throw new HypersealError('HS_ERR_INTERNAL', `cannot wrap a ${key.length}-byte key (RFC 3394 needs n×8, n ≥ 2)`);
+    throw new HypersealError(
+      'HS_ERR_INTERNAL',
+      `cannot wrap a ${key.length}-byte key (RFC 3394 needs n×8, n ≥ 2)`,
+    );
   }
   const c = createCipheriv('id-aes256-wrap', kek, DEFAULT_IV);
   return Buffer.concat([c.update(key), c.final()]);

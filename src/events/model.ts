@@ -46,6 +46,7 @@ export const ObjectKinds = {
   'syslog-target': { label: 'syslog target' },
   api: { label: 'API call' },
   'alert-rule': { label: 'alert rule' },
+  'encryption-policy': { label: 'encryption policy' },
 } as const satisfies Record<string, { label: string }>;
 export type ObjectKind = keyof typeof ObjectKinds;
 
@@ -151,6 +152,57 @@ export const EventTypes = {
     description: 'A VM’s key encryption key (shallow) or data key (deep) was replaced.',
     done: '{user} rekeyed {object}',
     failed: '{user} failed to rekey {object}',
+  },
+  'vm.cloned': {
+    severity: 'info',
+    description:
+      'A VM was copied to a new VM; an encrypted source gives an encrypted clone with its own KEK.',
+    done: '{user} cloned {object}',
+    failed: '{user} failed to clone {object}',
+  },
+  'vm.crypto-shredded': {
+    severity: 'critical',
+    description:
+      'A VM’s KEK was destroyed on its key provider at an administrator’s request: the VM’s data is unrecoverable.',
+    done: '{user} crypto-shredded {object}',
+    failed: '{user} failed to crypto-shred {object}',
+  },
+  'vm.locked': {
+    severity: 'error',
+    description: 'An encrypted VM’s key could not be had (provider down, key destroyed): it cannot start.',
+    done: '{object} is locked',
+    failed: '{object} is locked',
+  },
+  'vm.unlocked': {
+    severity: 'info',
+    description: 'A locked VM’s key was delivered to its host again: it can start.',
+    done: '{user} unlocked {object}',
+    failed: '{user} failed to unlock {object}',
+  },
+  'vm.encryption-reconciled': {
+    severity: 'warning',
+    description:
+      'The manager corrected a VM’s recorded encryption from what its host reports (an operation was cut short by a crash).',
+    done: '{user} reconciled the encryption of {object}',
+    failed: '{user} failed to reconcile the encryption of {object}',
+  },
+  'encryption-policy.created': {
+    severity: 'info',
+    description: 'An encryption policy was created.',
+    done: '{user} created {object}',
+    failed: '{user} failed to create {object}',
+  },
+  'encryption-policy.deleted': {
+    severity: 'warning',
+    description: 'An encryption policy was deleted.',
+    done: '{user} deleted {object}',
+    failed: '{user} failed to delete {object}',
+  },
+  'encryption-policy.applied': {
+    severity: 'info',
+    description: 'An encryption policy was applied to a set of VMs (one task per VM); changes list the VMs.',
+    done: '{user} applied {object}',
+    failed: '{user} failed to apply {object}',
   },
   'vm.secure-boot-enabled': {
     severity: 'info',
@@ -302,6 +354,26 @@ export const EventTypes = {
     description: 'A key provider did not answer: encrypted VMs cannot start while it is down.',
     done: '{object} is unreachable',
     failed: '{object} is unreachable',
+  },
+  'kms.provider-default-changed': {
+    severity: 'warning',
+    description: 'Another key provider became the default: new KEKs come from it from now on.',
+    done: '{user} made {object} the default',
+    failed: '{user} failed to make {object} the default',
+  },
+  'kms.provider-certificate-set': {
+    severity: 'info',
+    description:
+      'A key provider’s client certificate was installed: a signed CSR completing it, or a renewal (never the key).',
+    done: '{user} set the client certificate of {object}',
+    failed: '{user} failed to set the client certificate of {object}',
+  },
+  'kms.provider-tested': {
+    severity: 'info',
+    description:
+      'A key provider’s KMIP servers were tested; the message gives each server’s answer or failure.',
+    done: '{user} tested {object}',
+    failed: '{user} tested {object}: not every server answered',
   },
   'key.created': {
     severity: 'info',

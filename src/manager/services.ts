@@ -18,6 +18,7 @@ import { MANAGER_IDENTITY } from '../agent/api.js';
 import { readSealedFile, writeSealedFile } from '../crypto/sealed-file.js';
 import { HypersealError } from '../errors.js';
 import { writeFileAtomic } from '../fsutil.js';
+import { KeyProviderService, deriveKeyProviderSealingKey } from '../keys/index.js';
 import { loadMasterKey, resolveMasterKeySource } from '../kms/master-key.js';
 import type { CertifiedKey } from '../pki/index.js';
 import { createCertificateAuthority, issueCertificate } from '../pki/index.js';
@@ -30,7 +31,10 @@ import type { AnyRoute } from './http.js';
 import { buildHttpApp } from './http.js';
 import { adminRoutes } from './routes/admin.js';
 import { hostRoutes } from './routes/hosts.js';
+import { keyProviderRoutes } from './routes/key-providers.js';
 import { vmRoutes } from './routes/vms.js';
+import { encryptionRoutes } from './routes/encryption.js';
+import { EncryptionPolicies, VmCryptoService } from './vm-crypto.js';
 import { loggingRoutes } from './routes/logging.js';
 import { LoggingService } from './logging.js';
 import { TaskEngine } from './tasks.js';
@@ -45,11 +49,20 @@ export interface ManagerServices {
   vms: VmService;
   users: UserService;
   logging: LoggingService;
+  keyProviders: KeyProviderService;
+  crypto: VmCryptoService;
   createNetwork(actor: Actor, name: string): Promise<{ id: string; name: string; kind: string }>;
 }
 
 export function allRoutes(s: ManagerServices): AnyRoute[] {
-  return [...vmRoutes(s), ...hostRoutes(s), ...adminRoutes(s), ...loggingRoutes(s)];
+  return [
+    ...vmRoutes(s),
+    ...hostRoutes(s),
+    ...adminRoutes(s),
+    ...loggingRoutes(s),
+    ...keyProviderRoutes(s),
+    ...encryptionRoutes(s),
+  ];
 }
 
 export interface ManagerIdentityFiles {
@@ -123,6 +136,8 @@ export async function startManager(opts: ManagerOptions): Promise<RunningManager
   const masterKey = loadMasterKey(resolveMasterKeySource(dataDir, opts.masterKeyFile, 'manager'), fresh);
   const host = opts.host ?? '127.0.0.1';
   const identity = await loadManagerIdentity(dataDir, masterKey, [host]);
+  // Seals key providers' client keys; derived before the master key is wiped.
+  const keyProviderSealingKey = deriveKeyProviderSealingKey(masterKey);
   masterKey.fill(0);
 
   const db = await openDatabase(opts.database ?? { sqlitePath: join(dataDir, 'manager.db') });
@@ -142,6 +157,11 @@ export async function startManager(opts: ManagerOptions): Promise<RunningManager
   await vms.recoverPending();
   const logging = new LoggingService(db, events, dataDir);
   await logging.start();
+  const keyProviders = new KeyProviderService(db, events, keyProviderSealingKey);
+  keyProviderSealingKey.fill(0);
+  const policies = new EncryptionPolicies(db, events);
+  await policies.ensureBuiltIn();
+  const crypto = new VmCryptoService(vms, hosts, events, tasks, keyProviders, policies);
   const services: ManagerServices = {
     db,
     events,
@@ -150,6 +170,8 @@ export async function startManager(opts: ManagerOptions): Promise<RunningManager
     vms,
     users,
     logging,
+    keyProviders,
+    crypto,
     createNetwork: async (actor, name) => {
       const id = randomUUID();
       try {
@@ -179,12 +201,17 @@ export async function startManager(opts: ManagerOptions): Promise<RunningManager
   }
 
   // Host health and VM state sync (a crashed VM, an agent that went away).
-  const stopHealth = hosts.startHealthLoop(opts.healthIntervalMs ?? 5_000, async (hostId, states) => {
-    for (const vm of await vms.list({ limit: 100_000, offset: 0, hostId })) {
-      const actual = states.get(vm.id);
-      if (actual !== undefined && actual !== vm.state) await vms.setState(vm.id, actual);
-    }
-  });
+  const stopHealth = hosts.startHealthLoop(
+    opts.healthIntervalMs ?? 5_000,
+    async (hostId, states, runtimes) => {
+      for (const vm of await vms.list({ limit: 100_000, offset: 0, hostId })) {
+        const actual = states.get(vm.id);
+        if (actual !== undefined && actual !== vm.state) await vms.setState(vm.id, actual);
+      }
+      // Encryption the host reports, and keys for VMs locked by an agent restart.
+      await crypto.sync(hostId, runtimes);
+    },
+  );
   const app = buildHttpApp({
     routes: allRoutes(services),
     authenticate: (req) => users.authenticate(req),
@@ -222,6 +249,7 @@ export async function startManager(opts: ManagerOptions): Promise<RunningManager
       stopHealth();
       await app.close();
       await logging.close();
+      keyProviders.close();
       hosts.close();
       await db.close();
     },

@@ -86,7 +86,10 @@ export function requirePrivilege(user: Principal | undefined, privilege: string,
 
 /** `web-*` style patterns: `*` any run of characters, `?` one; everything else literal. */
 export function globToRegExp(glob: string): RegExp {
-  const body = glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
+  const body = glob
+    .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+    .replace(/\*/g, '.*')
+    .replace(/\?/g, '.');
   return new RegExp(`^${body}$`);
 }
 
@@ -135,7 +138,8 @@ export class EncryptionPolicies {
   ): Promise<EncryptionPolicy> {
     if (input.providerId !== undefined) {
       const p = await this.db.one(`SELECT id FROM key_providers WHERE id = $1`, [input.providerId]);
-      if (p === undefined) throw new HypersealError('HS_ERR_INVALID_ARGUMENT', `no key provider ${input.providerId}`);
+      if (p === undefined)
+        throw new HypersealError('HS_ERR_INVALID_ARGUMENT', `no key provider ${input.providerId}`);
     }
     const row: PolicyRow = {
       id: randomUUID(),
@@ -378,29 +382,41 @@ export class VmCryptoService {
     const vm = await this.vms.get(id);
     if (!vm.encryption) throw conflict(`VM ${vm.name} is not encrypted`);
     await this.hosts.requireUsable(vm.hostId);
-    return this.operation(actor, vm, deep ? 'vm.deep-rekey' : 'vm.rekey', 'vm.rekeyed', async (ctx, current) => {
-      if (deep) this.requireStopped(current, 'deep-rekey');
-      const old = this.requireEncryption(current);
-      const policy = await this.policies.get(old.policyId).catch(() => undefined);
-      // The new KEK on the policy's provider (the VM's own when the policy is gone).
-      const created = await this.keys.createKek(policy?.providerId ?? old.providerId);
-      const enc: VmEncryption = { policyId: old.policyId, ...created };
-      await this.deliverKey(current);
-      await this.push(current.hostId, enc);
-      ctx.progress(10);
-      await this.tracking(ctx, current, () => this.hosts.agent(current.hostId).rekey(id, kekRefOf(enc), deep));
-      await this.vms.setEncryption(id, enc);
-      return {
-        result: { encryption: enc, deep },
-        changes: [
-          { path: 'keyId', from: old.keyId, to: enc.keyId },
-          ...(old.providerId !== enc.providerId
-            ? [{ path: 'keyProvider', from: old.providerId, to: enc.providerId }]
-            : []),
-          { path: 'rekey', from: null, to: deep ? 'deep (new DEKs, data re-encrypted)' : 'shallow (new KEK)' },
-        ],
-      };
-    });
+    return this.operation(
+      actor,
+      vm,
+      deep ? 'vm.deep-rekey' : 'vm.rekey',
+      'vm.rekeyed',
+      async (ctx, current) => {
+        if (deep) this.requireStopped(current, 'deep-rekey');
+        const old = this.requireEncryption(current);
+        const policy = await this.policies.get(old.policyId).catch(() => undefined);
+        // The new KEK on the policy's provider (the VM's own when the policy is gone).
+        const created = await this.keys.createKek(policy?.providerId ?? old.providerId);
+        const enc: VmEncryption = { policyId: old.policyId, ...created };
+        await this.deliverKey(current);
+        await this.push(current.hostId, enc);
+        ctx.progress(10);
+        await this.tracking(ctx, current, () =>
+          this.hosts.agent(current.hostId).rekey(id, kekRefOf(enc), deep),
+        );
+        await this.vms.setEncryption(id, enc);
+        return {
+          result: { encryption: enc, deep },
+          changes: [
+            { path: 'keyId', from: old.keyId, to: enc.keyId },
+            ...(old.providerId !== enc.providerId
+              ? [{ path: 'keyProvider', from: old.providerId, to: enc.providerId }]
+              : []),
+            {
+              path: 'rekey',
+              from: null,
+              to: deep ? 'deep (new DEKs, data re-encrypted)' : 'shallow (new KEK)',
+            },
+          ],
+        };
+      },
+    );
   }
 
   /**
@@ -497,9 +513,20 @@ export class VmCryptoService {
         (select.tag === undefined || v.config.tags.includes(select.tag)),
     );
     return this.tasks.submit(
-      { kind: 'encryption-policy.apply', objectKind: 'encryption-policy', objectId: policy.id, user: actor.user },
+      {
+        kind: 'encryption-policy.apply',
+        objectKind: 'encryption-policy',
+        objectId: policy.id,
+        user: actor.user,
+      },
       async (ctx) => {
-        const outcomes: { vmId: string; name: string; taskId: string | null; state: string; error?: string }[] = [];
+        const outcomes: {
+          vmId: string;
+          name: string;
+          taskId: string | null;
+          state: string;
+          error?: string;
+        }[] = [];
         let next = 0;
         const worker = async (): Promise<void> => {
           while (next < chosen.length) {
@@ -534,7 +561,12 @@ export class VmCryptoService {
           changes: [{ path: 'vms', from: [], to: succeeded.map((o) => o.name).sort() }],
           ...(succeeded.length < outcomes.length ? { result: 'failure' as const } : {}),
         });
-        return { total: chosen.length, succeeded: succeeded.length, failed: outcomes.length - succeeded.length, vms: outcomes };
+        return {
+          total: chosen.length,
+          succeeded: succeeded.length,
+          failed: outcomes.length - succeeded.length,
+          vms: outcomes,
+        };
       },
     );
   }

@@ -36,7 +36,9 @@ export function kekRefOf(e: { providerId: string; keyId: string }): string {
 
 export function parseKekRef(ref: string): { providerId: string; keyId: string } | undefined {
   const i = ref.indexOf('/');
-  return i <= 0 || i === ref.length - 1 ? undefined : { providerId: ref.slice(0, i), keyId: ref.slice(i + 1) };
+  return i <= 0 || i === ref.length - 1
+    ? undefined
+    : { providerId: ref.slice(0, i), keyId: ref.slice(i + 1) };
 }
 
 // NICs too: the running VM stays on its old network until the next power-on applies the
@@ -244,7 +246,17 @@ export class VmService {
     try {
       await this.db.run(
         `INSERT INTO vms (id, name, host_id, state, config, version, created_at, updated_at, crypto) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-        [row.id, row.name, row.host_id, row.state, row.config, row.version, row.created_at, row.updated_at, row.crypto],
+        [
+          row.id,
+          row.name,
+          row.host_id,
+          row.state,
+          row.config,
+          row.version,
+          row.created_at,
+          row.updated_at,
+          row.crypto,
+        ],
       );
     } catch (err) {
       if (err instanceof HypersealError && err.code === 'HS_ERR_DB_CONFLICT') {

@@ -67,8 +67,18 @@ describe('VM encryption (sim hosts, embedded key server)', { concurrency: 1 }, (
     restoreConfig();
   });
 
-  const sync = async (method: string, path: string, body?: unknown, token = p.adminToken): Promise<TaskAnswer> => {
-    const r = await p.request<TaskAnswer>(token, method, `${path}${path.includes('?') ? '&' : '?'}sync=true`, body ?? {});
+  const sync = async (
+    method: string,
+    path: string,
+    body?: unknown,
+    token = p.adminToken,
+  ): Promise<TaskAnswer> => {
+    const r = await p.request<TaskAnswer>(
+      token,
+      method,
+      `${path}${path.includes('?') ? '&' : '?'}sync=true`,
+      body ?? {},
+    );
     assert.equal(r.status, 200, JSON.stringify(r.body));
     return r.body;
   };
@@ -104,14 +114,20 @@ describe('VM encryption (sim hosts, embedded key server)', { concurrency: 1 }, (
       ev.changes.find((c) => c.path === 'encryption'),
       { path: 'encryption', from: null, to: 'VM Encryption Policy' },
     );
-    assert.deepEqual(ev.changes.find((c) => c.path === 'keyId'), {
-      path: 'keyId',
-      from: null,
-      to: after.encryption.keyId,
-    });
+    assert.deepEqual(
+      ev.changes.find((c) => c.path === 'keyId'),
+      {
+        path: 'keyId',
+        from: null,
+        to: after.encryption.keyId,
+      },
+    );
 
     // The key itself, fetched from the key server the way the manager does.
-    const kek = await p.manager.services.keyProviders.fetchKek(after.encryption.providerId, after.encryption.keyId);
+    const kek = await p.manager.services.keyProviders.fetchKek(
+      after.encryption.providerId,
+      after.encryption.keyId,
+    );
     assert.equal(kek.length, 32);
     assertNowhere(filesUnder(p.managerDir), kek, 'manager data directory');
     for (const a of p.agents) assertNowhere(filesUnder(a.dataDir), kek, 'agent data directory');
@@ -125,7 +141,9 @@ describe('VM encryption (sim hosts, embedded key server)', { concurrency: 1 }, (
 
   test('bad input changes nothing: unknown policy, encrypting twice, deep rekey while running', async () => {
     const web = (await p.api.get<Vm[]>('/vms?name=web-01'))[0] as Vm;
-    let r = await p.request<ErrorAnswer>(p.adminToken, 'POST', `/vms/${web.id}/actions/encrypt`, { policyId: 'nope' });
+    let r = await p.request<ErrorAnswer>(p.adminToken, 'POST', `/vms/${web.id}/actions/encrypt`, {
+      policyId: 'nope',
+    });
     assert.equal(r.status, 404);
     r = await p.request<ErrorAnswer>(p.adminToken, 'POST', `/vms/${web.id}/actions/encrypt`, {});
     assert.equal(r.status, 409);
@@ -146,7 +164,9 @@ describe('VM encryption (sim hosts, embedded key server)', { concurrency: 1 }, (
     const evs = await eventsOf(web.id, 'vm.rekeyed');
     const change = { path: 'keyId', from: web.encryption?.keyId, to: after.encryption?.keyId };
     assert.ok(
-      evs.some((e) => e.result === 'success' && e.changes.some((c) => JSON.stringify(c) === JSON.stringify(change))),
+      evs.some(
+        (e) => e.result === 'success' && e.changes.some((c) => JSON.stringify(c) === JSON.stringify(change)),
+      ),
       JSON.stringify(evs),
     );
     // The refused deep rekey of the previous test is an event too, marked failed.
@@ -180,11 +200,14 @@ describe('VM encryption (sim hosts, embedded key server)', { concurrency: 1 }, (
     assert.equal(t.state, 'succeeded', JSON.stringify(t.error));
     assert.equal((await vm(db.id)).encryption, null);
     const [ev] = await eventsOf(db.id, 'vm.decrypted');
-    assert.deepEqual(ev?.changes.find((c) => c.path === 'encryption'), {
-      path: 'encryption',
-      from: 'VM Encryption Policy',
-      to: null,
-    });
+    assert.deepEqual(
+      ev?.changes.find((c) => c.path === 'encryption'),
+      {
+        path: 'encryption',
+        from: 'VM Encryption Policy',
+        to: null,
+      },
+    );
   });
 
   test('a policy applied by tag: one task per VM, overall progress, only the tagged VMs', async () => {
@@ -237,7 +260,9 @@ describe('VM encryption (sim hosts, embedded key server)', { concurrency: 1 }, (
       assert.equal(r.status, 403, `${method} ${path}: ${JSON.stringify(r.body)}`);
       assert.equal(r.body.code, 'HS_ERR_AUTH_FORBIDDEN');
     }
-    const denied = (await p.api.get<Event[]>('/events?type=access.denied&limit=1000')).filter((e) => e.user === 'nca');
+    const denied = (await p.api.get<Event[]>('/events?type=access.denied&limit=1000')).filter(
+      (e) => e.user === 'nca',
+    );
     assert.ok(denied.length >= refused.length, `an access.denied event per refusal (${denied.length})`);
     // Nothing changed.
     assert.equal((await vm(plain.id)).encryption, null);
@@ -258,7 +283,8 @@ describe('VM encryption (sim hosts, embedded key server)', { concurrency: 1 }, (
     assert.equal((await driver.runtime(web.id)).locked, true);
     agent.server = await startAgent({ dataDir: agent.dataDir, listen: { host: '127.0.0.1', port }, driver });
     // The health loop (200 ms here) delivers the key.
-    for (let i = 0; i < 100 && (await driver.neededKeys()).length > 0; i++) await new Promise((r) => setTimeout(r, 100));
+    for (let i = 0; i < 100 && (await driver.neededKeys()).length > 0; i++)
+      await new Promise((r) => setTimeout(r, 100));
     assert.deepEqual(await driver.neededKeys(), []);
     assert.equal((await sync('POST', `/vms/${web.id}/actions/power-on`)).state, 'succeeded');
     assert.equal((await sync('POST', `/vms/${web.id}/actions/power-off`)).state, 'succeeded');
@@ -339,4 +365,3 @@ describe('VM encryption (sim hosts, embedded key server)', { concurrency: 1 }, (
     assert.equal(unlock.body.code, 'HS_ERR_VM_LOCKED');
   });
 });
-

@@ -30,7 +30,11 @@ const PolicyCreate = Type.Object(
 const EncryptBody = Type.Object(
   {
     policyId: Type.Optional(
-      Type.String({ minLength: 1, maxLength: 80, description: 'Policy id or name; default the built-in one' }),
+      Type.String({
+        minLength: 1,
+        maxLength: 80,
+        description: 'Policy id or name; default the built-in one',
+      }),
     ),
   },
   { additionalProperties: false },
@@ -85,7 +89,9 @@ export function encryptionRoutes(s: ManagerServices): AnyRoute[] {
       query: ActionQuery,
       body: Type.Object(
         {
-          namePattern: Type.Optional(Type.String({ minLength: 1, maxLength: 128, description: 'e.g. web-*' })),
+          namePattern: Type.Optional(
+            Type.String({ minLength: 1, maxLength: 128, description: 'e.g. web-*' }),
+          ),
           tag: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
         },
         { additionalProperties: false },
@@ -133,7 +139,10 @@ export function encryptionRoutes(s: ManagerServices): AnyRoute[] {
       privilege: 'crypto.recrypt',
       params: IdParams,
       query: ActionQuery,
-      body: Type.Object({ deep: Type.Optional(Type.Boolean({ default: false })) }, { additionalProperties: false }),
+      body: Type.Object(
+        { deep: Type.Optional(Type.Boolean({ default: false })) },
+        { additionalProperties: false },
+      ),
       response: Task,
       status: 202,
       handler: async ({ params, body, query, user, ip, reply }) =>
@@ -173,7 +182,8 @@ export function encryptionRoutes(s: ManagerServices): AnyRoute[] {
         { additionalProperties: false },
       ),
       response: Vm,
-      handler: ({ params, body, user, ip }) => s.crypto.cryptoShred(actorOf(user, ip), params.id, body.confirm),
+      handler: ({ params, body, user, ip }) =>
+        s.crypto.cryptoShred(actorOf(user, ip), params.id, body.confirm),
     }),
     route({
       method: 'POST',

@@ -137,7 +137,8 @@ export function vmRoutes(s: ManagerServices): AnyRoute[] {
       response: Type.Object({ offset: Type.Integer(), next: Type.Integer(), data: Type.String() }),
       handler: async ({ params, query, user }) => {
         const vm = await s.vms.get(params.id);
-        if (vm.encryption) requirePrivilege(user, 'crypto.access', `read the console of encrypted VM ${vm.name}`);
+        if (vm.encryption)
+          requirePrivilege(user, 'crypto.access', `read the console of encrypted VM ${vm.name}`);
         return s.vms.console(params.id, query.offset ?? 0);
       },
     }),
