@@ -106,6 +106,51 @@ export const ErrorCodes = {
     meaning: 'Sealed data failed authentication: it was altered, or the key is wrong.',
   },
 
+  // VM encryption (agent and manager)
+  HS_ERR_KEY_INVALID: {
+    status: 400,
+    meaning: 'Key material has the wrong size or form (a KEK is 32 bytes).',
+  },
+  HS_ERR_KEY_MISMATCH: {
+    status: 409,
+    meaning:
+      'A key does not unwrap the DEKs it should: it is not the VM’s KEK, or the wrapped keys were altered.',
+  },
+  HS_ERR_VM_LOCKED: {
+    status: 409,
+    meaning:
+      'The VM is encrypted and its key cannot be had (provider down, key destroyed); unlock it once fixed.',
+  },
+
+  // Key providers (src/keys): KMIP clusters the manager takes KEKs from
+  HS_ERR_NO_KEY_PROVIDER: {
+    status: 409,
+    meaning: 'No key provider is configured, so there is no default to take keys from: add one first.',
+  },
+  HS_ERR_KEY_PROVIDER_UNAVAILABLE: {
+    status: 503,
+    meaning:
+      'None of a key provider’s KMIP servers answered (refused, TLS failed, timeout); the message names each server’s failure.',
+  },
+  HS_ERR_KEY_PROVIDER_NOT_READY: {
+    status: 409,
+    meaning: 'The key provider awaits its client certificate: its CSR has not been signed and installed yet.',
+  },
+  HS_ERR_KEY_PROVIDER_REFUSED: {
+    status: 502,
+    meaning:
+      'A key provider’s KMIP server refused the operation (permission denied, authentication, not supported); the message carries its result reason.',
+  },
+  HS_ERR_KEY_NOT_FOUND: {
+    status: 404,
+    meaning:
+      'The key provider has no key with this id: it was destroyed, never existed there, or is not visible to the manager’s identity.',
+  },
+  HS_ERR_KEY_UNUSABLE: {
+    status: 502,
+    meaning: 'The key provider returned something other than an AES-256 key under this id.',
+  },
+
   // Manager database (src/store)
   HS_ERR_DB_URL: {
     status: 500,
@@ -197,6 +242,76 @@ export const ErrorCodes = {
   HS_ERR_QEMU_SHUTDOWN_TIMEOUT: {
     status: 504,
     meaning: 'The guest did not power off within the timeout after an ACPI power-button press.',
+  },
+  HS_ERR_QEMU_SECRET_TIMEOUT: {
+    status: 504,
+    meaning:
+      'QEMU or qemu-img did not open a secret’s FIFO within the timeout; the secret was not handed over.',
+  },
+  HS_ERR_QEMU_KEY_REJECTED: {
+    status: 409,
+    meaning: 'An encrypted disk image or NVRAM store does not open with the key given.',
+  },
+
+  // Encrypted migration (src/migration): the frame codec and the data channel between agents
+  HS_ERR_MIGRATION_BAD_PARAMS: {
+    status: 400,
+    meaning:
+      'Migration channel parameters are invalid (a key that is not 32 bytes, a nonce that is not 8, a malformed migration id, a frame size or address out of range).',
+  },
+  HS_ERR_MIGRATION_KEY_REUSED: {
+    status: 409,
+    meaning:
+      'A migration nonce was given to a second sender in this agent process; a key and nonce seal one stream only.',
+  },
+  HS_ERR_MIGRATION_BAD_FRAME: {
+    status: 502,
+    meaning:
+      'The migration peer sent bytes that are not a valid frame of this migration (bad magic or version, another cipher than agreed, a frame type out of place, bytes after END).',
+  },
+  HS_ERR_MIGRATION_FRAME_TOO_LARGE: {
+    status: 502,
+    meaning:
+      'A migration frame declares a body longer than the protocol allows; it was refused from its header.',
+  },
+  HS_ERR_MIGRATION_OUT_OF_ORDER: {
+    status: 502,
+    meaning: 'A migration frame arrived out of counter order: replayed, reordered, or after dropped frames.',
+  },
+  HS_ERR_MIGRATION_BAD_TAG: {
+    status: 502,
+    meaning: 'A migration frame failed authentication: it was altered, or sealed with another key.',
+  },
+  HS_ERR_MIGRATION_WRONG_ID: {
+    status: 502,
+    meaning: 'The migration peer streams another migration than the one expected.',
+  },
+  HS_ERR_MIGRATION_TRUNCATED: {
+    status: 502,
+    meaning:
+      'The migration stream ended before its authenticated END frame, or an END or ACK counts other bytes than were sent.',
+  },
+  HS_ERR_MIGRATION_COUNTER_EXHAUSTED: {
+    status: 500,
+    meaning: 'A migration stream used up its 32-bit frame counter; counters never wrap.',
+  },
+  HS_ERR_MIGRATION_CONNECT: {
+    status: 502,
+    meaning:
+      'The migration channel could not reach its peer agent or QEMU’s migration socket (refused, unreachable, timed out).',
+  },
+  HS_ERR_MIGRATION_CONNECTION_LOST: {
+    status: 502,
+    meaning: 'A migration channel connection (to the peer agent or to QEMU) closed or failed mid-stream.',
+  },
+  HS_ERR_MIGRATION_TIMEOUT: {
+    status: 504,
+    meaning: 'The migration channel waited too long for a connection or for data.',
+  },
+  HS_ERR_MIGRATION_ABORTED: {
+    status: 409,
+    meaning:
+      'The migration channel was aborted by its agent (the migration was cancelled or failed elsewhere).',
   },
 
   // PKI
@@ -315,6 +430,66 @@ export const ErrorCodes = {
   HS_ERR_AGENT_DRIVER: {
     status: 500,
     meaning: 'The VM driver failed (QEMU would not start or answer, a disk could not be created).',
+  },
+
+  // Secure Boot (src/secureboot): UEFI signature lists, OVMF variable stores, key sets
+  HS_ERR_SECUREBOOT_BAD_ESL: {
+    status: 400,
+    meaning:
+      'Bytes are not a valid EFI_SIGNATURE_LIST (sizes that do not add up, a wrong entry size for the type).',
+  },
+  HS_ERR_SECUREBOOT_BAD_VARSTORE: {
+    status: 500,
+    meaning:
+      'A UEFI variable store file is not an edk2/OVMF authenticated variable store we understand, or not the template expected.',
+  },
+  HS_ERR_SECUREBOOT_VARSTORE_NOT_PRISTINE: {
+    status: 409,
+    meaning:
+      'Keys are written only into a pristine template copy; this store already holds Secure Boot variables or unfinished writes.',
+  },
+  HS_ERR_SECUREBOOT_VARSTORE_FULL: {
+    status: 413,
+    meaning:
+      'The key set does not fit in the variable store, or one variable exceeds the firmware’s size limit.',
+  },
+  HS_ERR_SECUREBOOT_INVALID_KEYSET: {
+    status: 400,
+    meaning:
+      'A Secure Boot key set is malformed (PK not one RSA certificate, a bad certificate, hash or owner GUID).',
+  },
+
+  // Signed host bundles and the agent's core manifest (src/secureboot)
+  HS_ERR_BUNDLE_INVALID: {
+    status: 400,
+    meaning: 'A bundle or manifest descriptor is missing or malformed, or of the wrong kind.',
+  },
+  HS_ERR_BUNDLE_UNSIGNED: { status: 403, meaning: 'The bundle or manifest carries no signature.' },
+  HS_ERR_BUNDLE_BAD_SIGNATURE: {
+    status: 403,
+    meaning: 'The signature does not verify over the descriptor with the signer’s certificate.',
+  },
+  HS_ERR_BUNDLE_UNTRUSTED: {
+    status: 403,
+    meaning:
+      'The signer’s certificate does not chain to a trust anchor of this host, is expired, is not for code signing, or may not sign this acceptance level.',
+  },
+  HS_ERR_BUNDLE_CERT_REVOKED: {
+    status: 403,
+    meaning: 'A certificate in the signer’s chain is on this host’s revocation list.',
+  },
+  HS_ERR_BUNDLE_ACCEPTANCE_TOO_LOW: {
+    status: 403,
+    meaning: 'The bundle’s acceptance level is below the host’s.',
+  },
+  HS_ERR_BUNDLE_FILE_MODIFIED: {
+    status: 403,
+    meaning: 'A file differs from its SHA-256 in the signed descriptor (or is no longer a regular file).',
+  },
+  HS_ERR_BUNDLE_FILE_MISSING: { status: 403, meaning: 'A file listed in the signed descriptor is missing.' },
+  HS_ERR_BUNDLE_FILE_EXTRA: {
+    status: 403,
+    meaning: 'A file is present that the signed descriptor does not list.',
   },
 } as const satisfies Record<string, { status: number; meaning: string }>;
 

@@ -4,8 +4,9 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { HypersealError } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
+import { createDecipheriv, randomBytes } from 'node:crypto';
 import type { HostRuntime, VmSpec } from './command-line.js';
-import { buildQemuArgv, canonicalUuid, escapeOptionValue } from './command-line.js';
+import { buildQemuArgv, canonicalUuid, escapeOptionValue, sealSecretForQemu } from './command-line.js';
 
 const EFI: VmSpec = {
   name: 'web-01',
@@ -194,9 +195,124 @@ void test('invalid specs are refused with the offending field', () => {
   assert.ok(buildQemuArgv({ ...EFI, qmpSocketPath: '/' + 'q'.repeat(106) }, TCG).length > 0);
 });
 
-void test('no secret can reach the argv: no -object secret, nothing but the spec', () => {
+void test('a plain VM gets no secret objects at all', () => {
   const argv = buildQemuArgv(EFI, TCG);
   assert.ok(!argv.includes('-object'));
   assert.ok(!argv.some((a) => /secret|key-secret|password/i.test(a)));
   assert.equal(canonicalUuid('6F1C1E3A-2B7D-4C55-9A8E-0123456789AB'), '6f1c1e3a-2b7d-4c55-9a8e-0123456789ab');
+});
+
+void test('sealSecretForQemu: AES-256-CBC, PKCS#7, base64 — what QEMU decrypts with keyid/iv', () => {
+  const master = randomBytes(32);
+  const passphrase = Buffer.from('ab'.repeat(32));
+  const sealed = sealSecretForQemu(master, passphrase);
+  const iv = Buffer.from(sealed.iv, 'base64');
+  const data = Buffer.from(sealed.data, 'base64');
+  assert.equal(iv.length, 16);
+  assert.equal(data.length, 80); // 64 bytes + a whole block of padding
+  const d = createDecipheriv('aes-256-cbc', master, iv);
+  assert.deepEqual(Buffer.concat([d.update(data), d.final()]), passphrase);
+  // A fresh IV each time: the same passphrase never seals to the same bytes.
+  assert.notEqual(sealSecretForQemu(master, passphrase).data, sealed.data);
+  assertCode(() => sealSecretForQemu(randomBytes(16), passphrase), 'HS_ERR_INVALID_ARGUMENT');
+  assertCode(() => sealSecretForQemu(master, Buffer.alloc(0)), 'HS_ERR_INVALID_ARGUMENT');
+});
+
+void test('encrypted disk and NVRAM: master key from its file, sealed secrets, LUKS nodes', () => {
+  const master = randomBytes(32);
+  const disk = sealSecretForQemu(master, Buffer.from('1'.repeat(64)));
+  const nvram = sealSecretForQemu(master, Buffer.from('2'.repeat(64)));
+  const spec: VmSpec = {
+    ...EFI,
+    disks: [
+      { id: 'disk0', path: '/vms/web-01/disk0.qcow2', format: 'qcow2', encryption: disk },
+      { id: 'nvram', path: '/vms/web-01/plain.qcow2', format: 'qcow2' },
+    ],
+    nvramEncryption: nvram,
+  };
+  const argv = buildQemuArgv(spec, { ...TCG, masterKeyFile: '/vms/web-01/.hs-secret-x,y' });
+  // Objects first, before the block nodes naming them; ciphertext only.
+  assert.deepEqual(values(argv, '-object'), [
+    'secret,id=hs-master,file=/vms/web-01/.hs-secret-x,,y,format=raw',
+    `secret,id=hs-fw-vars-sec,data=${nvram.data},keyid=hs-master,iv=${nvram.iv},format=base64`,
+    `secret,id=hs-sec-disk0,data=${disk.data},keyid=hs-master,iv=${disk.iv},format=base64`,
+  ]);
+  assert.ok(argv.indexOf('-object') < argv.indexOf('-blockdev'));
+  const nodes = values(argv, '-blockdev').map((b) => JSON.parse(b) as Record<string, unknown>);
+  assert.deepEqual(
+    nodes.find((n) => n['node-name'] === 'hs-fw-vars'),
+    { driver: 'luks', 'node-name': 'hs-fw-vars', file: 'hs-fw-vars-file', 'key-secret': 'hs-fw-vars-sec' },
+  );
+  assert.deepEqual(
+    nodes.find((n) => n['node-name'] === 'drive-disk0'),
+    {
+      driver: 'qcow2',
+      'node-name': 'drive-disk0',
+      file: 'drive-disk0-file',
+      encrypt: { format: 'luks', 'key-secret': 'hs-sec-disk0' },
+    },
+  );
+  // A disk named "nvram" does not collide with the NVRAM's secret, and stays plain.
+  assert.deepEqual(
+    nodes.find((n) => n['node-name'] === 'drive-nvram'),
+    { driver: 'qcow2', 'node-name': 'drive-nvram', file: 'drive-nvram-file' },
+  );
+  // The master key file alone (for hot-plugging encrypted disks later) is fine.
+  assert.deepEqual(values(buildQemuArgv(EFI, { ...TCG, masterKeyFile: '/k' }), '-object'), [
+    'secret,id=hs-master,file=/k,format=raw',
+  ]);
+
+  const withDisk = (encryption: { data: string; iv: string }): VmSpec => ({
+    ...EFI,
+    disks: [{ id: 'disk0', path: '/d.qcow2', format: 'qcow2', encryption }],
+  });
+  const host = { ...TCG, masterKeyFile: '/k' };
+  assertCode(() => buildQemuArgv(spec, TCG), 'HS_ERR_QEMU_INVALID_SPEC', 'masterKey');
+  assertCode(
+    () => buildQemuArgv(spec, { ...TCG, masterKeyFile: 'k' }),
+    'HS_ERR_QEMU_INVALID_SPEC',
+    'masterKeyFile',
+  );
+  assertCode(
+    () => buildQemuArgv(withDisk({ ...disk, data: `${disk.data},id=x` }), host),
+    'HS_ERR_QEMU_INVALID_SPEC',
+    'disks[0].encryption.data',
+  );
+  assertCode(
+    () => buildQemuArgv(withDisk({ ...disk, data: Buffer.alloc(15).toString('base64') }), host),
+    'HS_ERR_QEMU_INVALID_SPEC',
+    'disks[0].encryption.data',
+  );
+  assertCode(
+    () => buildQemuArgv(withDisk({ ...disk, iv: Buffer.alloc(8).toString('base64') }), host),
+    'HS_ERR_QEMU_INVALID_SPEC',
+    'disks[0].encryption.iv',
+  );
+  const { nvramPath: _unused, ...rest } = EFI;
+  assertCode(
+    () => buildQemuArgv({ ...rest, firmware: 'bios', nvramEncryption: nvram }, host),
+    'HS_ERR_QEMU_INVALID_SPEC',
+    'nvramEncryption',
+  );
+});
+
+void test('serial console on a unix socket instead of a file', () => {
+  const { serialLogPath: _unused, ...rest } = EFI;
+  const argv = buildQemuArgv({ ...rest, serialSocketPath: '/run/hs/web,01.serial' }, TCG);
+  assert.deepEqual(
+    values(argv, '-chardev')[0],
+    'socket,id=hs-serial0,path=/run/hs/web,,01.serial,server=on,wait=off',
+  );
+  assert.deepEqual(values(argv, '-serial'), ['chardev:hs-serial0']);
+  assertCode(() => buildQemuArgv(rest, TCG), 'HS_ERR_QEMU_INVALID_SPEC', 'serialLogPath');
+  assertCode(
+    () => buildQemuArgv({ ...EFI, serialSocketPath: '/run/hs/s' }, TCG),
+    'HS_ERR_QEMU_INVALID_SPEC',
+    'serialLogPath',
+  );
+  assertCode(
+    () => buildQemuArgv({ ...rest, serialSocketPath: '/' + 's'.repeat(107) }, TCG),
+    'HS_ERR_QEMU_INVALID_SPEC',
+    'serialSocketPath',
+  );
 });

@@ -3,15 +3,31 @@
  * what depends on the host (accelerator, firmware paths) comes in as arguments, so the same
  * spec gives the same argv and the tests can pin it.
  *
- * Never a secret on the command line: /proc/PID/cmdline is world-readable. Key material
- * reaches QEMU only over QMP (`object-add` of a `secret` object encrypted with a master key
- * passed on an inherited fd), so this builder has no way to emit `-object secret` at all.
+ * Never a plaintext secret on the command line: /proc/PID/cmdline is world-readable. An
+ * encrypted VM gets one `secret` object read from a FIFO path (the per-process master key,
+ * fed by secret-fifo.ts while QEMU starts, `HostRuntime.masterKeyFile`) and, per encrypted
+ * disk and for the NVRAM, a `secret` object holding that disk's LUKS passphrase encrypted
+ * under the master key (AES-256-CBC, `keyid`/`iv`, as libvirt does): ciphertext only, which
+ * is worthless without a key that exists only in the agent's and QEMU's memory. Nothing
+ * else a caller passes can become a `-object secret`: the builder makes them itself from
+ * validated base64, and `sealSecretForQemu` is the one way to make those.
  */
+import { createCipheriv, randomBytes } from 'node:crypto';
 import { isAbsolute } from 'node:path';
 import { HypersealError } from '../errors.js';
 
 export type Accelerator = 'kvm' | 'tcg';
 export type FirmwareKind = 'bios' | 'efi';
+
+/**
+ * A LUKS passphrase encrypted with the VM process's master key, in the form of QEMU's
+ * `secret` object with `keyid`: AES-256-CBC with PKCS#7 padding, base64 ciphertext and IV.
+ * Made by sealSecretForQemu().
+ */
+export interface SealedSecret {
+  data: string;
+  iv: string;
+}
 
 export interface DiskSpec {
   /** Device id (QOM id of the virtio-blk device), e.g. "disk0". */
@@ -19,6 +35,11 @@ export interface DiskSpec {
   /** Absolute path of the image. */
   path: string;
   format: 'qcow2';
+  /**
+   * The image is qcow2 with LUKS encryption inside; this is its passphrase sealed under
+   * the master key (needs HostRuntime.masterKeyFile).
+   */
+  encryption?: SealedSecret;
 }
 
 export interface NicSpec {
@@ -39,11 +60,22 @@ export interface VmSpec {
   secureBoot?: boolean;
   disks: readonly DiskSpec[];
   nics: readonly NicSpec[];
-  serialLogPath: string;
+  /** The serial console goes to this file (QEMU truncates it at each start)… */
+  serialLogPath?: string;
+  /**
+   * …or to a unix socket QEMU listens on (read by serial-socket.ts into memory), so that
+   * an encrypted VM's console output never lands on disk. Exactly one of the two.
+   */
+  serialSocketPath?: string;
   qmpSocketPath: string;
   pidFilePath: string;
   /** Per-VM copy of the OVMF variable store; required for `efi`. */
   nvramPath?: string;
+  /**
+   * The variable store is a raw LUKS container (payload: the VARS image); this is its
+   * passphrase sealed under the master key (needs HostRuntime.masterKeyFile).
+   */
+  nvramEncryption?: SealedSecret;
 }
 
 /** How the NICs are realised. Neither touches the host's network configuration. */
@@ -72,6 +104,13 @@ export interface HostRuntime {
   hotplugPorts?: number;
   /** QEMU's seccomp sandbox. Default true. */
   sandbox?: boolean;
+  /**
+   * Where QEMU reads the 32-byte master key (`-object secret,id=hs-master,file=…`): a FIFO
+   * that secret-fifo.ts feeds while QEMU starts, never a regular file. Required when a disk
+   * or the NVRAM is encrypted; harmless without (QMP `object-add` of secrets with
+   * `keyid: hs-master` can then hot-plug encrypted disks).
+   */
+  masterKeyFile?: string;
 }
 
 export const LIMITS = {
@@ -133,6 +172,21 @@ function checkMac(mac: string, field: string): string {
   return m;
 }
 
+/** Performance settings of a disk's protocol (file) node; the same with and without encryption. */
+export interface BlockFileOptions {
+  cache?: { direct: boolean };
+  aio?: 'threads' | 'io_uring' | 'native';
+}
+
+/**
+ * What disks' file nodes get: QEMU's defaults (host page cache, aio=threads). Measured
+ * against cache.direct=on, io_uring and native AIO with and without encryption in
+ * docs/disk-encryption-performance.md; bench/disk uses this to measure what VMs get.
+ */
+export function blockFileOptions(): BlockFileOptions {
+  return {};
+}
+
 /** Node names of a disk's block graph: "drive-<id>" (format) over "drive-<id>-file" (protocol). */
 export const diskNodeName = (id: string): string => `drive-${id}`;
 export const netdevId = (id: string): string => `netdev-${id}`;
@@ -143,7 +197,68 @@ export const INTERNAL_IDS = {
   firmwareCode: 'hs-fw-code',
   firmwareVars: 'hs-fw-vars',
   rootPortPrefix: 'hs-rp',
+  masterKeySecret: 'hs-master',
+  /** Not "hs-sec-nvram": that is the secret id of a disk named "nvram". */
+  firmwareVarsSecret: 'hs-fw-vars-sec',
 } as const;
+
+/** The `secret` object holding disk `id`'s sealed LUKS passphrase. */
+export const diskSecretId = (id: string): string => `hs-sec-${id}`;
+
+/** AES-256 master key of one QEMU process. */
+export const MASTER_KEY_BYTES = 32;
+
+/**
+ * Encrypts `passphrase` (a LUKS passphrase, see encrypted-images.ts luksPassphrase) under
+ * `masterKey` for a QEMU `secret` object with `keyid` (crypto/secret_common.c): AES-256-CBC,
+ * PKCS#7 padding, a fresh random IV, both base64.
+ */
+export function sealSecretForQemu(masterKey: Buffer, passphrase: Buffer): SealedSecret {
+  if (!Buffer.isBuffer(masterKey) || masterKey.length !== MASTER_KEY_BYTES) {
+    throw new HypersealError('HS_ERR_INVALID_ARGUMENT', `the master key must be ${MASTER_KEY_BYTES} bytes`);
+  }
+  if (!Buffer.isBuffer(passphrase) || passphrase.length === 0) {
+    throw new HypersealError('HS_ERR_INVALID_ARGUMENT', 'the passphrase to seal is empty');
+  }
+  const iv = randomBytes(16);
+  const cipher = createCipheriv('aes-256-cbc', masterKey, iv);
+  const data = Buffer.concat([cipher.update(passphrase), cipher.final()]);
+  return { data: data.toString('base64'), iv: iv.toString('base64') };
+}
+
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+/** QEMU reads secret data into memory; a LUKS passphrase is short. */
+const MAX_SEALED_BYTES = 4096;
+
+function checkSealed(sealed: SealedSecret, field: string): SealedSecret {
+  const { data, iv } = sealed ?? {};
+  if (typeof data !== 'string' || !BASE64.test(data) || data.length === 0) {
+    invalid(`${field}.data must be base64`, `${field}.data`);
+  }
+  const bytes = Buffer.byteLength(data, 'base64');
+  if (bytes % 16 !== 0 || bytes > MAX_SEALED_BYTES) {
+    invalid(`${field}.data must be whole AES blocks (at most ${MAX_SEALED_BYTES} bytes)`, `${field}.data`);
+  }
+  if (typeof iv !== 'string' || !BASE64.test(iv) || Buffer.byteLength(iv, 'base64') !== 16) {
+    invalid(`${field}.iv must be base64 of 16 bytes`, `${field}.iv`);
+  }
+  return { data, iv };
+}
+
+/** `-object secret` for a sealed passphrase: base64 has no ',' to escape. */
+const sealedSecretObject = (id: string, s: SealedSecret): string =>
+  `secret,id=${id},data=${s.data},keyid=${INTERNAL_IDS.masterKeySecret},iv=${s.iv},format=base64`;
+
+function checkSocketPath(path: string, field: string): string {
+  checkPath(path, field);
+  if (Buffer.byteLength(path) > LIMITS.maxUnixSocketPathBytes) {
+    invalid(
+      `${field} is ${Buffer.byteLength(path)} bytes; a unix socket path may have at most ${LIMITS.maxUnixSocketPathBytes}`,
+      field,
+    );
+  }
+  return path;
+}
 
 /**
  * The argv (without the binary) for `spec` on a host described by `host`. Throws
@@ -154,14 +269,15 @@ export function buildQemuArgv(spec: VmSpec, host: HostRuntime): string[] {
   const uuid = canonicalUuid(spec.uuid);
   const cpus = checkInteger(spec.cpus, 1, LIMITS.maxCpus, 'cpus');
   const memoryMiB = checkInteger(spec.memoryMiB, LIMITS.minMemoryMiB, LIMITS.maxMemoryMiB, 'memoryMiB');
-  const serialLog = checkPath(spec.serialLogPath, 'serialLogPath');
-  const qmpSocket = checkPath(spec.qmpSocketPath, 'qmpSocketPath');
-  if (Buffer.byteLength(qmpSocket) > LIMITS.maxUnixSocketPathBytes) {
-    invalid(
-      `qmpSocketPath is ${Buffer.byteLength(qmpSocket)} bytes; a unix socket path may have at most ${LIMITS.maxUnixSocketPathBytes}`,
-      'qmpSocketPath',
-    );
+  if ((spec.serialLogPath === undefined) === (spec.serialSocketPath === undefined)) {
+    invalid('exactly one of serialLogPath and serialSocketPath must be given', 'serialLogPath');
   }
+  const serialChardev =
+    spec.serialSocketPath !== undefined
+      ? // wait=off: QEMU runs without a reader; output while none is connected is dropped.
+        `socket,id=${INTERNAL_IDS.serialChardev},path=${escapeOptionValue(checkSocketPath(spec.serialSocketPath, 'serialSocketPath'))},server=on,wait=off`
+      : `file,id=${INTERNAL_IDS.serialChardev},path=${escapeOptionValue(checkPath(spec.serialLogPath as string, 'serialLogPath'))}`;
+  const qmpSocket = checkSocketPath(spec.qmpSocketPath, 'qmpSocketPath');
   const pidFile = checkPath(spec.pidFilePath, 'pidFilePath');
   const hotplugPorts = checkInteger(host.hotplugPorts ?? 2, 0, LIMITS.maxHotplugPorts, 'hotplugPorts');
   if (host.accel !== 'kvm' && host.accel !== 'tcg')
@@ -176,6 +292,18 @@ export function buildQemuArgv(spec: VmSpec, host: HostRuntime): string[] {
   };
 
   const argv: string[] = ['-name', `guest=${escapeOptionValue(spec.name)}`, '-uuid', uuid];
+
+  // Secrets: the master key from its FIFO, then each sealed passphrase (ciphertext only).
+  const secretArgs: string[] = [];
+  const encrypted = spec.disks.some((d) => d.encryption !== undefined) || spec.nvramEncryption !== undefined;
+  if (host.masterKeyFile !== undefined) {
+    secretArgs.push(
+      '-object',
+      `secret,id=${INTERNAL_IDS.masterKeySecret},file=${escapeOptionValue(checkPath(host.masterKeyFile, 'masterKeyFile'))},format=raw`,
+    );
+  } else if (encrypted) {
+    invalid(`VM ${spec.name} has encrypted storage but no master key`, 'masterKey');
+  }
 
   // The machine. dump-guest-core=off keeps guest RAM (and the keys a guest holds) out of
   // QEMU core dumps; mem-merge=off keeps guest pages out of KSM, a cross-VM side channel.
@@ -219,12 +347,31 @@ export function buildQemuArgv(spec: VmSpec, host: HostRuntime): string[] {
       '-blockdev',
       JSON.stringify({ driver: 'file', 'node-name': `${INTERNAL_IDS.firmwareVars}-file`, filename: nvram }),
       '-blockdev',
-      JSON.stringify({
-        driver: 'raw',
-        'node-name': INTERNAL_IDS.firmwareVars,
-        file: `${INTERNAL_IDS.firmwareVars}-file`,
-      }),
+      JSON.stringify(
+        spec.nvramEncryption === undefined
+          ? {
+              driver: 'raw',
+              'node-name': INTERNAL_IDS.firmwareVars,
+              file: `${INTERNAL_IDS.firmwareVars}-file`,
+            }
+          : // A LUKS container whose payload is the VARS image (qemu-experiments §2.4).
+            {
+              driver: 'luks',
+              'node-name': INTERNAL_IDS.firmwareVars,
+              file: `${INTERNAL_IDS.firmwareVars}-file`,
+              'key-secret': INTERNAL_IDS.firmwareVarsSecret,
+            },
+      ),
     );
+    if (spec.nvramEncryption !== undefined) {
+      secretArgs.push(
+        '-object',
+        sealedSecretObject(
+          INTERNAL_IDS.firmwareVarsSecret,
+          checkSealed(spec.nvramEncryption, 'nvramEncryption'),
+        ),
+      );
+    }
     if (host.ovmf.requiresSmm) {
       // Only SMM code may write the variable store: what makes the enrolled keys binding.
       firmwareArgs.push('-global', 'driver=cfi.pflash01,property=secure,value=on');
@@ -232,6 +379,8 @@ export function buildQemuArgv(spec: VmSpec, host: HostRuntime): string[] {
   } else if (spec.firmware === 'bios') {
     if (spec.secureBoot === true)
       invalid(`Secure Boot needs firmware "efi"; VM ${spec.name} is "bios"`, 'secureBoot');
+    if (spec.nvramEncryption !== undefined)
+      invalid(`VM ${spec.name} is "bios": it has no NVRAM to encrypt`, 'nvramEncryption');
     machine.push('smm=off');
     if (host.biosSerialConsoleFile !== undefined) {
       // QEMU warns 'externally provided fw_cfg item names should be prefixed with "opt/"':
@@ -257,11 +406,8 @@ export function buildQemuArgv(spec: VmSpec, host: HostRuntime): string[] {
     argv.push('-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny');
   }
   if (host.startPaused ?? true) argv.push('-S');
-  argv.push(...firmwareArgs);
-
-  for (let i = 1; i <= hotplugPorts; i++) {
-    argv.push('-device', `pcie-root-port,id=${INTERNAL_IDS.rootPortPrefix}${i},bus=pcie.0,chassis=${i}`);
-  }
+  // The disks' secrets are added below, after their ids are checked: build them first.
+  const diskArgs: string[] = [];
 
   spec.disks.forEach((disk, i) => {
     const field = `disks[${i}]`;
@@ -269,16 +415,32 @@ export function buildQemuArgv(spec: VmSpec, host: HostRuntime): string[] {
     if (disk.format !== 'qcow2') invalid(`${field}.format must be "qcow2"`, `${field}.format`);
     const path = checkPath(disk.path, `${field}.path`);
     const node = diskNodeName(disk.id);
+    const qcow2: Record<string, unknown> = { driver: 'qcow2', 'node-name': node, file: `${node}-file` };
+    if (disk.encryption !== undefined) {
+      const secretId = diskSecretId(disk.id);
+      secretArgs.push(
+        '-object',
+        sealedSecretObject(secretId, checkSealed(disk.encryption, `${field}.encryption`)),
+      );
+      // Strict -blockdev parsing wants the format named next to the secret (§2.2).
+      qcow2.encrypt = { format: 'luks', 'key-secret': secretId };
+    }
     // JSON -blockdev: a path needs no escaping at all there.
-    argv.push(
+    diskArgs.push(
       '-blockdev',
-      JSON.stringify({ driver: 'file', 'node-name': `${node}-file`, filename: path }),
+      JSON.stringify({ driver: 'file', 'node-name': `${node}-file`, filename: path, ...blockFileOptions() }),
       '-blockdev',
-      JSON.stringify({ driver: 'qcow2', 'node-name': node, file: `${node}-file` }),
+      JSON.stringify(qcow2),
       '-device',
       `virtio-blk-pci,drive=${node},id=${disk.id},bootindex=${i + 1}`,
     );
   });
+  // Objects before the block nodes that name them.
+  argv.push(...secretArgs, ...firmwareArgs);
+  for (let i = 1; i <= hotplugPorts; i++) {
+    argv.push('-device', `pcie-root-port,id=${INTERNAL_IDS.rootPortPrefix}${i},bus=pcie.0,chassis=${i}`);
+  }
+  argv.push(...diskArgs);
 
   const nicBackend = host.nicBackend ?? 'user-isolated';
   spec.nics.forEach((nic, i) => {
@@ -301,7 +463,7 @@ export function buildQemuArgv(spec: VmSpec, host: HostRuntime): string[] {
 
   argv.push(
     '-chardev',
-    `file,id=${INTERNAL_IDS.serialChardev},path=${escapeOptionValue(serialLog)}`,
+    serialChardev,
     '-serial',
     `chardev:${INTERNAL_IDS.serialChardev}`,
     '-chardev',

@@ -1,6 +1,7 @@
 /**
  * Running VMs with QEMU: the QMP codec (pure) and client, the command-line builder (pure),
- * firmware and host discovery, and the VM process (start, re-attach, power). Traces:
+ * firmware and host discovery, the VM process (start, re-attach, power), encrypted images
+ * (qemu-img with LUKS), secrets handed over through FIFOs, and the in-memory serial console. Traces:
  * HYPERSEAL_TRACE=qmp (commands, replies, events; secret arguments redacted) and
  * HYPERSEAL_TRACE=qemu (spawn argv, start, attach, kill).
  */
@@ -34,19 +35,56 @@ export {
 export {
   INTERNAL_IDS,
   LIMITS,
+  MASTER_KEY_BYTES,
+  blockFileOptions,
   buildQemuArgv,
   canonicalUuid,
   diskNodeName,
+  diskSecretId,
   escapeOptionValue,
   netdevId,
+  sealSecretForQemu,
   type Accelerator,
+  type BlockFileOptions,
   type DiskSpec,
   type FirmwareKind,
   type HostRuntime,
   type NicBackend,
   type NicSpec,
+  type SealedSecret,
   type VmSpec,
 } from './command-line.js';
+export {
+  raceDelivery,
+  withSecretFifos,
+  type SecretFifoOptions,
+  type SecretFifoPaths,
+} from './secret-fifo.js';
+export {
+  DEK_BYTES,
+  LUKS_OPTIONS,
+  QCOW2_CLUSTER_SIZE,
+  checkDek,
+  convertImage,
+  convertNvram,
+  createEncryptedNvram,
+  createEncryptedQcow2,
+  imageInfo,
+  lukPassphrase,
+  luksPassphrase,
+  luksPayloadBytes,
+  resizeEncryptedQcow2,
+  type ConvertOptions,
+  type ImageEnd,
+  type ImageInfo,
+  type ImageToolOptions,
+} from './encrypted-images.js';
+export {
+  SerialSocketReader,
+  type SerialBytes,
+  type SerialSocketOptions,
+  type SerialText,
+} from './serial-socket.js';
 export {
   FIRMWARE_DESCRIPTOR_DIRS,
   WELL_KNOWN_OVMF,

@@ -9,6 +9,11 @@
  * and QEMU's start-up errors go to a stderr nobody reads; spawning keeps its exit visible
  * while it starts, and -pidfile gives the re-attach path the same pid.
  *
+ * Encrypted VMs: the per-process master key (StartOptions.masterKey) reaches QEMU through a
+ * FIFO beside the pidfile (secret-fifo.ts) while it starts; the disks' and NVRAM's LUKS
+ * passphrases are in the spec, sealed under that key (command-line.ts). The console of a
+ * VM with `serialSocketPath` is read into memory (serial-socket.ts), never a file.
+ *
  * Linux only (reads /proc), as is QEMU/KVM hosting. Callers serialise operations on one VM
  * (the agent's per-VM queue): two concurrent start()s of the same VM are not detected here
  * beyond QEMU's own pidfile lock ("Cannot lock pid file"), which fails the second one.
@@ -22,11 +27,14 @@ import { HypersealError } from '../errors.js';
 import { writeFileAtomic } from '../fsutil.js';
 import { trace } from '../trace.js';
 import type { Accelerator, HostRuntime, NicBackend, VmSpec } from './command-line.js';
-import { buildQemuArgv, canonicalUuid } from './command-line.js';
+import { MASTER_KEY_BYTES, buildQemuArgv, canonicalUuid } from './command-line.js';
+import { createEncryptedNvram, luksPayloadBytes } from './encrypted-images.js';
 import type { OvmfBuild } from './firmware.js';
 import { discoverOvmf, probeKvm, selectOvmf } from './firmware.js';
 import { QmpClient } from './qmp-client.js';
 import type { QmpClientOptions } from './qmp-client.js';
+import { withSecretFifos } from './secret-fifo.js';
+import { SerialSocketReader } from './serial-socket.js';
 
 /** QAPI RunState names, verbatim (qapi/run-state.json, QEMU 7.2). */
 export const RUN_STATES = [
@@ -79,9 +87,30 @@ export interface StartOptions extends VmRuntimeOptions {
   paused?: boolean;
   /** Until QMP answers. Default 20,000. */
   startTimeoutMs?: number;
+  /**
+   * 32 random bytes, new for each start: the key the spec's sealed secrets (disks'
+   * `encryption`, `nvramEncryption`) are encrypted with. Handed to QEMU through a FIFO in
+   * the pidfile's directory (which must not be group- or world-writable) and not kept: the
+   * caller may zeroize it once start() returns.
+   */
+  masterKey?: Buffer;
+  /**
+   * With `nvramEncryption`: the NVRAM's DEK, to create the encrypted store from the
+   * firmware's template when it does not exist yet. Without it a missing encrypted store
+   * is an error (the caller creates it with createEncryptedNvram first).
+   */
+  nvramDek?: Buffer;
+  /**
+   * With `serialSocketPath`: the console reader to use (the caller keeps it across QEMU
+   * restarts). Default: one of the VmProcess's own, closed with it. QEMU serves one reader
+   * at a time, so never let two exist for one VM.
+   */
+  serial?: SerialSocketReader;
 }
 
 export interface SerialChunk {
+  /** Where `data` starts: the offset asked for, or later when those bytes are gone (a socket console keeps 1 MiB). */
+  offset: number;
   data: Buffer;
   /** Where the next read should start. */
   nextOffset: number;
@@ -284,21 +313,49 @@ export async function createQcow2Image(
  * The VM's own copy of the OVMF variable store. An existing store is kept (it holds the
  * VM's boot entries and enrolled keys) but must be the template's size: a 2 MiB store with
  * the 4 MiB code, or the reverse, makes OVMF crash on serial with no QEMU error at all.
+ *
+ * `encrypted`: the store is a LUKS container whose payload must be the template's size; a
+ * missing one is made from the template with `dek` (createEncryptedNvram), or refused
+ * when there is no `dek`.
  */
-export async function prepareNvram(nvramPath: string, template: string): Promise<'created' | 'kept'> {
+export async function prepareNvram(
+  nvramPath: string,
+  template: string,
+  opts: { encrypted?: boolean; dek?: Buffer | undefined; qemuImgBinary?: string | undefined } = {},
+): Promise<'created' | 'kept'> {
   const want = (await stat(template)).size;
+  const what = opts.encrypted === true ? 'encrypted NVRAM' : 'NVRAM';
   try {
-    const have = (await stat(nvramPath)).size;
+    const luksPayload = await luksPayloadBytes(nvramPath);
+    if (opts.encrypted === true ? luksPayload === undefined : luksPayload !== undefined) {
+      throw new HypersealError(
+        'HS_ERR_QEMU_INVALID_SPEC',
+        `NVRAM ${nvramPath} is ${luksPayload === undefined ? 'not' : ''} a LUKS container, but the VM's NVRAM is ${opts.encrypted === true ? '' : 'not '}encrypted`,
+        { field: 'nvramPath' },
+      );
+    }
+    const have = luksPayload ?? (await stat(nvramPath)).size;
     if (have !== want) {
       throw new HypersealError(
         'HS_ERR_QEMU_INVALID_SPEC',
-        `NVRAM ${nvramPath} is ${have} bytes but the firmware's template ${template} is ${want}`,
+        `${what} ${nvramPath} holds ${have} bytes but the firmware's template ${template} is ${want}`,
         { field: 'nvramPath' },
       );
     }
     return 'kept';
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  if (opts.encrypted === true) {
+    if (opts.dek === undefined) {
+      throw new HypersealError(
+        'HS_ERR_QEMU_INVALID_SPEC',
+        `encrypted NVRAM ${nvramPath} does not exist and no key was given to create it`,
+        { field: 'nvramDek' },
+      );
+    }
+    await createEncryptedNvram(template, nvramPath, opts.dek, opts.qemuImgBinary);
+    return 'created';
   }
   // Written to a temporary file, fsynced and renamed: a crash leaves no half-written store.
   writeFileAtomic(nvramPath, await readFile(template), 0o600);
@@ -314,6 +371,10 @@ export class VmProcess {
     readonly pid: number,
     /** The QMP connection; for commands this class does not wrap (object-add, blockdev-add, …). */
     readonly qmp: QmpClient,
+    /** The console reader of a VM with `serialSocketPath`. */
+    readonly serial: SerialSocketReader | undefined,
+    /** We made `serial`, so we close it. */
+    private readonly ownsSerial: boolean,
   ) {}
 
   /** Starts QEMU for `spec` and returns once QMP answers (and, unless `paused`, the vCPUs run). */
@@ -348,8 +409,21 @@ export class VmProcess {
       ...(opts.hotplugPorts === undefined ? {} : { hotplugPorts: opts.hotplugPorts }),
       ...(opts.sandbox === undefined ? {} : { sandbox: opts.sandbox }),
     };
-    // Validates the whole spec before anything is written to disk.
-    const argv = buildQemuArgv(spec, host);
+    if (
+      opts.masterKey !== undefined &&
+      (!Buffer.isBuffer(opts.masterKey) || opts.masterKey.length !== MASTER_KEY_BYTES)
+    ) {
+      throw new HypersealError('HS_ERR_INVALID_ARGUMENT', `masterKey must be ${MASTER_KEY_BYTES} bytes`, {
+        field: 'masterKey',
+      });
+    }
+    const secretDir = dirname(spec.pidFilePath);
+    // Validates the whole spec before anything is written to disk (the FIFO's name is
+    // random, so the real argv is made again once it exists).
+    buildQemuArgv(spec, {
+      ...host,
+      ...(opts.masterKey === undefined ? {} : { masterKeyFile: join(secretDir, 'master-key-fifo') }),
+    });
 
     for (const [id, { sizeMiB }] of Object.entries(opts.createDisks ?? {})) {
       const disk = spec.disks.find((d) => d.id === id);
@@ -364,7 +438,13 @@ export class VmProcess {
       }
       await createQcow2Image(disk.path, sizeMiB, opts.qemuImgBinary);
     }
-    if (ovmf !== undefined) await prepareNvram(spec.nvramPath as string, ovmf.varsTemplate);
+    if (ovmf !== undefined) {
+      await prepareNvram(spec.nvramPath as string, ovmf.varsTemplate, {
+        encrypted: spec.nvramEncryption !== undefined,
+        dek: opts.nvramDek,
+        qemuImgBinary: opts.qemuImgBinary,
+      });
+    }
     if (spec.firmware === 'bios') {
       const current = await readFile(serconFile).catch(() => undefined);
       if (current === undefined || !current.equals(SERCON_PORT))
@@ -373,7 +453,30 @@ export class VmProcess {
     // Leftovers of a QEMU that was SIGKILLed (a clean exit removes both itself).
     await removeIfExists(spec.pidFilePath);
     await removeIfExists(spec.qmpSocketPath);
+    if (spec.serialSocketPath !== undefined) await removeIfExists(spec.serialSocketPath);
 
+    if (opts.masterKey === undefined) return VmProcess.launch(spec, host, opts);
+    return withSecretFifos(
+      secretDir,
+      { master: opts.masterKey },
+      ({ paths, delivered }) =>
+        VmProcess.launch(spec, { ...host, masterKeyFile: paths.master as string }, opts, delivered),
+      // QEMU reads it while it starts, long before QMP answers.
+      { timeoutMs: opts.startTimeoutMs ?? 20_000 },
+    );
+  }
+
+  /** Spawns QEMU and waits for QMP; `delivered` settles when QEMU has read its secrets. */
+  private static async launch(
+    spec: VmSpec,
+    host: HostRuntime,
+    opts: StartOptions,
+    delivered?: Promise<void>,
+  ): Promise<VmProcess> {
+    const argv = buildQemuArgv(spec, host);
+    const accel = host.accel;
+    let secretsFailed: unknown;
+    delivered?.catch((err: unknown) => (secretsFailed = err));
     const binary = opts.qemuBinary ?? 'qemu-system-x86_64';
     const logPath = opts.qemuLogPath ?? defaultQemuLogPath(spec);
     trace('qemu', 'spawn', { vm: spec.name, binary, argv });
@@ -411,6 +514,7 @@ export class VmProcess {
         // Killed, it could not remove these; the next start must not trip over them.
         await removeIfExists(spec.pidFilePath);
         await removeIfExists(spec.qmpSocketPath);
+        if (spec.serialSocketPath !== undefined) await removeIfExists(spec.serialSocketPath);
       }
       const stderr = await tail(logPath, 2048);
       throw new HypersealError(
@@ -428,6 +532,7 @@ export class VmProcess {
       // Give a just-spawned process a moment to fail on its arguments before connecting.
       await sleep(50);
       if (exit !== undefined) return failStart(`exited while starting (${exit})`);
+      if (secretsFailed !== undefined) return failStart('did not read its master key', secretsFailed);
       if (Date.now() >= deadline) return failStart(`did not open its QMP socket within ${timeoutMs} ms`);
       try {
         qmp = await QmpClient.connect(spec.qmpSocketPath, {
@@ -443,18 +548,26 @@ export class VmProcess {
       }
     }
     const pid = child.pid as number;
+    const ownsSerial = spec.serialSocketPath !== undefined && opts.serial === undefined;
+    const serial =
+      spec.serialSocketPath === undefined
+        ? undefined
+        : (opts.serial ?? new SerialSocketReader(spec.serialSocketPath, { label: spec.name }));
     try {
       // QEMU writes -pidfile before it creates the QMP socket; read it back to be sure the
       // file an agent will re-attach from names this process.
       const fromFile = await readPidfile(spec.pidFilePath);
       if (fromFile !== pid) throw new Error(`pidfile ${spec.pidFilePath} says ${fromFile}, expected ${pid}`);
+      // QEMU drops console output while no reader is connected: connect before the vCPUs run.
+      await serial?.waitConnected(Math.max(1_000, deadline - Date.now()));
       if (opts.paused !== true) await qmp.execute('cont');
     } catch (err) {
       await qmp.close();
+      if (ownsSerial) serial?.close();
       return failStart(err instanceof Error ? err.message : String(err), err);
     }
     trace('qemu', 'started', { vm: spec.name, pid, accel });
-    return new VmProcess(spec, pid, qmp);
+    return new VmProcess(spec, pid, qmp, serial, ownsSerial);
   }
 
   /**
@@ -462,7 +575,10 @@ export class VmProcess {
    * HS_ERR_QEMU_NOT_RUNNING when there is none, HS_ERR_QMP_TIMEOUT when another QMP
    * client holds the monitor.
    */
-  static async attach(specIn: VmSpec, opts: Pick<VmRuntimeOptions, 'qmp'> = {}): Promise<VmProcess> {
+  static async attach(
+    specIn: VmSpec,
+    opts: Pick<VmRuntimeOptions, 'qmp'> & Pick<StartOptions, 'serial'> = {},
+  ): Promise<VmProcess> {
     const spec: VmSpec = { ...specIn, uuid: canonicalUuid(specIn.uuid) };
     const pid = await readPidfile(spec.pidFilePath);
     if (pid === undefined) {
@@ -509,7 +625,13 @@ export class VmProcess {
       throw err;
     }
     trace('qemu', 'attached', { vm: spec.name, pid });
-    return new VmProcess(spec, pid, qmp);
+    // The console from now on: what QEMU printed before was never stored anywhere.
+    const ownsSerial = spec.serialSocketPath !== undefined && opts.serial === undefined;
+    const serial =
+      spec.serialSocketPath === undefined
+        ? undefined
+        : (opts.serial ?? new SerialSocketReader(spec.serialSocketPath, { label: spec.name }));
+    return new VmProcess(spec, pid, qmp, serial, ownsSerial);
   }
 
   /** The process exists and is still this VM's QEMU. */
@@ -604,29 +726,39 @@ export class VmProcess {
     await this.afterExit();
   }
 
-  /** Closes the QMP connection and leaves the VM running (agent shutdown or restart). */
+  /** Closes the QMP connection (and our console reader) and leaves the VM running (agent shutdown or restart). */
   async detach(): Promise<void> {
+    if (this.ownsSerial) this.serial?.close();
     await this.qmp.close();
   }
 
   private async afterExit(): Promise<void> {
+    if (this.ownsSerial) this.serial?.close();
     await this.qmp.close();
     // A clean exit removes them; a SIGKILL leaves both behind. The pid is dead: safe.
     if (!isPidAlive(this.pid)) {
       if ((await readPidfile(this.spec.pidFilePath)) === this.pid)
         await removeIfExists(this.spec.pidFilePath);
       await removeIfExists(this.spec.qmpSocketPath);
+      if (this.spec.serialSocketPath !== undefined) await removeIfExists(this.spec.serialSocketPath);
     }
   }
 
-  /** Up to `maxBytes` of the serial log from `offset` (QEMU truncates the log at each start). */
+  /**
+   * Up to `maxBytes` of the serial console from `offset`: the log file (QEMU truncates it
+   * at each start), or the socket reader's memory.
+   */
   async readSerialLog(offset = 0, maxBytes = 1 << 20): Promise<SerialChunk> {
+    if (this.serial !== undefined) {
+      const r = this.serial.read(offset, maxBytes);
+      return { offset: r.offset, data: r.data, nextOffset: r.nextOffset, restarted: r.restarted };
+    }
     let fh;
     try {
-      fh = await open(this.spec.serialLogPath, 'r');
+      fh = await open(this.spec.serialLogPath as string, 'r');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT')
-        return { data: Buffer.alloc(0), nextOffset: 0, restarted: offset > 0 };
+        return { offset: 0, data: Buffer.alloc(0), nextOffset: 0, restarted: offset > 0 };
       throw err;
     }
     try {
@@ -636,7 +768,7 @@ export class VmProcess {
       const length = Math.min(size - start, maxBytes);
       const data = Buffer.alloc(length);
       const { bytesRead } = await fh.read(data, 0, length, start);
-      return { data: data.subarray(0, bytesRead), nextOffset: start + bytesRead, restarted };
+      return { offset: start, data: data.subarray(0, bytesRead), nextOffset: start + bytesRead, restarted };
     } finally {
       await fh.close();
     }
@@ -658,8 +790,9 @@ export class VmProcess {
     let text = '';
     for (;;) {
       const chunk = await this.readSerialLog(offset);
-      if (chunk.restarted) {
-        base = 0;
+      if (chunk.restarted || chunk.offset !== offset) {
+        // From wherever the data now starts (a restart, or bytes a socket console dropped).
+        base = chunk.offset;
         text = '';
       }
       text += chunk.data.toString('latin1');
@@ -681,7 +814,7 @@ export class VmProcess {
           throw new HypersealError(
             'HS_ERR_QEMU_SERIAL_TIMEOUT',
             `no ${String(pattern)} on the serial console of VM ${this.spec.name} within ${timeoutMs} ms`,
-            { vm: this.spec.name, serialLog: this.spec.serialLogPath },
+            { vm: this.spec.name, serialLog: this.spec.serialLogPath ?? this.spec.serialSocketPath },
           );
         }
         await sleep(opts.pollMs ?? 100);
