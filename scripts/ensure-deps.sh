@@ -13,8 +13,12 @@ cd "$(dirname "$0")/.."
 # qemu-system-x86, qemu-utils, ovmf: the hypervisor, qemu-img and UEFI firmware the agent
 # runs VMs with (software emulation when /dev/kvm is unusable); rsyslog, rsyslog-gnutls:
 # the real syslog collector the syslog sink's tests and bench/events run against (gnutls
-# is rsyslog's TLS stream driver, packaged apart).
-APT_PACKAGES=(python3-pykmip openssl postgresql qemu-system-x86 qemu-utils ovmf rsyslog rsyslog-gnutls)
+# is rsyslog's TLS stream driver, packaged apart); gcc, binutils, gnu-efi, sbsigntool,
+# dosfstools, mtools: the Secure Boot tests build a small EFI application, sign it and put
+# it on a FAT disk that OVMF boots (test/support/efi.ts); efitools: their independent
+# check of our EFI_SIGNATURE_LIST bytes and of image hashes.
+APT_PACKAGES=(python3-pykmip openssl postgresql qemu-system-x86 qemu-utils ovmf rsyslog rsyslog-gnutls
+  gcc binutils gnu-efi sbsigntool dosfstools mtools efitools)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
