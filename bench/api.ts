@@ -81,7 +81,6 @@ async function run(
       secureBoot: false,
       disks: [],
       nics: [],
-            encryption: null,
       tags: ['bench'],
     };
     const ids: string[] = [];
