@@ -349,16 +349,20 @@ export class QemuDriver implements VmDriver {
     const { state } = await this.runtimeOf(vm);
     if (state !== 'stopped' && state !== 'crashed')
       throw vmStateConflict(id, state, 'delete a VM whose QEMU runs');
-    // A locked VM's disks are named in its sealed spec: it must be unlocked to be deleted
-    // whole (an unreadable VM that is gone for good can be removed by its directories).
-    const spec = this.requireSpec(vm);
     try {
       // Disks first, spec.json (in the home) last: a crash half-way leaves a VM that is
-      // still listed and whose removal can be retried, never unlisted orphan disks.
-      for (const d of spec.disks) {
-        const dir = join(d.datastorePath, id);
+      // still listed and whose removal can be retried, never unlisted orphan disks. A
+      // locked VM's disk list is sealed (a crypto-shredded one's for good): its directory
+      // on every datastore of this host goes instead.
+      const dirs = vm.spec
+        ? vm.spec.disks.map((d) => join(d.datastorePath, id))
+        : this.datastores.map((ds) => join(ds.path, id));
+      for (const dir of new Set(dirs)) {
         if (dir !== vm.home) rmSync(dir, { recursive: true, force: true });
-        else rmSync(this.diskPath(id, d, vm.record.generation), { force: true });
+      }
+      for (const d of vm.spec?.disks ?? []) {
+        if (join(d.datastorePath, id) === vm.home)
+          rmSync(this.diskPath(id, d, vm.record.generation), { force: true });
       }
       rmSync(vm.home, { recursive: true, force: true });
     } catch (err) {

@@ -190,5 +190,20 @@ describe(
       assert.equal(disks.length, 1, disks.join(', '));
       await assertDataIntact();
     });
+
+    test('a crypto-shredded VM is locked for good after an agent restart, and can still be deleted', async () => {
+      assert.equal((await sync(`/vms/${vm.id}/actions/encrypt`)).state, 'succeeded');
+      const shred = await p.request(p.adminToken, 'POST', `/vms/${vm.id}/actions/crypto-shred`, {
+        confirm: 'crash-01',
+      });
+      assert.equal(shred.status, 200, JSON.stringify(shred.body));
+      child?.kill('SIGTERM');
+      if (child) await exited(child);
+      await startChild();
+      await waitFor('the host to report it locked', async () => (await getVm()).locked);
+      const del = await p.request(p.adminToken, 'DELETE', `/vms/${vm.id}`);
+      assert.equal(del.status, 204, JSON.stringify(del.body));
+      assert.ok(!existsSync(vmDir()), 'its files are gone');
+    });
   },
 );
