@@ -296,11 +296,7 @@ export class HostService {
             if (client === undefined) throw new Error('no client');
             const vms = await client.listVms();
             ok = true;
-            await syncVmState(
-              before.id,
-              new Map(vms.map((v) => [v.id, v.state])),
-              vms,
-            );
+            await syncVmState(before.id, new Map(vms.map((v) => [v.id, v.state])), vms);
           } catch {
             ok = false;
           }
