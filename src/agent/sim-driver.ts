@@ -106,7 +106,7 @@ export class SimDriver implements VmDriver {
     await this.persist({ del: id });
   }
 
-  powerOn(id: string): Promise<VmRuntime> {
+  async powerOn(id: string): Promise<VmRuntime> {
     const vm = this.get(id);
     if (vm.bundle && vm.state !== 'running') {
       // What QEMU would need to open the disks: the DEKs, so the KEK must be here and right.

@@ -186,19 +186,19 @@ export const EventTypes = {
     done: '{user} reconciled the encryption of {object}',
     failed: '{user} failed to reconcile the encryption of {object}',
   },
-  'encryption-policy.created': {
+  'encryption.policy-created': {
     severity: 'info',
     description: 'An encryption policy was created.',
     done: '{user} created {object}',
     failed: '{user} failed to create {object}',
   },
-  'encryption-policy.deleted': {
+  'encryption.policy-deleted': {
     severity: 'warning',
     description: 'An encryption policy was deleted.',
     done: '{user} deleted {object}',
     failed: '{user} failed to delete {object}',
   },
-  'encryption-policy.applied': {
+  'encryption.policy-applied': {
     severity: 'info',
     description: 'An encryption policy was applied to a set of VMs (one task per VM); changes list the VMs.',
     done: '{user} applied {object}',

@@ -162,7 +162,7 @@ export class EncryptionPolicies {
       });
     const policy = toPolicy(row);
     await this.events.record(actor, {
-      type: 'encryption-policy.created',
+      type: 'encryption.policy-created',
       object: { kind: 'encryption-policy', id: policy.id, name: policy.name },
       changes: this.events.diff({}, { name: policy.name, providerId: policy.providerId ?? 'default' }),
     });
@@ -183,7 +183,7 @@ export class EncryptionPolicies {
     }
     await this.db.run(`DELETE FROM encryption_policies WHERE id = $1`, [policy.id]);
     await this.events.record(actor, {
-      type: 'encryption-policy.deleted',
+      type: 'encryption.policy-deleted',
       object: { kind: 'encryption-policy', id: policy.id, name: policy.name },
       changes: [{ path: 'name', from: policy.name, to: null }],
     });
@@ -562,7 +562,7 @@ export class VmCryptoService {
         await Promise.all(Array.from({ length: Math.min(APPLY_PARALLEL, chosen.length) }, worker));
         const succeeded = outcomes.filter((o) => o.state === 'succeeded');
         await this.events.record(actor, {
-          type: 'encryption-policy.applied',
+          type: 'encryption.policy-applied',
           object: { kind: 'encryption-policy', id: policy.id, name: policy.name },
           changes: [{ path: 'vms', from: [], to: succeeded.map((o) => o.name).sort() }],
           ...(succeeded.length < outcomes.length ? { result: 'failure' as const } : {}),

@@ -54,7 +54,7 @@ export function encryptionRoutes(s: ManagerServices): AnyRoute[] {
     route({
       method: 'POST',
       url: '/encryption-policies',
-      event: 'encryption-policy.created',
+      event: 'encryption.policy-created',
       summary: 'Create an encryption policy',
       tag: 'encryption',
       privilege: 'crypto.manageEncryptionPolicy',
@@ -66,7 +66,7 @@ export function encryptionRoutes(s: ManagerServices): AnyRoute[] {
     route({
       method: 'DELETE',
       url: '/encryption-policies/:id',
-      event: 'encryption-policy.deleted',
+      event: 'encryption.policy-deleted',
       summary: 'Delete an encryption policy no VM uses',
       tag: 'encryption',
       privilege: 'crypto.manageEncryptionPolicy',
@@ -81,7 +81,7 @@ export function encryptionRoutes(s: ManagerServices): AnyRoute[] {
     route({
       method: 'POST',
       url: '/encryption-policies/:id/actions/apply',
-      event: 'encryption-policy.applied',
+      event: 'encryption.policy-applied',
       summary: 'Encrypt every plain VM matching a name pattern and/or tag (one task per VM)',
       tag: 'encryption',
       privilege: 'crypto.encrypt',
