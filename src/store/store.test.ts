@@ -277,6 +277,8 @@ function suite(backend: Backend): void {
         version: 2,
         created_at: T0,
         updated_at: T0 + 5,
+        crypto: null,
+        locked_reason: null,
       });
       assert.deepEqual(fromJson((got.vm as { config: string }).config), { ...VM_CONFIG, memoryMiB: 10240 });
 
