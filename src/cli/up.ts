@@ -145,11 +145,12 @@ export async function upCommand(argv: string[]): Promise<number> {
         '  npx hyperseal host list',
         '  npx hyperseal vm create --name test-01 --memory 128',
         '  npx hyperseal vm power-on test-01 && npx hyperseal vm console test-01',
+        '  npx hyperseal vm power-off test-01 && npx hyperseal vm encrypt test-01 && npx hyperseal vm list',
         '  npx hyperseal event list',
         '  npx hyperseal key-provider list',
         `  npx hyperseal kmip --server ${kms.host}:${kms.port} --ca ${rel(kms.dataDir.caPath)} --cert ${rel(operator)}.pem --key ${rel(operator)}.key query`,
         '',
-        'Docs: docs/ (install, API, manager and agents, KMIP, security model, errors). Ctrl-C stops everything.',
+        'Docs: docs/ (install, API, encryption, key providers, manager and agents, KMIP, security model, errors). Ctrl-C stops everything.',
         '',
       ].join('\n'),
     );
