@@ -76,6 +76,11 @@ export interface VmSpec {
    * passphrase sealed under the master key (needs HostRuntime.masterKeyFile).
    */
   nvramEncryption?: SealedSecret;
+  /**
+   * A vTPM 2.0: the control socket of the VM's swtpm (which the caller starts first).
+   * Becomes `-chardev socket` + `-tpmdev emulator` + `-device tpm-crb`; EFI only.
+   */
+  tpmSocketPath?: string;
 }
 
 /** How the NICs are realised. Neither touches the host's network configuration. */
@@ -200,6 +205,8 @@ export const INTERNAL_IDS = {
   masterKeySecret: 'hs-master',
   /** Not "hs-sec-nvram": that is the secret id of a disk named "nvram". */
   firmwareVarsSecret: 'hs-fw-vars-sec',
+  tpmChardev: 'hs-tpm-chr',
+  tpmDev: 'hs-tpm',
 } as const;
 
 /** The `secret` object holding disk `id`'s sealed LUKS passphrase. */
@@ -461,6 +468,19 @@ export function buildQemuArgv(spec: VmSpec, host: HostRuntime): string[] {
     );
   });
 
+  if (spec.tpmSocketPath !== undefined) {
+    // tpm-crb is the TPM 2.0 interface OVMF and Linux find without ACPI tweaks; it needs
+    // the UEFI firmware's TCG2 support, hence EFI only.
+    if (spec.firmware !== 'efi') invalid(`a vTPM needs firmware "efi"; VM ${spec.name} is "bios"`, 'tpm');
+    argv.push(
+      '-chardev',
+      `socket,id=${INTERNAL_IDS.tpmChardev},path=${escapeOptionValue(checkSocketPath(spec.tpmSocketPath, 'tpmSocketPath'))}`,
+      '-tpmdev',
+      `emulator,id=${INTERNAL_IDS.tpmDev},chardev=${INTERNAL_IDS.tpmChardev}`,
+      '-device',
+      `tpm-crb,tpmdev=${INTERNAL_IDS.tpmDev}`,
+    );
+  }
   argv.push(
     '-chardev',
     serialChardev,

@@ -137,7 +137,18 @@ void test(
     assert.ok(!holds(rekeyed, MARKER));
 
     const back = join(dir, 'back.qcow2');
-    await convertImage({ src: { path: rekeyed, dek: dek2 }, dst: { path: back } });
+    // The decrypted copy being written is never readable by others (qemu-img would make it 0644).
+    const modes = new Set<number>();
+    await convertImage({
+      src: { path: rekeyed, dek: dek2 },
+      dst: { path: back },
+      onProgress: () => {
+        for (const f of readdirSync(dir).filter((n) => n.startsWith('back.qcow2.tmp-'))) {
+          modes.add(statSync(join(dir, f)).mode & 0o777);
+        }
+      },
+    });
+    assert.deepEqual([...modes], [0o600]);
     assert.deepEqual(await imageInfo(back, 'qcow2'), {
       format: 'qcow2',
       virtualSize: 16 << 20,

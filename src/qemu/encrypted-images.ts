@@ -261,6 +261,10 @@ async function createInPlace(path: string, make: (tmp: string) => Promise<void>)
     throw new HypersealError('HS_ERR_QEMU_DISK_EXISTS', `${path} already exists`, { path });
   }
   const tmp = tempNameFor(path);
+  // Made here first, exclusively and 0600: qemu-img then writes into this inode and keeps
+  // its mode, so a decrypted copy is never readable by others while it is being written
+  // (qemu-img would create it 0644), and no one can have put a link at the name.
+  await (await open(tmp, 'wx', 0o600)).close();
   try {
     await make(tmp);
     const fh = await open(tmp, 'r');
@@ -572,6 +576,34 @@ export function createEncryptedNvram(
     src: { path: templatePath },
     dst: { path: dstPath, dek },
   });
+}
+
+/**
+ * createEncryptedNvram from a store given as bytes (a Secure Boot store with an
+ * organisation's keys, written by src/secureboot before the VM's first boot). The bytes
+ * pass through a temporary file in a private directory: a store that never booted holds
+ * only the firmware's template and public certificates, nothing of the guest's.
+ */
+export async function createEncryptedNvramFromBytes(
+  store: Uint8Array,
+  dstPath: string,
+  dek: Buffer,
+  qemuImgBinary?: string,
+  opts: ImageToolOptions = {},
+): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'hs-vars-'));
+  try {
+    const src = join(dir, 'OVMF_VARS.fd');
+    const fh = await open(src, 'wx', 0o600);
+    try {
+      await fh.writeFile(store);
+    } finally {
+      await fh.close();
+    }
+    await createEncryptedNvram(src, dstPath, dek, qemuImgBinary, opts);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }
 
 /** LUKS1 header: magic "LUKS\xba\xbe", then payload-offset (512-byte sectors, BE u32) at 104. */

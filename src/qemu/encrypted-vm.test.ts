@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import type { VmSpec } from './command-line.js';
 import { sealSecretForQemu } from './command-line.js';
-import { checkDek, createEncryptedQcow2, luksPassphrase } from './encrypted-images.js';
+import { checkDek, luksPassphrase } from './encrypted-images.js';
 import { SerialSocketReader } from './serial-socket.js';
 import type { StartOptions } from './vm-process.js';
 import { VmProcess, isQemuOf } from './vm-process.js';
@@ -64,7 +64,6 @@ void test(
     const diskDek = randomBytes(32);
     const nvramDek = randomBytes(32);
     const diskPath = join(dir, 'disk0.qcow2');
-    await createEncryptedQcow2(diskPath, 16, diskDek);
 
     const spec: VmSpec = {
       name: 'enc-1',
@@ -104,11 +103,19 @@ void test(
     // The caller's console reader, kept across both boots (as the agent keeps one per VM).
     const reader = new SerialSocketReader(spec.serialSocketPath as string, { reconnectMs: 50 });
     const masterKey = randomBytes(32);
-    const vm = await VmProcess.start(sealed(masterKey), { ...OPTS, masterKey, nvramDek, serial: reader });
+    // start() creates the encrypted disk and the encrypted NVRAM (from the template) itself.
+    const vm = await VmProcess.start(sealed(masterKey), {
+      ...OPTS,
+      masterKey,
+      nvramDek,
+      serial: reader,
+      createDisks: { disk0: { sizeMiB: 16, dek: diskDek } },
+    });
     try {
       assert.equal(vm.serial, reader);
-      // start() made the encrypted store from the template, and left no FIFO behind.
+      // Both made encrypted, under their own keys; no FIFO left behind.
       assert.equal(await checkDek(spec.nvramPath as string, nvramDek, 'luks'), true);
+      assert.equal(await checkDek(diskPath, diskDek), true);
       assert.deepEqual(
         readdirSync(dir).filter((f) => f.startsWith('.hs-secret-')),
         [],

@@ -28,7 +28,7 @@ import { writeFileAtomic } from '../fsutil.js';
 import { trace } from '../trace.js';
 import type { Accelerator, HostRuntime, NicBackend, VmSpec } from './command-line.js';
 import { MASTER_KEY_BYTES, buildQemuArgv, canonicalUuid } from './command-line.js';
-import { createEncryptedNvram, luksPayloadBytes } from './encrypted-images.js';
+import { createEncryptedNvram, createEncryptedQcow2, luksPayloadBytes } from './encrypted-images.js';
 import type { OvmfBuild } from './firmware.js';
 import { discoverOvmf, probeKvm, selectOvmf } from './firmware.js';
 import { QmpClient } from './qmp-client.js';
@@ -79,8 +79,11 @@ export interface VmRuntimeOptions {
 }
 
 export interface StartOptions extends VmRuntimeOptions {
-  /** Disks to create with `qemu-img create -f qcow2` first, by disk id. Never overwrites. */
-  createDisks?: Readonly<Record<string, { sizeMiB: number }>>;
+  /**
+   * Disks to create with `qemu-img create -f qcow2` first, by disk id; with `dek`,
+   * encrypted (createEncryptedQcow2). Never overwrites.
+   */
+  createDisks?: Readonly<Record<string, { sizeMiB: number; dek?: Buffer }>>;
   /** Where QEMU's stdout/stderr go. Default: qemu-<uuid>.log beside the pidfile. */
   qemuLogPath?: string;
   /** Leave the vCPUs stopped (status `prelaunch`) for the caller to `cont`. Default false. */
@@ -425,7 +428,7 @@ export class VmProcess {
       ...(opts.masterKey === undefined ? {} : { masterKeyFile: join(secretDir, 'master-key-fifo') }),
     });
 
-    for (const [id, { sizeMiB }] of Object.entries(opts.createDisks ?? {})) {
+    for (const [id, { sizeMiB, dek }] of Object.entries(opts.createDisks ?? {})) {
       const disk = spec.disks.find((d) => d.id === id);
       if (disk === undefined) {
         throw new HypersealError(
@@ -436,7 +439,8 @@ export class VmProcess {
           },
         );
       }
-      await createQcow2Image(disk.path, sizeMiB, opts.qemuImgBinary);
+      if (dek === undefined) await createQcow2Image(disk.path, sizeMiB, opts.qemuImgBinary);
+      else await createEncryptedQcow2(disk.path, sizeMiB, dek, opts.qemuImgBinary);
     }
     if (ovmf !== undefined) {
       await prepareNvram(spec.nvramPath as string, ovmf.varsTemplate, {
