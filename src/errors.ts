@@ -99,6 +99,22 @@ export const ErrorCodes = {
     status: 500,
     meaning: 'A sealed record of the key store failed authentication.',
   },
+  HS_ERR_KMS_BACKUP_CORRUPT: {
+    status: 422,
+    meaning: 'A key server backup file is damaged, truncated, altered or not a backup.',
+  },
+  HS_ERR_KMS_BACKUP_KEY: {
+    status: 403,
+    meaning: 'Wrong passphrase or private key for a key server backup.',
+  },
+  HS_ERR_KMS_RESTORE_NOT_EMPTY: {
+    status: 409,
+    meaning: 'A restore would overwrite a key server that already holds a store.',
+  },
+  HS_ERR_KMS_NOT_BACKED_UP: {
+    status: 409,
+    meaning: 'Encrypting the first VM with a never-backed-up embedded key server needs confirmation.',
+  },
 
   // Cryptography
   HS_ERR_CRYPTO_AUTH: {
@@ -257,7 +273,7 @@ export const ErrorCodes = {
   HS_ERR_MIGRATION_BAD_PARAMS: {
     status: 400,
     meaning:
-      'Migration channel parameters are invalid (a key that is not 32 bytes, a nonce that is not 8, a malformed migration id, a frame size or address out of range).',
+      'Migration channel parameters are invalid (a key that is not 32 bytes, a nonce that is not 8, a malformed migration id, a frame size out of range, an address that cannot be listened on).',
   },
   HS_ERR_MIGRATION_KEY_REUSED: {
     status: 409,
@@ -490,6 +506,11 @@ export const ErrorCodes = {
   HS_ERR_BUNDLE_FILE_EXTRA: {
     status: 403,
     meaning: 'A file is present that the signed descriptor does not list.',
+  },
+  HS_ERR_HOST_VERIFICATION_FAILED: {
+    status: 503,
+    meaning:
+      'Host Secure Boot: the agent’s own files or an installed bundle failed verification at start; the agent serves nothing but its facts.',
   },
 } as const satisfies Record<string, { status: number; meaning: string }>;
 
