@@ -16,9 +16,10 @@ cd "$(dirname "$0")/.."
 # is rsyslog's TLS stream driver, packaged apart); gcc, binutils, gnu-efi, sbsigntool,
 # dosfstools, mtools: the Secure Boot tests build a small EFI application, sign it and put
 # it on a FAT disk that OVMF boots (test/support/efi.ts); efitools: their independent
-# check of our EFI_SIGNATURE_LIST bytes and of image hashes.
+# check of our EFI_SIGNATURE_LIST bytes and of image hashes; swtpm, swtpm-tools: the
+# agent's per-VM vTPM 2.0 (swtpm_setup creates its state).
 APT_PACKAGES=(python3-pykmip openssl postgresql qemu-system-x86 qemu-utils ovmf rsyslog rsyslog-gnutls
-  gcc binutils gnu-efi sbsigntool dosfstools mtools efitools)
+  gcc binutils gnu-efi sbsigntool dosfstools mtools efitools swtpm swtpm-tools)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

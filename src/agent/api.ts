@@ -8,6 +8,9 @@
 /** The CN of the manager's client certificate; agents refuse any other peer. */
 export const MANAGER_IDENTITY = 'hyperseal-manager';
 
+import type { AcceptanceLevel } from '../secureboot/acceptance.js';
+import type { KeySet } from '../secureboot/keyset.js';
+
 export type Firmware = 'bios' | 'efi';
 export type DriverKind = 'qemu' | 'sim';
 
@@ -50,6 +53,15 @@ export interface VmSpec {
    * match what the VM is (encrypt/decrypt/rekey change it, define never does).
    */
   encryption: VmEncryptionSpec | null;
+  /**
+   * The keys enrolled in the VM's UEFI variable store when secureBoot is on: absent means
+   * Microsoft's (OVMF's ms template as is); a custom set carries certificates and hashes
+   * only, never private keys. Written when the store is (re)created: a change makes the
+   * agent create it again at the next power-on.
+   */
+  secureBootKeySet?: KeySet;
+  /** A vTPM 2.0 (swtpm, started by the agent per VM; EFI only). Absent means none. */
+  vtpm?: boolean;
 }
 
 export type VmRuntimeState =
@@ -122,6 +134,53 @@ export interface HostFacts {
   agentVersion: string;
   /** Local datastores (directories for VM files) this agent offers. */
   datastores?: { name: string; path: string }[];
+  /** Host Secure Boot: what the agent verified at start (absent from agents before it). */
+  secureBoot?: HostSecureBootReport;
+}
+
+/** One bundle installed on a host (files under `<agent data dir>/bundles/<name>/`). */
+export interface InstalledBundle {
+  name: string;
+  version: string;
+  vendor: string;
+  acceptance: AcceptanceLevel;
+  /** It verified against the host's trust anchors and level (at start or install). */
+  verified: boolean;
+  /** The signer's subject, when it verified. */
+  signer?: string;
+  /** Why it did not verify (an HS_ERR_BUNDLE_* code and message). */
+  problem?: { code: string; message: string; file?: string };
+}
+
+/**
+ * Host Secure Boot as the agent sees it. `verification` is the result of the check at
+ * start (its own core against its signed manifest, then every installed bundle): when it
+ * failed with Secure Boot on, the agent answers nothing but facts and this report.
+ */
+export interface HostSecureBootReport {
+  /** secure-boot.json exists in the agent's data directory. */
+  configured: boolean;
+  enabled: boolean;
+  /** The lowest level this host admits. */
+  acceptance: AcceptanceLevel;
+  /** The lowest level among installed bundles (null: none installed). */
+  effectiveAcceptance: AcceptanceLevel | null;
+  verification: {
+    result: 'passed' | 'failed' | 'not-checked';
+    checkedAt: string | null;
+    /** What failed: 'core' or 'bundle <name>'. */
+    subject?: string;
+    code?: string;
+    file?: string;
+    message?: string;
+  };
+  bundles: InstalledBundle[];
+  trustAnchors: { subject: string; sha256: string; maxAcceptance?: AcceptanceLevel }[];
+}
+
+/** A bundle travels as its files: bundle.json, bundle.sig and the files it lists. */
+export interface BundleUpload {
+  files: { path: string; /** base64 */ data: string }[];
 }
 
 /** POST {manager}/api/v1/hosts/enroll — the agent's first and only unauthenticated call. */
@@ -167,6 +226,12 @@ export const AgentRoutes = {
   neededKeys: { method: 'GET', path: '/v1/keys/needed' },
   /** Forget KEKs (crypto-shred, or a VM that left): zeroized at once. */
   dropKeys: { method: 'POST', path: '/v1/keys/drop' },
+  /** Host Secure Boot: the verification report (answered even when verification failed). */
+  secureBootStatus: { method: 'GET', path: '/v1/secure-boot' },
+  listBundles: { method: 'GET', path: '/v1/bundles' },
+  /** Verified in a staging directory first, then moved into place; refused → nothing changes. */
+  installBundle: { method: 'PUT', path: '/v1/bundles' },
+  removeBundle: { method: 'POST', path: '/v1/bundles/remove' },
 } as const;
 
 /**
@@ -197,6 +262,11 @@ export interface AgentBodies {
   neededKeys: { request: null; response: KeyRefs };
   /** 204, no body. */
   dropKeys: { request: KeyRefs; response: null };
+  secureBootStatus: { request: null; response: HostSecureBootReport };
+  listBundles: { request: null; response: InstalledBundle[] };
+  installBundle: { request: BundleUpload; response: InstalledBundle };
+  /** 204, no body. */
+  removeBundle: { request: { name: string }; response: null };
 }
 
 export interface ShutdownRequest {

@@ -8,11 +8,14 @@
  *                 last and atomically: a VM exists for the agent exactly when it does, and
  *                 replacing it is the one commit point of every multi-file change.
  *   OVMF_VARS[.gN].fd | OVMF_VARS.gN.luks   its own firmware variable store (EFI VMs);
- *                 a LUKS container when encrypted
+ *                 a LUKS container when encrypted; with Secure Boot and a custom key set,
+ *                 written with the set's keys before its first boot (and before encryption)
  *   serial.log    the serial console of a plain VM (QEMU truncates it at each power-on);
  *                 an encrypted VM's console goes to a socket and is kept in memory only
  *   qemu.log      QEMU's own stderr
  *   qmp.sock, qemu.pid, serial.sock   while QEMU runs
+ *   tpm/, swtpm.sock, swtpm.pid, swtpm.log   the vTPM of a VM with `vtpm` (vtpm.ts): swtpm's
+ *                 state (encrypted under a key derived from the home DEK when the VM is)
  * and each disk is `<disk.datastorePath>/<vmId>/<diskId>[.gN].qcow2` (qcow2 with LUKS,
  * AES-256-XTS, when encrypted).
  *
@@ -32,7 +35,7 @@
  * VM whose QEMU runs (a crashed one may go), disks live only in configured datastores.
  */
 import { execFile } from 'node:child_process';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -51,6 +54,7 @@ import {
   convertImage,
   convertNvram,
   createEncryptedNvram,
+  createEncryptedNvramFromBytes,
   createEncryptedQcow2,
   lukPassphrase,
   resizeEncryptedQcow2,
@@ -79,6 +83,8 @@ import {
   vmStateConflict,
 } from './driver.js';
 import { hardwareDiffers, parseVmSpec } from './spec.js';
+import { MICROSOFT_KEY_SET, buildVarsForKeySet, ovmfRequirementFor } from '../secureboot/keyset.js';
+import { VTPM_FILES, startSwtpm, stopSwtpm } from './vtpm.js';
 
 export interface QemuDriverOptions {
   /** Where VM files may live; the first is every VM's home. Default: defaultDatastores(dataDir). */
@@ -93,6 +99,8 @@ export interface QemuDriverOptions {
   nicBackend?: NicBackend;
   /** Until QEMU answers on QMP after spawn. Default 20,000. */
   startTimeoutMs?: number;
+  /** Default 'swtpm' (Debian package swtpm), for VMs with a vTPM. */
+  swtpmBinary?: string;
 }
 
 const SPEC_FILE = 'spec.json';
@@ -110,6 +118,8 @@ interface VmRecord {
   uuid: string;
   /** The variable store template the NVRAM was made from (EFI); a change resets it. */
   varsTemplate: string | null;
+  /** SHA-256 of the Secure Boot key set written into the NVRAM (custom sets only); a change resets it. */
+  varsKeys?: string;
   /** Which files are the VM's images (0: the names from before generations). */
   generation: number;
   /** Plain VMs only. */
@@ -194,6 +204,12 @@ function run(file: string, args: string[]): Promise<void> {
       } else resolve();
     });
   });
+}
+
+/** What identifies the keys a VM's store was written with (undefined: template as is). */
+function keySetDigest(spec: VmSpec): string | undefined {
+  if (spec.firmware !== 'efi' || !spec.secureBoot || spec.secureBootKeySet === undefined) return undefined;
+  return createHash('sha256').update(JSON.stringify(spec.secureBootKeySet)).digest('hex');
 }
 
 function cryptoConflict(id: string, what: string): HypersealError {
@@ -283,6 +299,7 @@ export class QemuDriver implements VmDriver {
     const { host, ovmf } = this.hostRuntime(spec);
     buildQemuArgv(this.qemuSpec(spec, uuid, generation, home), host);
     const varsTemplate = ovmf?.varsTemplate ?? null;
+    const varsKeys = keySetDigest(spec);
 
     // Keys: a new encrypted VM gets fresh DEKs; an existing one keeps its own, with a new
     // DEK for each new disk (which needs its KEK) and none for removed disks.
@@ -314,15 +331,17 @@ export class QemuDriver implements VmDriver {
         // An existing image unknown to the old record is adopted: a define that crashed
         // after creating it and before writing spec.json left it for this retry.
       }
-      if (old?.record.varsTemplate !== varsTemplate) {
-        // Other firmware (Secure Boot switched, BIOS↔EFI): the store is made anew from the
-        // new template at power-on; the old store's variables do not belong to that firmware.
+      if (old?.record.varsTemplate !== varsTemplate || old?.record.varsKeys !== varsKeys) {
+        // Other firmware (Secure Boot switched, BIOS↔EFI) or other enrolled keys: the store
+        // is made anew from the new template at power-on; the old store's variables do not
+        // belong to that firmware, and keys are written only into a pristine store.
         rmSync(this.nvramPath(home, generation, bundle !== undefined), { force: true });
       }
       const record: VmRecord = {
         version: RECORD_VERSION,
         uuid,
         varsTemplate,
+        ...(varsKeys === undefined ? {} : { varsKeys }),
         generation,
         ...this.specFields(spec, deks, bundle),
       };
@@ -401,8 +420,23 @@ export class QemuDriver implements VmDriver {
             : {}),
         };
         if (qspec.nvramPath !== undefined && ovmf && !existsSync(qspec.nvramPath)) {
-          await createEncryptedNvram(ovmf.varsTemplate, qspec.nvramPath, homeDek, this.opts.qemuImgBinary);
+          // Keys are written into the store before it is encrypted (docs/secure-boot.md).
+          const keyed = await this.keyedVars(spec, ovmf.varsTemplate);
+          if (keyed)
+            await createEncryptedNvramFromBytes(keyed, qspec.nvramPath, homeDek, this.opts.qemuImgBinary);
+          else
+            await createEncryptedNvram(ovmf.varsTemplate, qspec.nvramPath, homeDek, this.opts.qemuImgBinary);
         }
+      } else if (qspec.nvramPath !== undefined && ovmf && !existsSync(qspec.nvramPath)) {
+        const keyed = await this.keyedVars(spec, ovmf.varsTemplate);
+        if (keyed) writeFileAtomic(qspec.nvramPath, keyed, 0o600);
+      }
+      if (qspec.tpmSocketPath !== undefined) {
+        await startSwtpm({
+          home: vm.home,
+          homeDek: deks?.home,
+          ...(this.opts.swtpmBinary !== undefined ? { binary: this.opts.swtpmBinary } : {}),
+        });
       }
       // One console reader per VM, kept across QEMU restarts (QEMU serves one at a time).
       if (qspec.serialSocketPath !== undefined) {
@@ -412,6 +446,9 @@ export class QemuDriver implements VmDriver {
         ...(vm.serial && qspec.serialSocketPath !== undefined ? { serial: vm.serial } : {}),
         accel: host.accel,
         ovmfBuilds: this.ovmfBuilds,
+        ...(spec.secureBoot
+          ? { enrolledKeys: ovmfRequirementFor(spec.secureBootKeySet ?? MICROSOFT_KEY_SET).enrolledKeys }
+          : {}),
         nicBackend: this.opts.nicBackend ?? 'user-isolated',
         qemuLogPath: join(vm.home, 'qemu.log'),
         ...(masterKey ? { masterKey } : {}),
@@ -423,6 +460,7 @@ export class QemuDriver implements VmDriver {
       // A QEMU killed while starting leaves its pidfile: that is a failed start, which the
       // error reports, not a crash of a VM that ran.
       this.removeStalePidfile(vm);
+      stopSwtpm(vm.home);
       throw wrap(`starting VM ${id}`, err);
     } finally {
       vm.busy = null;
@@ -553,6 +591,7 @@ export class QemuDriver implements VmDriver {
     const vm = this.get(id);
     const spec = this.requireSpec(vm);
     await this.requireStopped(vm, 'encrypt');
+    this.requireNoVtpmState(vm, 'encrypt');
     if (vm.record.bundle) throw cryptoConflict(id, 'is already encrypted');
     const kek = this.keyring.require(kekRef, id);
     const deks = newDeks(spec.disks.map((d) => d.id));
@@ -571,6 +610,7 @@ export class QemuDriver implements VmDriver {
     const vm = this.get(id);
     const spec = this.requireSpec(vm);
     await this.requireStopped(vm, 'decrypt');
+    this.requireNoVtpmState(vm, 'decrypt');
     const bundle = vm.record.bundle;
     if (!bundle) throw cryptoConflict(id, 'is not encrypted');
     const deks = unwrapDeks(this.keyring.require(bundle.kekRef, id), bundle);
@@ -606,6 +646,7 @@ export class QemuDriver implements VmDriver {
         vm.spec = next;
       } else {
         await this.requireStopped(vm, 'deep-rekey');
+        this.requireNoVtpmState(vm, 'deep-rekey');
         const deks = newDeks(spec.disks.map((d) => d.id));
         try {
           await this.recopy(vm, 'deep-rekey', next, oldDeks, deks, wrapDeks(newKek, kekRef, deks));
@@ -682,6 +723,7 @@ export class QemuDriver implements VmDriver {
         version: RECORD_VERSION,
         uuid: UUID.test(target.id) ? target.id.toLowerCase() : randomUUID(),
         varsTemplate: source.record.varsTemplate,
+        ...(source.record.varsKeys === undefined ? {} : { varsKeys: source.record.varsKeys }),
         generation: 0,
         ...this.specFields(target, dstDeks, bundle),
       };
@@ -785,6 +827,7 @@ export class QemuDriver implements VmDriver {
       qmpSocketPath: join(home, 'qmp.sock'),
       pidFilePath: join(home, 'qemu.pid'),
       ...(spec.firmware === 'efi' ? { nvramPath: this.nvramPath(home, generation, encrypted) } : {}),
+      ...(spec.vtpm === true ? { tpmSocketPath: join(home, VTPM_FILES.socket) } : {}),
     };
   }
 
@@ -810,7 +853,14 @@ export class QemuDriver implements VmDriver {
    */
   private hostRuntime(spec: VmSpec): { host: HostRuntime; ovmf: OvmfBuild | undefined } {
     const ovmf =
-      spec.firmware === 'efi' ? selectOvmf(this.ovmfBuilds, { secureBoot: spec.secureBoot }) : undefined;
+      spec.firmware === 'efi'
+        ? selectOvmf(
+            this.ovmfBuilds,
+            spec.secureBoot
+              ? ovmfRequirementFor(spec.secureBootKeySet ?? MICROSOFT_KEY_SET)
+              : { secureBoot: false },
+          )
+        : undefined;
     return {
       host: {
         accel: this.accel,
@@ -844,6 +894,22 @@ export class QemuDriver implements VmDriver {
     if (spec.id !== id)
       throw new HypersealError('HS_ERR_CONFIG', `the sealed spec of ${id} names ${spec.id}`);
     return spec;
+  }
+
+  /** A fresh store with a custom key set's keys, or undefined when the template is used as is. */
+  private async keyedVars(spec: VmSpec, template: string): Promise<Buffer | undefined> {
+    if (!spec.secureBoot || spec.secureBootKeySet === undefined) return undefined;
+    return buildVarsForKeySet(template, spec.secureBootKeySet);
+  }
+
+  /** Refuses what would re-encrypt the home while a vTPM's state is bound to its key. */
+  private requireNoVtpmState(vm: Vm, what: string): void {
+    if (existsSync(join(vm.home, VTPM_FILES.stateDir))) {
+      throw cryptoConflict(
+        vm.id,
+        `has vTPM state bound to its home key: ${what} would make it unreadable (turn the vTPM off first)`,
+      );
+    }
   }
 
   private writeRecord(home: string, record: VmRecord): void {
@@ -895,6 +961,7 @@ export class QemuDriver implements VmDriver {
         version: RECORD_VERSION,
         uuid: vm.record.uuid,
         varsTemplate: vm.record.varsTemplate,
+        ...(vm.record.varsKeys === undefined ? {} : { varsKeys: vm.record.varsKeys }),
         generation: nextGen,
         ...this.specFields(next, dstDeks, bundle),
       };
@@ -1059,7 +1126,13 @@ export class QemuDriver implements VmDriver {
           throw new Error('no valid generation');
         }
         const varsTemplate = typeof raw.varsTemplate === 'string' ? raw.varsTemplate : null;
-        const base = { version: RECORD_VERSION, uuid: raw.uuid.toLowerCase(), varsTemplate, generation };
+        const base = {
+          version: RECORD_VERSION,
+          uuid: raw.uuid.toLowerCase(),
+          varsTemplate,
+          ...(typeof raw.varsKeys === 'string' ? { varsKeys: raw.varsKeys } : {}),
+          generation,
+        };
         let record: VmRecord;
         let spec: VmSpec | null = null;
         if (raw.bundle !== undefined) {

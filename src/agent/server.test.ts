@@ -155,7 +155,15 @@ void test('a VM lifecycle: define, power on, console, power off, delete', async 
 void test('bad input gets a clear 400 with HS_ERR_INVALID_ARGUMENT', async () => {
   const cases: [unknown, RegExp][] = [
     [spec('a', { firmware: 'bios', secureBoot: true }), /secureBoot needs firmware "efi"/],
-    [{ ...spec('a'), vtpm: true }, /unknown field "vtpm"/],
+    [{ ...spec('a'), tpmModel: 'tis' }, /unknown field "tpmModel"/],
+    [
+      { ...spec('a', { firmware: 'bios', secureBoot: false }), vtpm: true },
+      /spec\.vtpm needs firmware "efi"/,
+    ],
+    [
+      { ...spec('a'), secureBoot: true, secureBootKeySet: { kind: 'custom', name: 'x' } },
+      /spec\.secureBootKeySet/,
+    ],
     [{ ...spec('a'), encryption: 'required' }, /spec.encryption must be a JSON object/],
     [{ ...spec('a'), encryption: { kekRef: 'a b' } }, /kekRef must be 1 to 256 printable ASCII/],
     [spec('b'), /differs from the id in the path/],

@@ -24,6 +24,7 @@ import { AgentRoutes, MANAGER_IDENTITY } from './api.js';
 import type { Datastore, VmDriver } from './driver.js';
 import { defaultDatastores, serializedDriver } from './driver.js';
 import { collectHostFacts } from './facts.js';
+import { HostSecureBoot, MAX_BUNDLE_BYTES } from './host-secure-boot.js';
 import type { HostRecord } from './join.js';
 import { loadAgentIdentity } from './join.js';
 import { zeroize } from '../crypto/aead.js';
@@ -55,6 +56,8 @@ export interface AgentServerOptions {
    */
   datastores?: Datastore[];
   maxConnections?: number;
+  /** Host Secure Boot state; default HostSecureBoot.open(dataDir), which runs the check at start. */
+  secureBoot?: HostSecureBoot;
 }
 
 export type { Datastore } from './driver.js';
@@ -64,6 +67,8 @@ export interface AgentServer {
   port: number;
   /** This host's id in the manager's inventory. */
   hostId: string;
+  /** Set when host Secure Boot is on and the check at start failed: only facts are served. */
+  verificationFailure: HypersealError | undefined;
   /** Stops serving and releases the driver; running VMs keep running. */
   close(): Promise<void>;
 }
@@ -134,10 +139,10 @@ function refusalReason(socket: TLSSocket): string | null {
   return null;
 }
 
-function readBody(req: IncomingMessage): Promise<Buffer> {
+function readBody(req: IncomingMessage, limit = MAX_BODY_BYTES): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const declared = Number(req.headers['content-length'] ?? '0');
-    if (declared > MAX_BODY_BYTES) {
+    if (declared > limit) {
       reject(tooLarge());
       return;
     }
@@ -145,7 +150,7 @@ function readBody(req: IncomingMessage): Promise<Buffer> {
     let size = 0;
     req.on('data', (chunk: Buffer) => {
       size += chunk.length;
-      if (size > MAX_BODY_BYTES) {
+      if (size > limit) {
         req.removeAllListeners('data');
         req.pause();
         reject(tooLarge());
@@ -196,6 +201,7 @@ function errorBody(err: unknown): ErrorBody {
 async function dispatch(
   driver: VmDriver,
   datastores: Datastore[],
+  secureBoot: HostSecureBoot,
   matched: Matched,
   body: unknown,
   query: URLSearchParams,
@@ -204,9 +210,26 @@ async function dispatch(
     if (matched.id === undefined) throw new HypersealError('HS_ERR_INTERNAL', 'route without :id');
     return matched.id;
   };
+  // Failed verification: the manager may learn why, and nothing else.
+  if (secureBoot.failed && !SERVED_WHEN_FAILED.has(matched.route.name)) throw secureBoot.failure();
   switch (matched.route.name) {
     case 'facts':
-      return { status: 200, body: { ...(await collectHostFacts(driver)), datastores } };
+      return {
+        status: 200,
+        body: { ...(await collectHostFacts(driver)), datastores, secureBoot: secureBoot.report() },
+      };
+    case 'secureBootStatus':
+      return { status: 200, body: secureBoot.report() };
+    case 'listBundles':
+      return { status: 200, body: secureBoot.list() };
+    case 'installBundle':
+      return { status: 200, body: await secureBoot.install(body as AgentBodies['installBundle']['request']) };
+    case 'removeBundle': {
+      const name = (body as { name?: unknown } | null)?.name;
+      if (typeof name !== 'string') throw new HypersealError('HS_ERR_INVALID_ARGUMENT', 'name is required');
+      secureBoot.remove(name);
+      return { status: 204, body: null };
+    }
     case 'listVms':
       return { status: 200, body: await driver.list() };
     case 'getVm':
@@ -254,14 +277,20 @@ async function dispatch(
   }
 }
 
+const SERVED_WHEN_FAILED: ReadonlySet<RouteName> = new Set(['facts', 'secureBootStatus', 'listBundles']);
+
 export async function startAgent(opts: AgentServerOptions): Promise<AgentServer> {
   const identity = loadAgentIdentity(opts.dataDir);
   const host: HostRecord = identity.host;
   const datastores = [...(opts.datastores ?? opts.driver.datastores ?? defaultDatastores(opts.dataDir))];
   for (const ds of datastores) mkdirSync(ds.path, { recursive: true, mode: 0o700 });
   const driver = serializedDriver(opts.driver);
+  // Host Secure Boot: the agent's own files and every bundle, before anything else runs.
+  const secureBoot = opts.secureBoot ?? (await HostSecureBoot.open(opts.dataDir));
+  const verificationFailure = secureBoot.failed ? secureBoot.failure() : undefined;
+  if (verificationFailure) trace('agent', 'verification failed', { error: verificationFailure.message });
   // Before serving: VMs that kept running while the agent was down are ours again.
-  await driver.recover();
+  if (!verificationFailure) await driver.recover();
 
   const verdicts = new WeakMap<TLSSocket, string | null>();
   const server = https.createServer({
@@ -339,13 +368,16 @@ export async function startAgent(opts: AgentServerOptions): Promise<AgentServer>
       done(httpStatusOf(err), errorBody(err));
       return;
     }
-    readBody(req)
+    readBody(
+      req,
+      matched.route.name === 'installBundle' ? Math.ceil((MAX_BUNDLE_BYTES * 4) / 3) + 65536 : MAX_BODY_BYTES,
+    )
       .then((raw) => {
         const body = parseJsonBody(raw);
         // Key material arrived in this buffer: overwrite it now (the parsed strings are
         // immutable and left to the garbage collector; the keys proper are Buffers).
         if (matched.route.name === 'putKeys') raw.fill(0);
-        return dispatch(driver, datastores, matched, body, url.searchParams);
+        return dispatch(driver, datastores, secureBoot, matched, body, url.searchParams);
       })
       .then(
         (answer) => done(answer.status, answer.body),
@@ -391,6 +423,7 @@ export async function startAgent(opts: AgentServerOptions): Promise<AgentServer>
     host: address.address,
     port: address.port,
     hostId: host.hostId,
+    verificationFailure,
     close: () => {
       closing ??= (async () => {
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));

@@ -18,6 +18,8 @@ import type {
   VmNicSpec,
   VmSpec,
 } from './api.js';
+import type { KeySet } from '../secureboot/keyset.js';
+import { validateKeySet } from '../secureboot/keyset.js';
 import { checkKekRef } from './vm-keys.js';
 
 /**
@@ -152,8 +154,8 @@ export function parseVmSpec(value: unknown, pathId?: string): VmSpec {
     'spec',
     ['id', 'name', 'cpus', 'memoryMiB', 'firmware', 'secureBoot', 'disks', 'nics'],
     // Absent means plain: what a manager from before encryption sends, and what records
-    // written before it hold.
-    ['encryption'],
+    // written before it hold. Likewise no key set (Microsoft's keys) and no vTPM.
+    ['encryption', 'secureBootKeySet', 'vtpm'],
   );
   const id = parseVmId(o.id, 'spec.id');
   if (pathId !== undefined && id !== pathId) {
@@ -181,6 +183,30 @@ export function parseVmSpec(value: unknown, pathId?: string): VmSpec {
       'spec.nics',
     ),
     encryption: encryptionSpec(o.encryption, 'spec.encryption'),
+    ...optionalSecureBootFields(o, firmware),
+  };
+}
+
+/** secureBootKeySet and vtpm, omitted when absent or default so that older records compare equal. */
+function optionalSecureBootFields(
+  o: Obj,
+  firmware: 'bios' | 'efi',
+): Pick<VmSpec, 'secureBootKeySet' | 'vtpm'> {
+  let keySet: KeySet | undefined;
+  if (o.secureBootKeySet !== undefined && o.secureBootKeySet !== null) {
+    try {
+      keySet = validateKeySet(o.secureBootKeySet);
+    } catch (err) {
+      throw invalid(`spec.secureBootKeySet: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+  if (o.vtpm !== undefined && typeof o.vtpm !== 'boolean') throw invalid('spec.vtpm must be true or false');
+  if (o.vtpm === true && firmware !== 'efi') {
+    throw invalid('spec.vtpm needs firmware "efi": the vTPM is a TPM 2.0 CRB device for UEFI');
+  }
+  return {
+    ...(keySet !== undefined && keySet.kind === 'custom' ? { secureBootKeySet: keySet } : {}),
+    ...(o.vtpm === true ? { vtpm: true } : {}),
   };
 }
 

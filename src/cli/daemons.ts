@@ -3,6 +3,7 @@ import { SimDriver } from '../agent/sim-driver.js';
 import type { VmDriver } from '../agent/driver.js';
 import { joinManager } from '../agent/join.js';
 import { startAgent } from '../agent/server.js';
+import { agentSecureBootCommand, agentVerifyCommand } from './secure-boot.js';
 import { startManager } from '../manager/services.js';
 import { hostPort, need, parse, str, usageError } from './args.js';
 
@@ -85,6 +86,8 @@ export async function driverFor(kind: string, dataDir: string, fallbackToSim = f
 
 export async function agentCommand(argv: string[]): Promise<number> {
   const [verb, ...rest] = argv;
+  if (verb === 'secure-boot') return agentSecureBootCommand(rest);
+  if (verb === 'verify') return agentVerifyCommand(rest);
   if (verb === 'join') {
     const p = parse(
       rest,
@@ -125,8 +128,15 @@ export async function agentCommand(argv: string[]): Promise<number> {
       listen: { host, port },
       driver: await driverFor(str(p, 'driver') ?? 'qemu', dataDir),
     });
+    if (agent.verificationFailure) {
+      // Refuses to serve (only facts, so the manager can show why); names the file.
+      process.stderr.write(`hyperseal agent: ${agent.verificationFailure.message}\n`);
+      process.stderr.write(
+        'hyperseal agent: serving facts only until the file is restored and the agent restarted\n',
+      );
+    }
     process.stdout.write(
-      `hyperseal agent: host ${agent.hostId} serving https://${agent.host}:${agent.port}\n`,
+      `hyperseal agent: host ${agent.hostId} serving https://${agent.host}:${agent.port}${agent.verificationFailure ? ' (FAILED verification: facts only)' : ''}\n`,
     );
     await waitForSignal();
     await agent.close();

@@ -33,6 +33,7 @@ export async function encryptionPolicyCommand(argv: string[]): Promise<number> {
       provider: { type: 'string' },
       'name-pattern': { type: 'string' },
       tag: { type: 'string' },
+      'accept-no-backup': { type: 'boolean' },
     },
     INVENTORY_HELP,
   );
@@ -75,6 +76,7 @@ export async function encryptionPolicyCommand(argv: string[]): Promise<number> {
         const task = await api.post<Task>(`/encryption-policies/${policy.id}/actions/apply`, {
           ...(namePattern !== undefined ? { namePattern } : {}),
           ...(tag !== undefined ? { tag } : {}),
+          ...(flag(p, 'accept-no-backup') ? { acceptNoBackup: true } : {}),
         });
         const done = await api.waitTask<Task>(task.id, (t) => {
           if (process.stderr.isTTY)

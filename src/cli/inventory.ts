@@ -10,6 +10,7 @@ import { HypersealError } from '../errors.js';
 import { ApiClient } from '../sdk/client.js';
 import { flag, int, need, parse, str, usageError } from './args.js';
 import { printResult, table } from './output.js';
+import { hostSecureBootCommand } from './secure-boot.js';
 
 interface Vm {
   id: string;
@@ -64,13 +65,15 @@ export const INVENTORY_HELP = `inventory commands (credentials: --credentials FI
   vm create --name N [--host ID] [--cpus N] [--memory MIB] [--firmware efi|bios] [--network NAME …] [--disk MIB …] [--tag T …]
   vm power-on|power-off|shutdown|reset VM [--no-wait] [--json]
   vm reconfigure VM [--memory MIB] [--cpus N] [--name N] [--tag T …]
+  vm set VM [--secure-boot on|off] [--key-set NAME|microsoft] [--vtpm on|off]
   vm console VM
   vm delete VM
-  vm create … --encryption-policy P       (a new encrypted VM)
-  vm encrypt VM [--policy P] | vm decrypt VM | vm rekey VM [--deep]
+  vm create … --encryption-policy P [--accept-no-backup]   (a new encrypted VM)
+  vm encrypt VM [--policy P] [--accept-no-backup] | vm decrypt VM | vm rekey VM [--deep]
   vm clone VM --name NEW | vm unlock VM | vm crypto-shred VM --confirm VM-NAME
   encryption-policy list | create --name N [--provider ID] [--description D] | remove P
-  encryption-policy apply P (--name-pattern 'web-*' | --tag T)
+  encryption-policy apply P (--name-pattern 'web-*' | --tag T) [--accept-no-backup]
+      --accept-no-backup: encrypt the first VM although the embedded key server was never backed up
   task list [--json] | task wait ID
   event list [--type T] [--object VM] [--user U] [--text T] [--since ISO] [--limit N] [--json]
   events verify | events tail [-f] [--json] | events export > events.jsonl
@@ -199,26 +202,36 @@ async function fetchToken(managerUrl: string, caPem: Buffer, session: string): P
   });
 }
 
+/** Key-safety warnings for listing footers (docs/key-safety.md); none when unreadable. */
+async function keySafetyWarnings(api: ApiClient): Promise<string[]> {
+  return (await api.get<{ warnings: string[] }>('/key-safety').catch(() => ({ warnings: [] }))).warnings;
+}
+
 export async function hostCommand(argv: string[]): Promise<number> {
   const [verb, ...rest] = argv;
+  if (verb === 'secure-boot') return hostSecureBootCommand(rest);
   const p = parse(rest, common, 'hyperseal host list [--json]');
   if (verb !== 'list') throw usageError(`unknown host command '${verb ?? ''}'\n${INVENTORY_HELP}`);
   const api = client(p);
   try {
     const hosts = await api.get<Host[]>('/hosts');
+    const safety = flag(p, 'json') ? undefined : await keySafetyWarnings(api);
     printResult(hosts, flag(p, 'json'), () =>
-      table([
-        ['NAME', 'STATE', 'ADDRESS', 'ACCEL', 'QEMU', 'UEFI SB', 'ID'],
-        ...hosts.map((h) => [
-          h.name + (h.simulated ? ' (simulated)' : ''),
-          h.state,
-          h.address,
-          h.facts?.accel ?? '-',
-          h.facts?.qemuVersion ?? '-',
-          h.facts?.uefiSecureBoot ?? '-',
-          h.id,
+      [
+        table([
+          ['NAME', 'STATE', 'ADDRESS', 'ACCEL', 'QEMU', 'UEFI SB', 'ID'],
+          ...hosts.map((h) => [
+            h.name + (h.simulated ? ' (simulated)' : ''),
+            h.state,
+            h.address,
+            h.facts?.accel ?? '-',
+            h.facts?.qemuVersion ?? '-',
+            h.facts?.uefiSecureBoot ?? '-',
+            h.id,
+          ]),
         ]),
-      ]),
+        ...(safety ?? []).map((w) => `WARNING: ${w}`),
+      ].join('\n'),
     );
   } finally {
     api.close();
@@ -242,9 +255,13 @@ export async function vmCommand(argv: string[]): Promise<number> {
       tag: { type: 'string', multiple: true },
       'no-wait': { type: 'boolean' },
       'encryption-policy': { type: 'string' },
+      'accept-no-backup': { type: 'boolean' },
       policy: { type: 'string' },
       deep: { type: 'boolean' },
       confirm: { type: 'string' },
+      'secure-boot': { type: 'string' },
+      'key-set': { type: 'string' },
+      vtpm: { type: 'string' },
     },
     INVENTORY_HELP,
   );
@@ -266,8 +283,14 @@ export async function vmCommand(argv: string[]): Promise<number> {
     switch (verb) {
       case 'list': {
         const vms = await api.get<Vm[]>('/vms');
+        // Footer: key-safety warnings (e.g. the key server holding these VMs' keys has no backup).
+        const safety =
+          json || !vms.some((v) => v.encryption !== null) ? undefined : await keySafetyWarnings(api);
         printResult(vms, json, () =>
-          table([['NAME', 'STATE', 'CPUS', 'MEMORY', 'FIRMWARE', 'ENCRYPTED', 'TAGS'], ...vms.map(vmRow)]),
+          [
+            table([['NAME', 'STATE', 'CPUS', 'MEMORY', 'FIRMWARE', 'ENCRYPTED', 'TAGS'], ...vms.map(vmRow)]),
+            ...(safety ?? []).map((w) => `WARNING: ${w}`),
+          ].join('\n'),
         );
         return 0;
       }
@@ -302,6 +325,7 @@ export async function vmCommand(argv: string[]): Promise<number> {
           ...(str(p, 'encryption-policy') !== undefined
             ? { encryptionPolicyId: str(p, 'encryption-policy') }
             : {}),
+          ...(flag(p, 'accept-no-backup') ? { acceptNoBackup: true } : {}),
         });
         printResult(vm, json, () => `created VM ${vm.name} (${vm.id})${vm.encryption ? ', encrypted' : ''}`);
         return 0;
@@ -309,7 +333,10 @@ export async function vmCommand(argv: string[]): Promise<number> {
       case 'encrypt': {
         const vm = await resolveVm(api, p.positionals[0]);
         const policy = str(p, 'policy');
-        return await run(`/vms/${vm.id}/actions/encrypt`, policy === undefined ? {} : { policyId: policy });
+        return await run(`/vms/${vm.id}/actions/encrypt`, {
+          ...(policy === undefined ? {} : { policyId: policy }),
+          ...(flag(p, 'accept-no-backup') ? { acceptNoBackup: true } : {}),
+        });
       }
       case 'decrypt':
         return await run(`/vms/${(await resolveVm(api, p.positionals[0])).id}/actions/decrypt`);
@@ -346,6 +373,39 @@ export async function vmCommand(argv: string[]): Promise<number> {
           return 0;
         }
         return await finish(api, task, json);
+      }
+      case 'set': {
+        const vm = await resolveVm(api, p.positionals[0]);
+        const onOff = (name: string): boolean | undefined => {
+          const v = str(p, name);
+          if (v === undefined) return undefined;
+          if (v !== 'on' && v !== 'off') throw usageError(`--${name} is on or off`);
+          return v === 'on';
+        };
+        const secureBoot = onOff('secure-boot');
+        const vtpm = onOff('vtpm');
+        const keySetName = str(p, 'key-set');
+        const keySet =
+          keySetName === undefined
+            ? undefined
+            : keySetName === 'microsoft'
+              ? null
+              : (await api.get<{ id: string }>(`/secure-boot/key-sets/${encodeURIComponent(keySetName)}`)).id;
+        const patch = {
+          ...(secureBoot !== undefined ? { secureBoot } : {}),
+          ...(vtpm !== undefined ? { vtpm } : {}),
+          ...(keySet !== undefined ? { secureBootKeySet: keySet } : {}),
+        };
+        if (Object.keys(patch).length === 0)
+          throw usageError('nothing to set: give --secure-boot, --key-set or --vtpm');
+        const after = await api.patch<Vm>(`/vms/${vm.id}`, patch);
+        printResult(
+          after,
+          json,
+          () =>
+            `VM ${after.name}: secure boot ${after.config.secureBoot ? 'on' : 'off'}${after.pendingRestart ? ' (applies at the next power-on)' : ''}`,
+        );
+        return 0;
       }
       case 'reconfigure': {
         const vm = await resolveVm(api, p.positionals[0]);

@@ -17,6 +17,7 @@ interface CertificateSummary {
   sha256: string;
 }
 interface KeyProvider {
+  backup?: { health: string; lastBackupAt: number | null; warning: string | null };
   id: string;
   name: string;
   isDefault: boolean;
@@ -142,21 +143,34 @@ export async function keyProviderCommand(argv: string[]): Promise<number> {
     switch (verb) {
       case 'list': {
         const all = await api.get<KeyProvider[]>('/key-providers');
+        const warnings = all.flatMap((k) =>
+          k.backup?.warning !== undefined && k.backup.warning !== null ? [k.backup.warning] : [],
+        );
+        const backupOf = (k: KeyProvider): string =>
+          k.backup === undefined || k.backup.health === 'unknown'
+            ? '-'
+            : k.backup.lastBackupAt === null
+              ? 'never'
+              : `${new Date(k.backup.lastBackupAt).toISOString().slice(0, 16)}${k.backup.health === 'ok' ? '' : ' (stale)'}`;
         printResult(all, json, () =>
           all.length === 0
             ? 'no key providers (add one: hyperseal key-provider add …)'
-            : table([
-                ['NAME', 'DEFAULT', 'STATE', 'SERVERS', 'IDENTITY', 'CERT UNTIL', 'ID'],
-                ...all.map((k) => [
-                  k.name,
-                  k.isDefault ? 'yes' : '',
-                  k.state,
-                  k.servers.map((s) => `${s.host}:${s.port}`).join(','),
-                  k.identity ?? '-',
-                  k.clientCertificate?.notAfter.slice(0, 10) ?? '-',
-                  k.id,
+            : [
+                table([
+                  ['NAME', 'DEFAULT', 'STATE', 'SERVERS', 'IDENTITY', 'CERT UNTIL', 'BACKUP', 'ID'],
+                  ...all.map((k) => [
+                    k.name,
+                    k.isDefault ? 'yes' : '',
+                    k.state,
+                    k.servers.map((s) => `${s.host}:${s.port}`).join(','),
+                    k.identity ?? '-',
+                    k.clientCertificate?.notAfter.slice(0, 10) ?? '-',
+                    backupOf(k),
+                    k.id,
+                  ]),
                 ]),
-              ]),
+                ...warnings.map((w) => `WARNING: ${w}`),
+              ].join('\n'),
         );
         return ExitCode.ok;
       }

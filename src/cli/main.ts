@@ -18,6 +18,7 @@ import {
   vmCommand,
 } from './inventory.js';
 import { usageError } from './args.js';
+import { bundleCommand, releaseCommand, secureBootCommand, SECURE_BOOT_HELP } from './secure-boot.js';
 
 const HELP = `hyperseal — security control plane for QEMU/KVM
 
@@ -29,9 +30,11 @@ usage: hyperseal <command> [options]
                      inventory and lifecycle over the REST API
   key-provider add|add-csr|set-cert|list|show|test|default|remove
                      KMIP key providers of the manager (VM keys)
-  kms serve|client-cert|grant
+  kms serve|client-cert|grant|backup|backup verify|backup-status|restore|rotate-master-key|init-replica
                      run and administer the embedded KMIP 1.1 key server
   kmip <op>          talk KMIP 1.1 to any key manager
+  secureboot, bundle, release
+                     VM Secure Boot key sets, host bundles, the agent's signed manifest
   version            print the version
 
 Every command takes --help. Exit codes: 0 ok, 1 failure, 2 usage, 3 not found,
@@ -42,6 +45,8 @@ ${DAEMON_HELP}
 ${INVENTORY_HELP}
 
 ${KEY_PROVIDER_HELP}
+
+${SECURE_BOOT_HELP}
 
 ${KMS_HELP}
 
@@ -97,6 +102,14 @@ async function main(argv: string[]): Promise<number> {
       return loggingCommand('syslog', rest);
     case 'alert':
       return loggingCommand('alert', rest);
+    case 'secureboot':
+    case 'secure-boot':
+      return secureBootCommand(rest);
+    case 'bundle':
+    case 'bundles':
+      return bundleCommand(rest);
+    case 'release':
+      return releaseCommand(rest);
     default:
       throw usageError(`unknown command '${command}' (try: hyperseal help)`);
   }

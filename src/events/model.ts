@@ -47,6 +47,7 @@ export const ObjectKinds = {
   api: { label: 'API call' },
   'alert-rule': { label: 'alert rule' },
   'encryption-policy': { label: 'encryption policy' },
+  'secureboot-key-set': { label: 'Secure Boot key set' },
 } as const satisfies Record<string, { label: string }>;
 export type ObjectKind = keyof typeof ObjectKinds;
 
@@ -216,6 +217,46 @@ export const EventTypes = {
     done: '{user} disabled secure boot on {object}',
     failed: '{user} failed to disable secure boot on {object}',
   },
+  'secureboot.key-set-created': {
+    severity: 'info',
+    description:
+      'A Secure Boot key set (PK, KEK, db, dbx certificates and hashes; never private keys) was created for VMs.',
+    done: '{user} created {object}',
+    failed: '{user} failed to create {object}',
+  },
+  'secureboot.key-set-changed': {
+    severity: 'warning',
+    description:
+      'A Secure Boot key set’s keys changed; the VMs using it get a new variable store at their next power-on.',
+    done: '{user} changed {object}',
+    failed: '{user} failed to change {object}',
+  },
+  'secureboot.key-set-removed': {
+    severity: 'warning',
+    description: 'A Secure Boot key set was removed (only possible while no VM uses it).',
+    done: '{user} removed {object}',
+    failed: '{user} failed to remove {object}',
+  },
+  'host.bundle-installed': {
+    severity: 'info',
+    description:
+      'A software bundle was installed on a host after verification (a refused install is recorded as a failure, naming why).',
+    done: '{user} installed a bundle on {object}',
+    failed: '{user} failed to install a bundle on {object}',
+  },
+  'host.bundle-removed': {
+    severity: 'warning',
+    description: 'A software bundle was removed from a host.',
+    done: '{user} removed a bundle from {object}',
+    failed: '{user} failed to remove a bundle from {object}',
+  },
+  'host.verification-failed': {
+    severity: 'critical',
+    description:
+      'Host Secure Boot: the agent found a file of its own or of a bundle that does not match its signature, and refuses to serve; the message names the file.',
+    done: '{object} failed Secure Boot verification',
+    failed: '{object} failed Secure Boot verification',
+  },
   'syslog.target-added': {
     severity: 'info',
     description: 'A syslog target was added; events stream to it from now on (or from the start).',
@@ -367,6 +408,19 @@ export const EventTypes = {
       'A key provider’s client certificate was installed: a signed CSR completing it, or a renewal (never the key).',
     done: '{user} set the client certificate of {object}',
     failed: '{user} failed to set the client certificate of {object}',
+  },
+  'kms.backup-missing': {
+    severity: 'warning',
+    description:
+      'The default key provider (an embedded key server) holds keys of encrypted VMs that no backup contains: back it up (hyperseal kms backup).',
+    done: '{object} holds keys that are in no backup',
+    failed: '{object} holds keys that are in no backup',
+  },
+  'kms.backup-current': {
+    severity: 'info',
+    description: 'The default key provider’s newest key is in a backup again (the backup warning is over).',
+    done: 'every key of {object} is in a backup',
+    failed: 'every key of {object} is in a backup',
   },
   'kms.provider-tested': {
     severity: 'info',

@@ -35,6 +35,12 @@ import {
   toPkcs8Pem,
   unsealClientKey,
 } from './credentials.js';
+import { QueryFunction } from '../kmip/enums.js';
+import { Operation } from '../kmip/enums.js';
+import { Tag } from '../kmip/tags.js';
+import { ttlv } from '../kmip/ttlv.js';
+import { decodeServerInformation } from '../kms/server-information.js';
+import type { StoreBackupState } from '../kms/store.js';
 import type { FetchedKeks, KekContext } from './kek.js';
 import * as kek from './kek.js';
 
@@ -607,6 +613,31 @@ export class KeyProviderService {
   async destroyKek(providerId: string, keyId: string): Promise<void> {
     const { ctx } = await this.clusterFor(providerId);
     await kek.destroyKek(ctx, keyId);
+  }
+
+  /**
+   * What the provider says about its backups (Hyperseal's Query extension, see
+   * src/kms/server-information.ts): undefined `backup` for key managers that do not say.
+   */
+  async backupState(
+    providerId?: string,
+  ): Promise<{
+    providerId: string;
+    name: string;
+    vendor: string | null;
+    backup: StoreBackupState | undefined;
+  }> {
+    const { id, name, ctx } = await this.clusterFor(providerId);
+    const out = await ctx.cluster.run('Query', (s) =>
+      s.call(Operation.Query, [ttlv.enum(Tag.QueryFunction, QueryFunction.QueryServerInformation)]),
+    );
+    const vendor = out.find((i) => i.tag === Tag.VendorIdentification && i.type === 'TextString');
+    return {
+      providerId: id,
+      name,
+      vendor: vendor?.type === 'TextString' ? vendor.value : null,
+      backup: decodeServerInformation(out),
+    };
   }
 
   /** KMIP request messages sent to a provider's servers so far (tests, diagnostics). */

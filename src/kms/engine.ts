@@ -54,6 +54,7 @@ import {
 import { Tag } from '../kmip/tags.js';
 import type { TtlvItem } from '../kmip/ttlv.js';
 import { DEFAULT_TTLV_LIMITS, decodeTtlv, encodeTtlv, encodedLength, ttlv } from '../kmip/ttlv.js';
+import { encodeServerInformation } from './server-information.js';
 import type { ManagedObject, ObjectStore } from './store.js';
 
 /** A refusal with a KMIP Result Reason; its message goes to the client verbatim. */
@@ -286,7 +287,7 @@ export class KmsEngine {
       case Operation.DiscoverVersions:
         return Promise.resolve(this.discoverVersions(p));
       case Operation.Query:
-        return Promise.resolve(this.query(p));
+        return this.query(p);
       case Operation.Create:
         return this.create(p, ctx);
       case Operation.Register:
@@ -466,7 +467,7 @@ export class KmsEngine {
     return answer.map(encodeVersion);
   }
 
-  private query(payload: TtlvItem[]): TtlvItem[] {
+  private async query(payload: TtlvItem[]): Promise<TtlvItem[]> {
     const functions = new Set(all(payload, Tag.QueryFunction, 'Enumeration').map((i) => i.value));
     const out: TtlvItem[] = [];
     if (functions.has(QueryFunction.QueryOperations)) {
@@ -474,8 +475,11 @@ export class KmsEngine {
     }
     if (functions.has(QueryFunction.QueryObjects))
       out.push(ttlv.enum(Tag.ObjectType, ObjectType.SymmetricKey));
-    if (functions.has(QueryFunction.QueryServerInformation))
+    if (functions.has(QueryFunction.QueryServerInformation)) {
       out.push(ttlv.text(Tag.VendorIdentification, this.vendor));
+      // Vendor extension: the backup state (server-information.ts).
+      out.push(encodeServerInformation(await this.store.backupState()));
+    }
     return out;
   }
 

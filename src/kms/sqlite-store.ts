@@ -20,7 +20,15 @@ import type { KmipAttribute } from '../kmip/attributes.js';
 import { decodeAttributes, encodeAttribute, nameValueOf } from '../kmip/attributes.js';
 import { Tag } from '../kmip/tags.js';
 import { decodeTtlv, encodeTtlv, ttlv } from '../kmip/ttlv.js';
-import type { LocateFilter, ManagedObject, ObjectStore, ObjectUpdate } from './store.js';
+import type {
+  BackupMarker,
+  ExportedObject,
+  LocateFilter,
+  ManagedObject,
+  ObjectStore,
+  ObjectUpdate,
+  StoreBackupState,
+} from './store.js';
 import { masterKeyCheck, verifyMasterKey } from './master-key.js';
 
 const SCHEMA = `
@@ -51,10 +59,14 @@ interface Row {
   length_bits: number;
   attributes: Buffer;
   sealed_material: Buffer | null;
+  created_at: number;
 }
 
+export const BACKUP_MARKER_KEY = 'last_backup';
+export const MASTER_KEY_CHECK_KEY = 'master_key_check';
+
 /** Associated data binding sealed material to the object it belongs to. */
-function materialContext(
+export function materialContext(
   o: Pick<ManagedObject, 'uid' | 'owner' | 'objectType' | 'algorithm' | 'lengthBits'>,
 ): Buffer {
   return Buffer.from(
@@ -63,16 +75,16 @@ function materialContext(
   );
 }
 
-function encodeAttributeBlob(attributes: KmipAttribute[]): Buffer {
+export function encodeAttributeBlob(attributes: KmipAttribute[]): Buffer {
   return encodeTtlv(ttlv.struct(Tag.TemplateAttribute, attributes.map(encodeAttribute)));
 }
 
-function decodeAttributeBlob(blob: Buffer): KmipAttribute[] {
+export function decodeAttributeBlob(blob: Buffer): KmipAttribute[] {
   const root = decodeTtlv(blob);
   return root.type === 'Structure' ? decodeAttributes(root.value) : [];
 }
 
-function namesOf(attributes: KmipAttribute[]): string[] {
+export function namesOf(attributes: KmipAttribute[]): string[] {
   return attributes.flatMap((a) => (a.name === 'Name' ? [nameValueOf(a.value) ?? ''] : [])).filter(Boolean);
 }
 
@@ -90,7 +102,7 @@ export class SqliteObjectStore implements ObjectStore {
 
   constructor(
     path: string,
-    private readonly masterKey: Buffer,
+    private masterKey: Buffer,
     masterKeyWhere: string,
     durability: StoreDurability = 'full',
   ) {
@@ -107,11 +119,11 @@ export class SqliteObjectStore implements ObjectStore {
       this.db.pragma('busy_timeout = 5000');
       this.db.exec(SCHEMA);
       const check = this.db.prepare<[string], { value: Buffer }>('SELECT value FROM meta WHERE key = ?');
-      const existing = check.get('master_key_check');
+      const existing = check.get(MASTER_KEY_CHECK_KEY);
       if (existing === undefined) {
         const insert = this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)');
         this.db.transaction(() => {
-          insert.run('master_key_check', masterKeyCheck(masterKey));
+          insert.run(MASTER_KEY_CHECK_KEY, masterKeyCheck(masterKey));
           insert.run('store_id', Buffer.from(randomUUID()));
         })();
       } else {
@@ -163,6 +175,130 @@ export class SqliteObjectStore implements ObjectStore {
     });
   }
 
+  exportObjects(): Promise<ExportedObject[]> {
+    const rows = this.db.prepare<[], Row>('SELECT * FROM objects ORDER BY created_at, uid').all();
+    const grants = this.db.prepare<[string], { identity: string }>(
+      'SELECT identity FROM grants WHERE uid = ? ORDER BY identity',
+    );
+    return Promise.resolve(
+      rows.map((row) => ({
+        ...this.unsealRow(row, true),
+        createdAt: row.created_at,
+        grants: grants.all(row.uid).map((g) => g.identity),
+      })),
+    );
+  }
+
+  async importObjects(objects: readonly ExportedObject[]): Promise<void> {
+    await this.settled();
+    const grant = this.stmts.grant;
+    this.db.transaction(() => {
+      for (const obj of objects) {
+        this.stmts.insert.run({
+          uid: obj.uid,
+          owner: obj.owner,
+          objectType: obj.objectType,
+          state: obj.state,
+          algorithm: obj.algorithm,
+          lengthBits: obj.lengthBits,
+          attributes: encodeAttributeBlob(obj.attributes),
+          sealed:
+            obj.material === undefined ? null : seal(this.masterKey, obj.material, materialContext(obj)),
+          createdAt: obj.createdAt,
+        });
+        for (const name of namesOf(obj.attributes)) this.stmts.insertName.run(obj.uid, name);
+        for (const who of obj.grants) grant.run(obj.uid, who);
+      }
+    })();
+    // Restores are rare and must be on disk before the caller says they are done.
+    this.db.pragma('wal_checkpoint(FULL)');
+  }
+
+  backupState(): Promise<StoreBackupState> {
+    const agg = this.db
+      .prepare<[], { n: number; newest: number | null }>(
+        'SELECT count(*) AS n, max(created_at) AS newest FROM objects',
+      )
+      .get();
+    const marker = this.metaGet(BACKUP_MARKER_KEY);
+    return Promise.resolve({
+      lastBackup: marker === undefined ? null : (JSON.parse(marker.toString('utf8')) as BackupMarker),
+      newestObjectAt: agg?.newest ?? null,
+      objects: agg?.n ?? 0,
+    });
+  }
+
+  recordBackup(marker: BackupMarker): Promise<void> {
+    return this.setMeta(BACKUP_MARKER_KEY, Buffer.from(JSON.stringify(marker)));
+  }
+
+  async rotateMasterKey(newKey: Buffer): Promise<void> {
+    await this.settled();
+    const rows = this.db.prepare<[], Row>('SELECT * FROM objects WHERE sealed_material IS NOT NULL').all();
+    const update = this.db.prepare('UPDATE objects SET sealed_material = ? WHERE uid = ?');
+    const setCheck = this.db.prepare('UPDATE meta SET value = ? WHERE key = ?');
+    // One transaction: every object and the check value change together. SQLite commits
+    // it atomically (WAL), so a kill -9 leaves the store wholly under one key.
+    this.db.transaction(() => {
+      for (const row of rows) {
+        const material = this.unsealRow(row, true).material;
+        if (material === undefined) continue;
+        update.run(seal(newKey, material, materialContext(this.baseOf(row))), row.uid);
+        material.fill(0);
+      }
+      setCheck.run(masterKeyCheck(newKey), MASTER_KEY_CHECK_KEY);
+    })();
+    this.db.pragma('wal_checkpoint(FULL)');
+    // The caller owns both buffers (and wipes the old one once its sealed files are done).
+    this.masterKey = newKey;
+  }
+
+  storeId(): Promise<string> {
+    return Promise.resolve(this.metaGet('store_id')?.toString('utf8') ?? '');
+  }
+
+  getMeta(key: string): Promise<Buffer | undefined> {
+    return Promise.resolve(this.metaGet(key));
+  }
+
+  setMeta(key: string, value: Buffer): Promise<void> {
+    return this.write(() =>
+      this.db.prepare('INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)').run(key, value),
+    );
+  }
+
+  private metaGet(key: string): Buffer | undefined {
+    return this.db.prepare<[string], { value: Buffer }>('SELECT value FROM meta WHERE key = ?').get(key)
+      ?.value;
+  }
+
+  private baseOf(row: Row): Omit<ManagedObject, 'attributes' | 'material'> {
+    return {
+      uid: row.uid,
+      owner: row.owner,
+      objectType: row.object_type,
+      state: row.state,
+      algorithm: row.algorithm,
+      lengthBits: row.length_bits,
+    };
+  }
+
+  private unsealRow(row: Row, withMaterial: boolean): ManagedObject {
+    const base = this.baseOf(row);
+    let material: Buffer | undefined;
+    if (row.sealed_material !== null && withMaterial) {
+      try {
+        material = open(this.masterKey, row.sealed_material, materialContext(base));
+      } catch {
+        throw new HypersealError(
+          'HS_ERR_KMS_STORE_CORRUPT',
+          `the stored key material of object ${row.uid} failed authentication`,
+        );
+      }
+    }
+    return { ...base, attributes: decodeAttributeBlob(row.attributes), material };
+  }
+
   get(uid: string, withMaterial = true, accessibleBy?: string): Promise<ManagedObject | undefined> {
     const row = this.stmts.get.get(uid);
     if (row === undefined) return Promise.resolve(undefined);
@@ -174,26 +310,7 @@ export class SqliteObjectStore implements ObjectStore {
     ) {
       return Promise.resolve(undefined);
     }
-    const base = {
-      uid: row.uid,
-      owner: row.owner,
-      objectType: row.object_type,
-      state: row.state,
-      algorithm: row.algorithm,
-      lengthBits: row.length_bits,
-    };
-    let material: Buffer | undefined;
-    if (row.sealed_material !== null && withMaterial) {
-      try {
-        material = open(this.masterKey, row.sealed_material, materialContext(base));
-      } catch {
-        throw new HypersealError(
-          'HS_ERR_KMS_STORE_CORRUPT',
-          `the stored key material of object ${uid} failed authentication`,
-        );
-      }
-    }
-    return Promise.resolve({ ...base, attributes: decodeAttributeBlob(row.attributes), material });
+    return Promise.resolve(this.unsealRow(row, withMaterial));
   }
 
   update(uid: string, change: ObjectUpdate): Promise<void> {

@@ -40,6 +40,28 @@ export interface ObjectUpdate {
   destroyMaterial?: boolean;
 }
 
+/** A whole object as a backup carries it: material in clear (in memory only), grants, creation time. */
+export interface ExportedObject extends ManagedObject {
+  createdAt: number;
+  grants: string[];
+}
+
+/** What the store remembers of the last backup taken of it (written by `kms backup`). */
+export interface BackupMarker {
+  /** When the backup file was completed (ms since the epoch). */
+  at: number;
+  /** Creation time of the newest object the backup holds; null when it held none. */
+  newestObjectAt: number | null;
+  objects: number;
+}
+
+export interface StoreBackupState {
+  lastBackup: BackupMarker | null;
+  /** Creation time of the newest object in the store; null when empty. */
+  newestObjectAt: number | null;
+  objects: number;
+}
+
 export interface ObjectStore {
   insert(obj: ManagedObject): Promise<void>;
   /**
@@ -52,6 +74,22 @@ export interface ObjectStore {
   canAccess(uid: string, identity: string): Promise<boolean>;
   grant(uid: string, identity: string): Promise<void>;
   count(): Promise<number>;
+  /** Every object with its material unsealed and its grants, in creation order (backup). */
+  exportObjects(): Promise<ExportedObject[]>;
+  /** Inserts exported objects as they were (same ids, times, grants), in one transaction. */
+  importObjects(objects: readonly ExportedObject[]): Promise<void>;
+  backupState(): Promise<StoreBackupState>;
+  recordBackup(marker: BackupMarker): Promise<void>;
+  /**
+   * Re-seals every object under `newKey` and makes it the store's master key, atomically:
+   * after a crash the store opens with the old key or the new one, never with neither.
+   */
+  rotateMasterKey(newKey: Buffer): Promise<void>;
+  /** A random id given to the store when it was created. */
+  storeId(): Promise<string>;
+  /** Store-wide settings (e.g. the CA fingerprint shared by replicas). */
+  getMeta(key: string): Promise<Buffer | undefined>;
+  setMeta(key: string, value: Buffer): Promise<void>;
   /** Resolves once every write made so far is durable; answers wait for it. */
   settled(): Promise<void>;
   close(): Promise<void>;

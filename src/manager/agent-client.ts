@@ -6,8 +6,11 @@
  */
 import https from 'node:https';
 import type {
+  BundleUpload,
   ConsoleChunk,
   HostFacts,
+  HostSecureBootReport,
+  InstalledBundle,
   KeyMaterial,
   PutKeysResponse,
   VmRuntime,
@@ -181,5 +184,17 @@ export class AgentClient {
   }
   dropKeys(refs: string[]): Promise<void> {
     return this.call(AgentRoutes.dropKeys, undefined, { refs });
+  }
+  secureBootStatus(): Promise<HostSecureBootReport> {
+    return this.call(AgentRoutes.secureBootStatus);
+  }
+  listBundles(): Promise<InstalledBundle[]> {
+    return this.call(AgentRoutes.listBundles);
+  }
+  installBundle(upload: BundleUpload): Promise<InstalledBundle> {
+    return this.call(AgentRoutes.installBundle, undefined, upload, '', 10 * 60_000);
+  }
+  removeBundle(name: string): Promise<void> {
+    return this.call(AgentRoutes.removeBundle, undefined, { name });
   }
 }

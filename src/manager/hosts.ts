@@ -19,7 +19,8 @@ export interface HostRecord {
   id: string;
   name: string;
   address: string;
-  state: 'connected' | 'disconnected' | 'revoked';
+  /** failed: the agent answers, but its host Secure Boot check at start failed (facts say why). */
+  state: 'connected' | 'disconnected' | 'failed' | 'revoked';
   simulated: boolean;
   certFingerprint: string;
   facts: HostFacts | null;
@@ -96,10 +97,13 @@ export class HostService {
     try {
       const facts = await client.facts();
       this.simulated.set(h.id, facts.simulated);
+      // An agent whose Secure Boot check failed answers facts only: the host is failed.
+      const failed = facts.secureBoot?.enabled === true && facts.secureBoot.verification.result === 'failed';
       await this.db.run(
-        `UPDATE hosts SET facts = $1, simulated = $2, state = 'connected' WHERE id = $3 AND revoked_at IS NULL`,
-        [toJson(facts), facts.simulated, h.id],
+        `UPDATE hosts SET facts = $1, simulated = $2, state = $3 WHERE id = $4 AND revoked_at IS NULL`,
+        [toJson(facts), facts.simulated, failed ? 'failed' : 'connected', h.id],
       );
+      if (failed && h.state !== 'failed') await this.recordVerificationFailure({ ...h, facts });
     } catch {
       await this.db.run(`UPDATE hosts SET state = 'disconnected' WHERE id = $1 AND revoked_at IS NULL`, [
         h.id,
@@ -301,6 +305,11 @@ export class HostService {
             ok = false;
           }
           if (ok && before.state !== 'connected') await this.attach(before.id);
+          if (!ok && client !== undefined && before.state !== 'failed') {
+            // Does it answer facts? An agent that failed its Secure Boot check does, to say why.
+            await this.connect(before);
+            if ((await this.get(before.id)).state === 'failed') continue;
+          }
           if (!ok && before.state === 'connected') {
             await this.db.run(
               `UPDATE hosts SET state = 'disconnected' WHERE id = $1 AND revoked_at IS NULL`,
@@ -326,6 +335,20 @@ export class HostService {
     const timer = setInterval(() => void tick(), intervalMs);
     timer.unref();
     return () => clearInterval(timer);
+  }
+
+  private async recordVerificationFailure(h: HostRecord): Promise<void> {
+    const v = h.facts?.secureBoot?.verification;
+    await this.events.record(
+      { user: 'system', sourceIp: null },
+      {
+        type: 'host.verification-failed',
+        object: { kind: 'host', id: h.id, name: h.name },
+        changes: [{ path: 'state', from: 'connected', to: 'failed' }],
+        result: 'failure',
+        message: `host ${h.name} failed Secure Boot verification and refuses to serve: ${v?.subject ?? '?'}${v?.file !== undefined ? ` at ${v.file}` : ''}: ${v?.message ?? ''} [${v?.code ?? '?'}]`,
+      },
+    );
   }
 
   async list(): Promise<HostRecord[]> {

@@ -21,11 +21,20 @@ export const Nic = Type.Object({
 });
 export const Firmware = Type.Union([Type.Literal('bios'), Type.Literal('efi')]);
 
+/** Absent or null: Microsoft's keys (OVMF's template); else the id of a custom key set. */
+const SecureBootKeySetRef = Type.Optional(
+  Type.Union([Id, Type.Null()], {
+    description: 'Secure Boot key set id (GET /secure-boot/key-sets); null or absent: Microsoft’s keys',
+  }),
+);
+
 export const VmConfig = Type.Object({
   cpus: Type.Integer({ minimum: 1, maximum: 64 }),
   memoryMiB: Type.Integer({ minimum: 32, maximum: 1024 * 1024 }),
   firmware: Firmware,
   secureBoot: Type.Boolean(),
+  secureBootKeySet: SecureBootKeySetRef,
+  vtpm: Type.Optional(Type.Boolean({ description: 'A vTPM 2.0 (swtpm); needs firmware efi' })),
   disks: Type.Array(Disk, { maxItems: 16 }),
   nics: Type.Array(Nic, { maxItems: 8 }),
   tags: Type.Array(Type.String({ minLength: 1, maxLength: 64 }), { maxItems: 32 }),
@@ -66,11 +75,16 @@ export const VmCreate = Type.Object(
     memoryMiB: Type.Optional(Type.Integer({ minimum: 32, maximum: 1024 * 1024, default: 128 })),
     firmware: Type.Optional(Firmware),
     secureBoot: Type.Optional(Type.Boolean()),
+    secureBootKeySet: SecureBootKeySetRef,
+    vtpm: Type.Optional(Type.Boolean()),
     disks: Type.Optional(Type.Array(Disk, { maxItems: 16 })),
     nics: Type.Optional(Type.Array(Nic, { maxItems: 8 })),
     tags: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 64 }), { maxItems: 32 })),
     encryptionPolicyId: Type.Optional(
       Type.String({ description: 'Create the VM encrypted under this policy (needs crypto.encryptNew)' }),
+    ),
+    acceptNoBackup: Type.Optional(
+      Type.Boolean({ description: 'Encrypt even though the embedded key server was never backed up' }),
     ),
   },
   { additionalProperties: false },
@@ -83,6 +97,8 @@ export const VmPatch = Type.Object(
     memoryMiB: Type.Optional(Type.Integer({ minimum: 32, maximum: 1024 * 1024 })),
     firmware: Type.Optional(Firmware),
     secureBoot: Type.Optional(Type.Boolean()),
+    secureBootKeySet: SecureBootKeySetRef,
+    vtpm: Type.Optional(Type.Boolean()),
     disks: Type.Optional(Type.Array(Disk, { maxItems: 16 })),
     nics: Type.Optional(Type.Array(Nic, { maxItems: 8 })),
     tags: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 64 }), { maxItems: 32 })),
@@ -110,7 +126,10 @@ export const Host = Type.Object({
   id: Type.String(),
   name: Type.String(),
   address: Type.String(),
-  state: Type.String({ description: 'connected, disconnected, revoked' }),
+  state: Type.String({
+    description:
+      'connected, disconnected, failed (its agent failed its host Secure Boot check at start: GET /hosts/{id}/secure-boot says why), revoked',
+  }),
   simulated: Type.Boolean(),
   certFingerprint: Type.String(),
   facts: Type.Unknown(),

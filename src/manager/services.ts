@@ -34,12 +34,15 @@ import { hostRoutes } from './routes/hosts.js';
 import { keyProviderRoutes } from './routes/key-providers.js';
 import { vmRoutes } from './routes/vms.js';
 import { encryptionRoutes } from './routes/encryption.js';
+import { KeySafetyService } from './key-safety.js';
 import { EncryptionPolicies, VmCryptoService } from './vm-crypto.js';
 import { loggingRoutes } from './routes/logging.js';
 import { LoggingService } from './logging.js';
 import { TaskEngine } from './tasks.js';
 import { UserService } from './users.js';
 import { VmService } from './vms.js';
+import { SecureBootService } from './secure-boot.js';
+import { secureBootRoutes } from './routes/secure-boot.js';
 
 export interface ManagerServices {
   db: Db;
@@ -51,6 +54,8 @@ export interface ManagerServices {
   logging: LoggingService;
   keyProviders: KeyProviderService;
   crypto: VmCryptoService;
+  keySafety: KeySafetyService;
+  secureBoot: SecureBootService;
   createNetwork(actor: Actor, name: string): Promise<{ id: string; name: string; kind: string }>;
 }
 
@@ -62,6 +67,7 @@ export function allRoutes(s: ManagerServices): AnyRoute[] {
     ...loggingRoutes(s),
     ...keyProviderRoutes(s),
     ...encryptionRoutes(s),
+    ...secureBootRoutes(s),
   ];
 }
 
@@ -162,6 +168,7 @@ export async function startManager(opts: ManagerOptions): Promise<RunningManager
   const policies = new EncryptionPolicies(db, events);
   await policies.ensureBuiltIn();
   const crypto = new VmCryptoService(vms, hosts, events, tasks, keyProviders, policies);
+  const keySafety = new KeySafetyService(db, keyProviders, events);
   const services: ManagerServices = {
     db,
     events,
@@ -172,6 +179,8 @@ export async function startManager(opts: ManagerOptions): Promise<RunningManager
     logging,
     keyProviders,
     crypto,
+    keySafety,
+    secureBoot: new SecureBootService(db, hosts, events),
     createNetwork: async (actor, name) => {
       const id = randomUUID();
       try {
@@ -212,6 +221,12 @@ export async function startManager(opts: ManagerOptions): Promise<RunningManager
       await crypto.sync(hostId, runtimes);
     },
   );
+  // Whether the default key server's keys are all in a backup (one event per change).
+  const keySafetyTimer = setInterval(
+    () => void keySafety.watch().catch(() => undefined),
+    Math.max(opts.healthIntervalMs ?? 5_000, 1_000),
+  );
+  keySafetyTimer.unref();
   const app = buildHttpApp({
     routes: allRoutes(services),
     authenticate: (req) => users.authenticate(req),
@@ -247,6 +262,7 @@ export async function startManager(opts: ManagerOptions): Promise<RunningManager
     app,
     close: async () => {
       stopHealth();
+      clearInterval(keySafetyTimer);
       await app.close();
       await logging.close();
       keyProviders.close();

@@ -15,6 +15,7 @@ import type { EventRecorder, Actor } from './events.js';
 import type { HostService } from './hosts.js';
 import type { Vm, VmConfig, VmEncryption, VmPatch } from './model.js';
 import type { Task, TaskEngine } from './tasks.js';
+import type { KeySet } from '../secureboot/keyset.js';
 
 interface VmRow {
   id: string;
@@ -48,6 +49,8 @@ const HARDWARE: readonly (keyof VmConfig)[] = [
   'memoryMiB',
   'firmware',
   'secureBoot',
+  'secureBootKeySet',
+  'vtpm',
   'disks',
   'nics',
 ];
@@ -151,6 +154,20 @@ export class VmService {
         'Secure Boot needs firmware efi; this VM uses bios',
       );
     }
+    if (config.vtpm === true && config.firmware !== 'efi') {
+      throw new HypersealError('HS_ERR_INVALID_ARGUMENT', 'a vTPM needs firmware efi; this VM uses bios');
+    }
+    if (config.secureBootKeySet !== undefined && config.secureBootKeySet !== null) {
+      const ks = await this.db.one(`SELECT id FROM secureboot_key_sets WHERE id = $1`, [
+        config.secureBootKeySet,
+      ]);
+      if (ks === undefined) {
+        throw new HypersealError(
+          'HS_ERR_INVALID_ARGUMENT',
+          `no Secure Boot key set ${config.secureBootKeySet}`,
+        );
+      }
+    }
     const ids = (xs: { id: string }[]): void => {
       const seen = new Set<string>();
       for (const x of xs) {
@@ -199,6 +216,10 @@ export class VmService {
       memoryMiB: input.memoryMiB ?? 128,
       firmware: input.firmware ?? 'efi',
       secureBoot: input.secureBoot ?? false,
+      ...(input.secureBootKeySet !== undefined && input.secureBootKeySet !== null
+        ? { secureBootKeySet: input.secureBootKeySet }
+        : {}),
+      ...(input.vtpm === true ? { vtpm: true } : {}),
       disks: input.disks ?? [],
       nics: (input.nics ?? []).map((n) => ({ ...n, mac: n.mac ?? randomMac() })),
       tags: [...new Set(input.tags ?? [])].sort(),
@@ -309,6 +330,26 @@ export class VmService {
       disks,
       nics: vm.config.nics.map((n) => ({ id: n.id, mac: n.mac ?? randomMac(), network: n.network })),
       encryption: vm.encryption ? { kekRef: kekRefOf(vm.encryption) } : null,
+      ...(await this.secureBootSpec(vm.config)),
+    };
+  }
+
+  /** The key set's certificates (never private keys) for a Secure Boot VM, and the vTPM switch. */
+  private async secureBootSpec(config: VmConfig): Promise<Pick<VmSpec, 'secureBootKeySet' | 'vtpm'>> {
+    let keySet: KeySet | undefined;
+    if (config.secureBoot && config.secureBootKeySet !== undefined && config.secureBootKeySet !== null) {
+      const row = await this.db.one<{ key_set: string }>(
+        `SELECT key_set FROM secureboot_key_sets WHERE id = $1`,
+        [config.secureBootKeySet],
+      );
+      if (row === undefined) {
+        throw new HypersealError('HS_ERR_NOT_FOUND', `no Secure Boot key set ${config.secureBootKeySet}`);
+      }
+      keySet = fromJson<KeySet>(row.key_set) as KeySet;
+    }
+    return {
+      ...(keySet ? { secureBootKeySet: keySet } : {}),
+      ...(config.vtpm === true ? { vtpm: true } : {}),
     };
   }
 
@@ -371,6 +412,13 @@ export class VmService {
       object: { kind: 'vm', id, name: after.name },
       changes,
     });
+    if (before.config.secureBoot !== config.secureBoot) {
+      await this.events.record(actor, {
+        type: config.secureBoot ? 'vm.secure-boot-enabled' : 'vm.secure-boot-disabled',
+        object: { kind: 'vm', id, name: after.name },
+        changes: [{ path: 'secureBoot', from: before.config.secureBoot, to: config.secureBoot }],
+      });
+    }
     return { ...after, pendingRestart: this.pending.has(id) };
   }
 

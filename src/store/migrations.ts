@@ -235,10 +235,27 @@ ALTER TABLE vms ADD COLUMN crypto TEXT;
 ALTER TABLE vms ADD COLUMN locked_reason TEXT;
 `;
 
+/**
+ * Secure Boot key sets for VMs: `key_set` is the JSON of a custom key set (PK, KEK, db,
+ * dbx as certificates and image hashes with owner GUIDs): certificates only, never a
+ * private key. VMs name one in their config (`secureBootKeySet`, the id); none means
+ * Microsoft's keys (OVMF's template).
+ */
+const SECURE_BOOT_SCHEMA = `
+CREATE TABLE secureboot_key_sets (
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  key_set TEXT NOT NULL,
+  created_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL
+);
+`;
+
 export const MIGRATIONS: readonly Migration[] = [
   { id: 1, name: 'manager schema', sql: MANAGER_SCHEMA },
   { id: 2, name: 'syslog targets and alert rules', sql: LOGGING_SCHEMA },
   { id: 3, name: 'key providers, encryption policies, VM crypto state', sql: ENCRYPTION_SCHEMA },
+  { id: 4, name: 'secure boot key sets', sql: SECURE_BOOT_SCHEMA },
 ];
 
 const CREATE_MIGRATIONS_TABLE = `CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -135,6 +135,11 @@ export interface PlatformOptions {
   driver?: (dataDir: string) => Promise<VmDriver>;
   /** Start the embedded key server and register it as the default key provider. */
   kms?: boolean;
+  /**
+   * With `kms`: record a (fictitious) backup of the key server, so encrypting the first VM
+   * needs no acceptNoBackup (default true; docs/key-safety.md).
+   */
+  kmsBackedUp?: boolean;
   /** The manager's host health / VM sync interval (default 5 s). */
   healthIntervalMs?: number;
 }
@@ -176,6 +181,9 @@ export async function startTestPlatform(opts: PlatformOptions = {}): Promise<Tes
     manager = await start();
     if (opts.kms === true) {
       kms = await startKms({ dataDir: join(root, 'kms'), port: 0 });
+      if (opts.kmsBackedUp !== false) {
+        await kms.dataDir.recordBackup({ at: Date.now(), newestObjectAt: null, objects: 0 });
+      }
       const client = await kms.dataDir.issueClientCertificate('hyperseal-manager');
       const provider = await manager.services.keyProviders.add(SYSTEM, {
         name: 'embedded',

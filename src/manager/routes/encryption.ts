@@ -4,7 +4,7 @@ import type { AnyRoute } from '../http.js';
 import { route } from '../http.js';
 import { ActionQuery, IdParams, Task, Vm } from '../model.js';
 import type { ManagerServices } from '../services.js';
-import { requirePrivilege } from '../vm-crypto.js';
+import { BUILTIN_POLICY_ID, requirePrivilege } from '../vm-crypto.js';
 import { actorOf, taskReply } from './common.js';
 
 const Policy = Type.Object({
@@ -27,6 +27,21 @@ const PolicyCreate = Type.Object(
   { additionalProperties: false },
 );
 
+const AcceptNoBackup = Type.Boolean({
+  description:
+    'Encrypt even though the embedded key server was never backed up (else 409 HS_ERR_KMS_NOT_BACKED_UP for the first VM)',
+});
+
+/** The first VM encrypted with a never-backed-up embedded key server needs confirmation. */
+async function checkBackup(
+  s: ManagerServices,
+  policyIdOrName: string,
+  accept: boolean | undefined,
+): Promise<void> {
+  const policy = await s.crypto.policies.get(policyIdOrName);
+  await s.keySafety.checkBeforeEncrypt(policy.providerId, accept === true);
+}
+
 const EncryptBody = Type.Object(
   {
     policyId: Type.Optional(
@@ -36,6 +51,7 @@ const EncryptBody = Type.Object(
         description: 'Policy id or name; default the built-in one',
       }),
     ),
+    acceptNoBackup: Type.Optional(AcceptNoBackup),
   },
   { additionalProperties: false },
 );
@@ -93,13 +109,17 @@ export function encryptionRoutes(s: ManagerServices): AnyRoute[] {
             Type.String({ minLength: 1, maxLength: 128, description: 'e.g. web-*' }),
           ),
           tag: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
+          acceptNoBackup: Type.Optional(AcceptNoBackup),
         },
         { additionalProperties: false },
       ),
       response: Task,
       status: 202,
-      handler: async ({ params, body, query, user, ip, reply }) =>
-        taskReply(s, await s.crypto.applyPolicy(actorOf(user, ip), params.id, body), query, reply),
+      handler: async ({ params, body, query, user, ip, reply }) => {
+        const { acceptNoBackup, ...select } = body;
+        await checkBackup(s, params.id, acceptNoBackup);
+        return taskReply(s, await s.crypto.applyPolicy(actorOf(user, ip), params.id, select), query, reply);
+      },
     }),
     route({
       method: 'POST',
@@ -113,8 +133,15 @@ export function encryptionRoutes(s: ManagerServices): AnyRoute[] {
       body: EncryptBody,
       response: Task,
       status: 202,
-      handler: async ({ params, body, query, user, ip, reply }) =>
-        taskReply(s, await s.crypto.encrypt(actorOf(user, ip), params.id, body.policyId), query, reply),
+      handler: async ({ params, body, query, user, ip, reply }) => {
+        await checkBackup(s, body.policyId ?? BUILTIN_POLICY_ID, body.acceptNoBackup);
+        return taskReply(
+          s,
+          await s.crypto.encrypt(actorOf(user, ip), params.id, body.policyId),
+          query,
+          reply,
+        );
+      },
     }),
     route({
       method: 'POST',

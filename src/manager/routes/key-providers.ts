@@ -43,7 +43,25 @@ const Certificate = Type.Object({
   sha256: Type.String(),
 });
 
+const KeySafety = Type.Object(
+  {
+    providerId: Type.Union([Type.String(), Type.Null()]),
+    providerName: Type.Union([Type.String(), Type.Null()]),
+    embedded: Type.Boolean({ description: 'The provider reports its backup state (a Hyperseal key server)' }),
+    health: Type.Union(
+      ['ok', 'missing', 'never-backed-up', 'unknown', 'no-provider'].map((h) => Type.Literal(h)),
+    ),
+    lastBackupAt: Type.Union([Type.Integer(), Type.Null()]),
+    lastBackupNewestObjectAt: Type.Union([Type.Integer(), Type.Null()]),
+    newestObjectAt: Type.Union([Type.Integer(), Type.Null()]),
+    encryptedVms: Type.Integer(),
+    warning: Type.Union([Type.String(), Type.Null()]),
+  },
+  { description: 'Whether every key of the key server is in a backup (docs/key-safety.md)' },
+);
+
 const KeyProvider = Type.Object({
+  backup: Type.Optional(KeySafety),
   id: Type.String(),
   name: Type.String(),
   isDefault: Type.Boolean(),
@@ -117,7 +135,24 @@ export function keyProviderRoutes(s: ManagerServices): AnyRoute[] {
       tag: 'key-providers',
       privilege,
       response: Type.Array(KeyProvider),
-      handler: () => kp.list(),
+      handler: async () => {
+        const list = await kp.list();
+        // The default provider's backup state (cached; others: GET /key-providers/:id).
+        const safety = await s.keySafety.status().catch(() => undefined);
+        return list.map((p) => (p.isDefault && safety !== undefined ? { ...p, backup: safety } : p));
+      },
+    }),
+    route({
+      method: 'GET',
+      url: '/key-safety',
+      summary: 'Backup state of the default key provider, and warnings to act on',
+      tag: 'key-providers',
+      privilege: 'vm.read',
+      response: Type.Object({ status: KeySafety, warnings: Type.Array(Type.String()) }),
+      handler: async () => {
+        const status = await s.keySafety.status();
+        return { status, warnings: status.warning === null ? [] : [status.warning] };
+      },
     }),
     route({
       method: 'POST',
@@ -162,7 +197,12 @@ export function keyProviderRoutes(s: ManagerServices): AnyRoute[] {
       privilege,
       params: IdParams,
       response: KeyProvider,
-      handler: ({ params }) => kp.get(params.id),
+      handler: async ({ params }) => {
+        const p = await kp.get(params.id);
+        if (p.state !== 'ready') return p;
+        const backup = await s.keySafety.statusOf(params.id).catch(() => undefined);
+        return backup === undefined ? p : { ...p, backup };
+      },
     }),
     route({
       method: 'PATCH',

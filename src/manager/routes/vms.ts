@@ -56,9 +56,11 @@ export function vmRoutes(s: ManagerServices): AnyRoute[] {
       response: Vm,
       status: 201,
       handler: async ({ body, user, ip }) => {
-        const { encryptionPolicyId, ...input } = body;
+        const { encryptionPolicyId, acceptNoBackup, ...input } = body;
         if (encryptionPolicyId === undefined) return s.vms.create(actorOf(user, ip), input);
         requirePrivilege(user, 'crypto.encryptNew', `create encrypted VM ${body.name}`);
+        const policy = await s.crypto.policies.get(encryptionPolicyId);
+        await s.keySafety.checkBeforeEncrypt(policy.providerId, acceptNoBackup === true);
         const hostId = input.hostId ?? (await s.hosts.defaultHostId());
         const encryption = await s.crypto.prepareNewVm(encryptionPolicyId, hostId);
         return s.vms.create(actorOf(user, ip), { ...input, hostId }, encryption);
