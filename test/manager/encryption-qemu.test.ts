@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -19,38 +19,13 @@ import type { Vm } from '../../src/manager/model.js';
 import type { Task } from '../../src/manager/tasks.js';
 import type { TestPlatform } from '../support/manager.js';
 import { startTestPlatform, useTempConfigHome } from '../support/manager.js';
+import { filesUnder, findIn, keyForms } from '../support/scan.js';
 
 const haveTools =
   existsSync('/usr/bin/qemu-system-x86_64') &&
   existsSync('/usr/share/OVMF') &&
   existsSync('/usr/sbin/mkfs.vfat') &&
   existsSync('/usr/bin/mcopy');
-
-function filesUnder(dir: string): string[] {
-  const out: string[] = [];
-  for (const name of readdirSync(dir)) {
-    const p = join(dir, name);
-    const st = statSync(p);
-    if (st.isDirectory()) out.push(...filesUnder(p));
-    else if (st.isFile()) out.push(p);
-  }
-  return out;
-}
-
-/** Raw, hex, base64 — and UTF-16LE for text. */
-function forms(secret: Buffer): Buffer[] {
-  return [secret, Buffer.from(secret.toString('hex')), Buffer.from(secret.toString('base64'))];
-}
-
-function findIn(files: string[], needles: Buffer[]): string[] {
-  const hits: string[] = [];
-  for (const f of files) {
-    const data = readFileSync(f);
-    for (const n of needles)
-      if (data.indexOf(n) >= 0) hits.push(`${f} contains ${n.toString('latin1').slice(0, 40)}`);
-  }
-  return hits;
-}
 
 describe(
   'VM encryption with a real guest',
@@ -149,7 +124,7 @@ describe(
       );
       const record = JSON.parse(readFileSync(join(vmDir(), 'spec.json'), 'utf8')) as { bundle: unknown };
       const deks = unwrapDeks(kek, parseBundle(record.bundle, 'spec.json'));
-      const keyNeedles = [kek, deks.home, ...deks.disks.values()].flatMap(forms);
+      const keyNeedles = [kek, deks.home, ...deks.disks.values()].flatMap(keyForms);
       assert.ok(
         !readFileSync(join(vmDir(), 'spec.json'), 'utf8').includes('enc-guest'),
         'the spec is sealed',

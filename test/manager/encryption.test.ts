@@ -6,8 +6,6 @@
 // outage, the No Cryptography Administrator refusals — and that the KEK's bytes appear in
 // no manager file, no event and no agent file.
 import assert from 'node:assert/strict';
-import { readFileSync, readdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startAgent } from '../../src/agent/server.js';
 import { SimDriver } from '../../src/agent/sim-driver.js';
@@ -17,6 +15,7 @@ import { startKms } from '../../src/kms/service.js';
 import type { Vm } from '../../src/manager/model.js';
 import type { ErrorAnswer, TestPlatform } from '../support/manager.js';
 import { startTestPlatform, useTempConfigHome } from '../support/manager.js';
+import { filesUnder, findIn, keyForms } from '../support/scan.js';
 
 interface TaskAnswer {
   id: string;
@@ -26,30 +25,8 @@ interface TaskAnswer {
   result: unknown;
 }
 
-/** Every file under `dir`, recursively. */
-function filesUnder(dir: string): string[] {
-  const out: string[] = [];
-  for (const name of readdirSync(dir)) {
-    const p = join(dir, name);
-    const st = statSync(p);
-    if (st.isDirectory()) out.push(...filesUnder(p));
-    else if (st.isFile()) out.push(p);
-  }
-  return out;
-}
-
-/** The forms a 32-byte key could take in a file: raw, hex, base64. */
-function keyForms(key: Buffer): Buffer[] {
-  return [key, Buffer.from(key.toString('hex')), Buffer.from(key.toString('base64'))];
-}
-
 function assertNowhere(files: string[], key: Buffer, where: string): void {
-  for (const f of files) {
-    const data = readFileSync(f);
-    for (const form of keyForms(key)) {
-      assert.equal(data.indexOf(form), -1, `${where}: key material found in ${f}`);
-    }
-  }
+  assert.deepEqual(findIn(files, keyForms(key)), [], `${where}: key material found`);
 }
 
 describe('VM encryption (sim hosts, embedded key server)', { concurrency: 1 }, () => {
