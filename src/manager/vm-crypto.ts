@@ -66,6 +66,8 @@ const toPolicy = (r: PolicyRow): EncryptionPolicy => ({
 });
 
 const SYSTEM: Actor = { user: 'system', sourceIp: null };
+/** How a crypto-shredded VM's lock reason starts: such a lock is never lifted automatically. */
+const SHREDDED = 'crypto-shredded:';
 /** How often a locked VM's key is tried again by the health loop. */
 const UNLOCK_RETRY_MS = 30_000;
 /** VMs encrypted at once by one policy application (each copies whole disks). */
@@ -288,7 +290,7 @@ export class VmCryptoService {
           } catch {
             this.lastUnlockAttempt.set(vm.id, now);
           }
-        } else if (!rt.locked && vm.lockedReason !== null) {
+        } else if (!rt.locked && vm.lockedReason !== null && !vm.lockedReason.startsWith(SHREDDED)) {
           // Its host holds the key again (pushed by an operation, or another manager).
           await this.markUnlocked(vm, SYSTEM);
         }
@@ -481,13 +483,13 @@ export class VmCryptoService {
     }
     this.requireStopped(vm, 'crypto-shred');
     await this.keys.destroyKek(enc.providerId, enc.keyId);
-    const reason = `its key ${enc.keyId} was destroyed (crypto-shredded by ${actor.user})`;
-    await this.vms.setLockedReason(id, reason);
-    // The host forgets it too; a host that is down forgets it at its next restart anyway.
+    // The host forgets it first (a host that is down forgets it at its next restart), so the
+    // health loop never sees the host holding a key the VM is recorded as locked without.
     await this.hosts
       .agent(vm.hostId)
       .dropKeys([kekRefOf(enc)])
       .catch(() => undefined);
+    await this.vms.setLockedReason(id, `${SHREDDED} its key ${enc.keyId} was destroyed by ${actor.user}`);
     await this.events.record(actor, {
       type: 'vm.crypto-shredded',
       object: { kind: 'vm', id, name: vm.name },
