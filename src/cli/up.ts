@@ -145,6 +145,7 @@ export async function upCommand(argv: string[]): Promise<number> {
         '  npx hyperseal host list',
         '  npx hyperseal vm create --name test-01 --memory 128',
         '  npx hyperseal vm power-on test-01 && npx hyperseal vm console test-01',
+        `  HYPERSEAL_KMS_BACKUP_PASSPHRASE='…' npx hyperseal kms backup --data-dir ${rel(kms.dataDir.dir)} --out kms.backup   (see docs/key-safety.md)`,
         '  npx hyperseal vm power-off test-01 && npx hyperseal vm encrypt test-01 && npx hyperseal vm list',
         '  npx hyperseal event list',
         '  npx hyperseal key-provider list',

@@ -619,9 +619,7 @@ export class KeyProviderService {
    * What the provider says about its backups (Hyperseal's Query extension, see
    * src/kms/server-information.ts): undefined `backup` for key managers that do not say.
    */
-  async backupState(
-    providerId?: string,
-  ): Promise<{
+  async backupState(providerId?: string): Promise<{
     providerId: string;
     name: string;
     vendor: string | null;

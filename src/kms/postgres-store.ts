@@ -16,7 +16,7 @@ import { randomUUID } from 'node:crypto';
 import { open, seal } from '../crypto/aead.js';
 import { HypersealError } from '../errors.js';
 import type { Db, SqlParam } from '../store/db.js';
-import { openDatabase } from '../store/open.js';
+import { openDatabase, parseDatabaseTarget } from '../store/open.js';
 import { masterKeyCheck, verifyMasterKey } from './master-key.js';
 import {
   BACKUP_MARKER_KEY,
@@ -85,6 +85,12 @@ export class PostgresObjectStore implements ObjectStore {
     masterKeyWhere: string,
     opts: { replaceKey?: boolean } = {},
   ): Promise<PostgresObjectStore> {
+    if (parseDatabaseTarget(url).kind !== 'postgres') {
+      throw new HypersealError(
+        'HS_ERR_INVALID_ARGUMENT',
+        'a key store other than the data directory is a PostgreSQL URL: postgres://user:password@host:port/database',
+      );
+    }
     const db = await openDatabase(url, { maxConnections: 4 });
     try {
       await db.transaction(async (tx) => {

@@ -148,13 +148,23 @@ export class KeySafetyService {
     }
   }
 
-  /** Health loop: one event per change of the warning state. */
+  private async lastRecorded(providerId: string | null): Promise<BackupHealth | undefined> {
+    const row = await this.db.one<{ type: string }>(
+      `SELECT type FROM events WHERE type IN ('kms.backup-missing', 'kms.backup-current') AND object_id = $1
+       ORDER BY seq DESC LIMIT 1`,
+      [providerId ?? ''],
+    );
+    return row === undefined ? undefined : row.type === 'kms.backup-missing' ? 'missing' : 'ok';
+  }
+
+  /** Health loop: one event per change of the warning state (remembered across restarts by the events). */
   async watch(): Promise<void> {
     const s = await this.status(true);
     const bad = s.warning !== null;
     const health: BackupHealth = bad ? 'missing' : 'ok';
     if (s.health === 'unknown' || s.health === 'no-provider') return;
-    const previous = this.lastHealth;
+    // After a restart, the last event recorded says what the state was.
+    const previous = this.lastHealth ?? (await this.lastRecorded(s.providerId));
     this.lastHealth = health;
     if (previous === health || (previous === undefined && !bad)) return;
     await this.events.record(SYSTEM, {

@@ -195,6 +195,10 @@ describe('key safety: backup warning, confirmation, and the recovery drill', { c
     assert.match(kps.stdout, /BACKUP[\s\S]*never/);
     await sleep(600);
     assert.equal((await eventsOf('kms.backup-missing')).length, 1, 'one event per change, not per check');
+    // Nor per manager start.
+    await p.restartManager();
+    await sleep(800);
+    assert.equal((await eventsOf('kms.backup-missing')).length, 1, 'not again after a restart');
   });
 
   test('backup while serving clears the warning (event), newer keys raise it again', async () => {
