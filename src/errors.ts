@@ -324,6 +324,21 @@ export const ErrorCodes = {
     status: 504,
     meaning: 'The migration channel waited too long for a connection or for data.',
   },
+  HS_ERR_MIGRATION_ENCRYPTION_UNAVAILABLE: {
+    status: 409,
+    meaning:
+      'The VM must migrate encrypted (its migrationEncryption is required, or it is an encrypted VM) and the source or destination agent cannot encrypt migrations; nothing was sent.',
+  },
+  HS_ERR_MIGRATION_UNSUPPORTED: {
+    status: 409,
+    meaning:
+      'This migration cannot be done: the VM has disks on a datastore the destination does not share, it is neither running nor stopped, it is stopped with a vTPM, or an agent cannot migrate.',
+  },
+  HS_ERR_MIGRATION_FAILED: {
+    status: 502,
+    meaning:
+      'QEMU’s live migration failed or the destination did not run the VM; the VM keeps running on its source host.',
+  },
   HS_ERR_MIGRATION_ABORTED: {
     status: 409,
     meaning:

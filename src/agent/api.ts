@@ -78,11 +78,18 @@ export interface VmRuntime {
   encryption: VmEncryptionSpec | null;
   /** Encrypted, and its KEK is not in this agent's memory: it cannot start until pushed. */
   locked: boolean;
-  /** A long operation under way (encrypt, decrypt, rekey, clone) and how far it got. */
-  operation?: { kind: VmCryptoOperation; progress: number };
+  /** A long operation under way (encrypt, decrypt, rekey, clone, migrate) and how far it got. */
+  operation?: {
+    kind: VmCryptoOperation;
+    progress: number;
+    /** migrate: bytes of QEMU's stream sent so far, their rate, and RAM QEMU still has to send. */
+    bytes?: number;
+    bytesPerSecond?: number;
+    remainingBytes?: number;
+  };
 }
 
-export type VmCryptoOperation = 'encrypt' | 'decrypt' | 'rekey' | 'deep-rekey' | 'clone';
+export type VmCryptoOperation = 'encrypt' | 'decrypt' | 'rekey' | 'deep-rekey' | 'clone' | 'migrate';
 
 /** One KEK pushed by the manager: material only ever travels over the mutual-TLS channel. */
 export interface KeyMaterial {
@@ -136,6 +143,65 @@ export interface HostFacts {
   datastores?: { name: string; path: string }[];
   /** Host Secure Boot: what the agent verified at start (absent from agents before it). */
   secureBoot?: HostSecureBootReport;
+  /**
+   * Live migration (absent: the agent cannot migrate). `encrypted`: it can seal and open
+   * the encrypted migration channel (aes-256-gcm); the manager encrypts a migration only
+   * when both agents say so.
+   */
+  migration?: { live: boolean; encrypted: boolean };
+}
+
+/**
+ * One migration's parameters, made by the manager for this migration only and sent to
+ * both agents over mutual TLS; never stored, logged or returned. docs/encrypted-migration.md.
+ */
+export interface MigrationSpec {
+  /** `[A-Za-z0-9][A-Za-z0-9._:-]{0,63}` */
+  id: string;
+  cipher: 'aes-256-gcm' | 'none';
+  /** base64 of 32 bytes (aes-256-gcm only). */
+  key?: string;
+  /** base64 of 8 bytes (aes-256-gcm only). */
+  nonce?: string;
+}
+
+/**
+ * The VM's record as the source agent keeps it (opaque to the manager): its identity,
+ * image generation and, for an encrypted VM, the sealed spec and the DEKs wrapped by its
+ * KEK (nothing in it is readable without the KEK).
+ */
+export type VmMigrationRecord = Record<string, unknown>;
+
+/** To the destination: define the VM from the source's record, start QEMU waiting for it. */
+export interface MigrationIncomingRequest {
+  spec: VmSpec;
+  record: VmMigrationRecord;
+  migration: MigrationSpec;
+  /** A stopped VM: the stream is its NVRAM file, and no QEMU starts. */
+  cold?: boolean;
+}
+
+/** Where the destination's migration listener waits (port chosen by the agent). */
+export interface MigrationIncomingResponse {
+  host: string;
+  port: number;
+}
+
+/** To the source: stream the running VM to the destination's listener; answers when done. */
+export interface MigrationOutgoingRequest {
+  migration: MigrationSpec;
+  peer: { host: string; port: number };
+  /** A stopped VM: its NVRAM file goes through the channel instead of QEMU's stream. */
+  cold?: boolean;
+}
+
+export interface MigrationOutgoingResponse {
+  /** Bytes of QEMU's stream, on the wire, elapsed and average rate. */
+  bytes: number;
+  wireBytes: number;
+  elapsedMs: number;
+  bytesPerSecond: number;
+  cipher: 'aes-256-gcm' | 'none';
 }
 
 /** One bundle installed on a host (files under `<agent data dir>/bundles/<name>/`). */
@@ -226,6 +292,12 @@ export const AgentRoutes = {
   neededKeys: { method: 'GET', path: '/v1/keys/needed' },
   /** Forget KEKs (crypto-shred, or a VM that left): zeroized at once. */
   dropKeys: { method: 'POST', path: '/v1/keys/drop' },
+  /** Live migration, source: the VM's record for the destination (no key material in it). */
+  migrationRecord: { method: 'GET', path: '/v1/vms/:id/migration/record' },
+  /** Live migration, destination: define from the record, start QEMU -incoming, listen. */
+  migrationIncoming: { method: 'POST', path: '/v1/vms/:id/migration/incoming' },
+  /** Live migration, source: send the VM through the channel; answers when it is done. */
+  migrationOutgoing: { method: 'POST', path: '/v1/vms/:id/migration/outgoing' },
   /** Host Secure Boot: the verification report (answered even when verification failed). */
   secureBootStatus: { method: 'GET', path: '/v1/secure-boot' },
   listBundles: { method: 'GET', path: '/v1/bundles' },
@@ -262,6 +334,9 @@ export interface AgentBodies {
   neededKeys: { request: null; response: KeyRefs };
   /** 204, no body. */
   dropKeys: { request: KeyRefs; response: null };
+  migrationRecord: { request: null; response: VmMigrationRecord };
+  migrationIncoming: { request: MigrationIncomingRequest; response: MigrationIncomingResponse };
+  migrationOutgoing: { request: MigrationOutgoingRequest; response: MigrationOutgoingResponse };
   secureBootStatus: { request: null; response: HostSecureBootReport };
   listBundles: { request: null; response: InstalledBundle[] };
   installBundle: { request: BundleUpload; response: InstalledBundle };

@@ -11,7 +11,8 @@
  */
 import { join } from 'node:path';
 import { HypersealError } from '../errors.js';
-import type { ConsoleChunk, DriverKind, VmRuntime, VmSpec } from './api.js';
+import type { ConsoleChunk, DriverKind, MigrationOutgoingResponse, VmRuntime, VmSpec } from './api.js';
+import type { ParsedMigration } from './spec.js';
 import type { Keyring } from './vm-keys.js';
 
 export interface VmDriver {
@@ -54,6 +55,25 @@ export interface VmDriver {
   rekey(id: string, kekRef: string, deep: boolean): Promise<VmRuntime>;
   /** Copies stopped VM `id` to the new VM `spec` (encrypted under its own KEK when spec.encryption). */
   clone(id: string, spec: VmSpec): Promise<VmRuntime>;
+  /** Live migration (absent: this driver cannot migrate); `encrypted`: it can use aes-256-gcm. */
+  readonly migration?: { live: boolean; encrypted: boolean };
+  /** Source: the VM's record for the destination (sealed spec and wrapped DEKs, no key). */
+  migrationRecord?(id: string): Promise<Record<string, unknown>>;
+  /** Destination: defines the VM from the source's record, starts QEMU -incoming, listens. */
+  migrateIn?(
+    spec: VmSpec,
+    record: Record<string, unknown>,
+    migration: ParsedMigration,
+    listenHost: string,
+    cold?: boolean,
+  ): Promise<{ host: string; port: number }>;
+  /** Source: streams the running VM to `peer`; on success the VM is gone from this host. */
+  migrateOut?(
+    id: string,
+    migration: ParsedMigration,
+    peer: { host: string; port: number },
+    cold?: boolean,
+  ): Promise<MigrationOutgoingResponse>;
   /** After an agent restart: re-attaches VMs that kept running. Safe to call twice. */
   recover(): Promise<void>;
   /** Releases connections and files; running VMs keep running. */
@@ -161,5 +181,28 @@ export function serializedDriver(driver: VmDriver): VmDriver {
     console: (id, offset) => driver.console(id, offset),
     recover: () => driver.recover(),
     close: () => driver.close(),
+    ...(driver.migration !== undefined ? { migration: driver.migration } : {}),
+    ...(driver.migrationRecord ? { migrationRecord: (id: string) => driver.migrationRecord!(id) } : {}),
+    ...(driver.migrateIn
+      ? {
+          migrateIn: (
+            spec: VmSpec,
+            record: Record<string, unknown>,
+            m: ParsedMigration,
+            host: string,
+            cold?: boolean,
+          ) => locks.run(spec.id, () => driver.migrateIn!(spec, record, m, host, cold)),
+        }
+      : {}),
+    ...(driver.migrateOut
+      ? {
+          migrateOut: (
+            id: string,
+            m: ParsedMigration,
+            peer: { host: string; port: number },
+            cold?: boolean,
+          ) => locks.run(id, () => driver.migrateOut!(id, m, peer, cold)),
+        }
+      : {}),
   };
 }

@@ -36,7 +36,17 @@
  */
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import {
+  createReadStream,
+  createWriteStream,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+} from 'node:fs';
+import net from 'node:net';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HypersealError, isHypersealError } from '../errors.js';
@@ -61,7 +71,14 @@ import {
 } from '../qemu/encrypted-images.js';
 import { sealSecretForQemu } from '../qemu/command-line.js';
 import { SerialSocketReader } from '../qemu/serial-socket.js';
-import type { ConsoleChunk, VmCryptoOperation, VmRuntime, VmRuntimeState, VmSpec } from './api.js';
+import type {
+  ConsoleChunk,
+  MigrationOutgoingResponse,
+  VmCryptoOperation,
+  VmRuntime,
+  VmRuntimeState,
+  VmSpec,
+} from './api.js';
 import type { Deks, EncryptionBundle } from './vm-keys.js';
 import {
   Keyring,
@@ -83,6 +100,8 @@ import {
   vmStateConflict,
 } from './driver.js';
 import { hardwareDiffers, parseVmSpec } from './spec.js';
+import type { ParsedMigration } from './spec.js';
+import { MigrationReceiver, MigrationSender } from '../migration/index.js';
 import { MICROSOFT_KEY_SET, buildVarsForKeySet, ovmfRequirementFor } from '../secureboot/keyset.js';
 import { VTPM_FILES, startSwtpm, stopSwtpm } from './vtpm.js';
 
@@ -101,6 +120,13 @@ export interface QemuDriverOptions {
   startTimeoutMs?: number;
   /** Default 'swtpm' (Debian package swtpm), for VMs with a vTPM. */
   swtpmBinary?: string;
+  /** false: this agent refuses encrypted migrations and says so in its facts (tests). Default true. */
+  migrationEncryption?: boolean;
+  /**
+   * What the destination tells the manager its migration listener is (NAT, or a test's
+   * proxy between the agents). Default: the listener's own address.
+   */
+  migrationAdvertise?: (listener: { host: string; port: number }) => Promise<{ host: string; port: number }>;
 }
 
 const SPEC_FILE = 'spec.json';
@@ -137,7 +163,7 @@ interface Vm {
   home: string;
   /** An encrypted VM's console, in memory only. */
   serial: SerialSocketReader | null;
-  operation: { kind: VmCryptoOperation; progress: number } | null;
+  operation: NonNullable<VmRuntime['operation']> | null;
   /** Attached QEMU, when it runs and we hold its QMP connection. */
   proc: VmProcess | null;
   /**
@@ -395,6 +421,13 @@ export class QemuDriver implements VmDriver {
     const vm = this.get(id);
     const current = await this.runtimeOf(vm);
     if (vm.proc) return current; // already running (or paused): idempotent
+    await this.startQemu(vm, false);
+    return this.runtimeOf(vm);
+  }
+
+  /** Starts the VM's QEMU: booting, or (`incoming`) as a live-migration destination. */
+  private async startQemu(vm: Vm, incoming: boolean): Promise<void> {
+    const id = vm.id;
     const spec = this.requireSpec(vm);
     const { host, ovmf } = this.hostRuntime(spec);
     let qspec = this.qemuSpec(spec, vm.record.uuid, vm.record.generation, vm.home);
@@ -451,6 +484,7 @@ export class QemuDriver implements VmDriver {
           : {}),
         nicBackend: this.opts.nicBackend ?? 'user-isolated',
         qemuLogPath: join(vm.home, 'qemu.log'),
+        ...(incoming ? { incoming: true } : {}),
         ...(masterKey ? { masterKey } : {}),
         ...(this.opts.qemuBinary !== undefined ? { qemuBinary: this.opts.qemuBinary } : {}),
         ...(this.opts.qemuImgBinary !== undefined ? { qemuImgBinary: this.opts.qemuImgBinary } : {}),
@@ -467,8 +501,11 @@ export class QemuDriver implements VmDriver {
       zeroize(masterKey);
       zeroizeDeks(deks);
     }
-    trace('agent', 'powered on', { vmId: id, pid: vm.proc.pid, encrypted: bundle !== undefined });
-    return this.runtimeOf(vm);
+    trace('agent', incoming ? 'started for incoming migration' : 'powered on', {
+      vmId: id,
+      pid: vm.proc.pid,
+      encrypted: bundle !== undefined,
+    });
   }
 
   async powerOff(id: string): Promise<VmRuntime> {
@@ -763,6 +800,346 @@ export class QemuDriver implements VmDriver {
       }),
     );
     this.keyring.clear();
+  }
+
+  /* ---------------------------------------------------------------- live migration */
+
+  /** Whether this agent seals and opens the encrypted migration channel (facts report it). */
+  get migration(): { live: boolean; encrypted: boolean } {
+    return { live: true, encrypted: this.opts.migrationEncryption !== false };
+  }
+
+  async migrationRecord(id: string): Promise<Record<string, unknown>> {
+    const vm = this.get(id);
+    this.requireSpec(vm);
+    return JSON.parse(JSON.stringify(vm.record)) as Record<string, unknown>;
+  }
+
+  async migrateIn(
+    spec: VmSpec,
+    raw: Record<string, unknown>,
+    mig: ParsedMigration,
+    listenHost: string,
+    cold = false,
+  ): Promise<{ host: string; port: number }> {
+    try {
+      if (this.vms.has(spec.id)) throw cryptoConflict(spec.id, 'is already defined on this host');
+      if (cold && spec.vtpm === true) {
+        throw new HypersealError('HS_ERR_MIGRATION_UNSUPPORTED', 'a stopped VM with a vTPM cannot move yet', {
+          vmId: spec.id,
+        });
+      }
+      this.requireCipher(mig);
+      for (const [i, d] of spec.disks.entries()) {
+        // Disks stay in place on a datastore both hosts mount; local disks do not move (yet).
+        const path = this.diskPath(spec.id, d, Number(raw.generation ?? 0));
+        if (!this.datastores.some((ds) => ds.path === d.datastorePath) || !existsSync(path)) {
+          throw new HypersealError(
+            'HS_ERR_MIGRATION_UNSUPPORTED',
+            `spec.disks[${i}] (${d.id}) is not on a datastore this host shares with the source`,
+            { vmId: spec.id },
+          );
+        }
+      }
+      const record = this.migratedRecord(spec, raw);
+      const home = join(this.homeRoot, spec.id);
+      mkdirSync(home, { recursive: true, mode: 0o700 });
+      this.writeRecord(home, record);
+      const vm = this.newVm(spec.id, home, record, spec);
+      vm.operation = { kind: 'migrate', progress: 0 };
+      this.vms.set(spec.id, vm);
+      const incoming = join(home, 'incoming.sock');
+      let receiver: MigrationReceiver | undefined;
+      let sink: FileSink | undefined;
+      try {
+        if (cold) {
+          // A stopped VM: the stream is its NVRAM file (empty when it has none yet).
+          sink = await fileSink(incoming, join(home, `nvram.tmp-${mig.id}`));
+        } else {
+          await this.startQemu(vm, true);
+          const qmp = (vm.proc as VmProcess).qmp;
+          await qmp.execute('migrate-set-capabilities', {
+            capabilities: [{ capability: 'events', state: true }],
+          });
+          await qmp.execute('migrate-incoming', { uri: `unix:${incoming}` });
+        }
+        receiver = await MigrationReceiver.listen({
+          migrationId: mig.id,
+          cipher: mig.cipher,
+          ...(mig.key ? { key: mig.key, nonce: mig.nonce } : {}),
+          listen: { host: listenHost, port: 0 },
+          qemuSocketPath: incoming,
+        });
+      } catch (err) {
+        sink?.close();
+        await this.dropIncoming(vm);
+        throw err;
+      }
+      void this.finishIncoming(vm, receiver, sink);
+      const address = receiver.address as { host: string; port: number };
+      const advertised = this.opts.migrationAdvertise ? await this.opts.migrationAdvertise(address) : address;
+      trace('agent', 'migration incoming', { vmId: spec.id, migrationId: mig.id, cipher: mig.cipher });
+      return advertised;
+    } catch (err) {
+      throw wrap(`receiving VM ${spec.id}`, err);
+    } finally {
+      zeroize(mig.key);
+      zeroize(mig.nonce);
+    }
+  }
+
+  /** Destination: waits for the stream and for QEMU to run it; cleans up on any failure. */
+  private async finishIncoming(vm: Vm, receiver: MigrationReceiver, sink?: FileSink): Promise<void> {
+    try {
+      await receiver.done;
+      if (sink) {
+        const bytes = await sink.written;
+        const nvram = this.nvramPath(vm.home, vm.record.generation, vm.record.bundle !== undefined);
+        if (bytes > 0) renameSync(sink.path, nvram);
+        else rmSync(sink.path, { force: true });
+        vm.operation = null;
+        trace('agent', 'cold migration received', { vmId: vm.id, bytes });
+        return;
+      }
+      const proc = vm.proc;
+      if (!proc) throw new HypersealError('HS_ERR_MIGRATION_FAILED', 'the destination QEMU is gone');
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        const { status } = await proc.status();
+        if (status === 'running') break;
+        if (status !== 'inmigrate' || Date.now() > deadline) {
+          throw new HypersealError('HS_ERR_MIGRATION_FAILED', `the destination QEMU is ${status}`);
+        }
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      vm.operation = null;
+      trace('agent', 'migration received', { vmId: vm.id });
+    } catch (err) {
+      trace('agent', 'incoming migration failed', { vmId: vm.id, error: String(err) });
+      sink?.close();
+      await this.dropIncoming(vm);
+    }
+  }
+
+  /** Destination cleanup: QEMU gone, the VM's home gone (its disks stay: they are the source's). */
+  private async dropIncoming(vm: Vm): Promise<void> {
+    if (this.vms.get(vm.id) !== vm) return;
+    await vm.proc?.powerOff().catch(() => undefined);
+    vm.proc = null;
+    vm.serial?.close();
+    stopSwtpm(vm.home);
+    rmSync(vm.home, { recursive: true, force: true });
+    this.vms.delete(vm.id);
+  }
+
+  async migrateOut(
+    id: string,
+    mig: ParsedMigration,
+    peer: { host: string; port: number },
+    cold = false,
+  ): Promise<MigrationOutgoingResponse> {
+    if (cold) return this.migrateStoppedOut(id, mig, peer);
+    let sender: MigrationSender;
+    const vm = this.get(id);
+    try {
+      this.requireCipher(mig);
+      const { state } = await this.runtimeOf(vm);
+      if (!vm.proc || (state !== 'running' && state !== 'paused')) {
+        throw vmStateConflict(id, state, 'live-migrate (it must run)');
+      }
+      sender = await MigrationSender.open({
+        migrationId: mig.id,
+        cipher: mig.cipher,
+        ...(mig.key ? { key: mig.key, nonce: mig.nonce } : {}),
+        peer,
+        qemuSocketPath: join(vm.home, 'outgoing.sock'),
+      });
+    } catch (err) {
+      throw wrap(`migrating VM ${id}`, err);
+    } finally {
+      zeroize(mig.key);
+      zeroize(mig.nonce);
+    }
+    const proc = vm.proc as VmProcess;
+    const qmp = proc.qmp;
+    vm.operation = { kind: 'migrate', progress: 0 };
+    const ticker = setInterval(() => {
+      void qmp
+        .execute('query-migrate')
+        .then((r) => {
+          const ram = (r as { ram?: { total?: number; remaining?: number } }).ram;
+          if (vm.operation && ram?.total) {
+            const done = Math.floor((100 * (ram.total - (ram.remaining ?? 0))) / ram.total);
+            const sent = sender.progress();
+            vm.operation = {
+              kind: 'migrate',
+              progress: Math.max(vm.operation.progress, Math.min(99, done)),
+              bytes: sent.bytes,
+              bytesPerSecond: Math.round(sent.bytesPerSecond),
+              remainingBytes: ram.remaining ?? 0,
+            };
+          }
+        })
+        .catch(() => undefined);
+    }, 500);
+    try {
+      await qmp.execute('migrate-set-capabilities', {
+        capabilities: [{ capability: 'events', state: true }],
+      });
+      await qmp.execute('migrate-set-parameters', { 'max-bandwidth': 4 * 1024 * 1024 * 1024 });
+      const final = qmp.waitForEvent('MIGRATION', {
+        timeoutMs: 24 * 3600_000,
+        match: (e) => ['completed', 'failed', 'cancelled'].includes(String(e.data.status)),
+      });
+      await qmp.execute('migrate', { uri: `unix:${sender.qemuSocketPath}` });
+      const status = String((await final).data.status);
+      if (status !== 'completed') {
+        sender.abort(new HypersealError('HS_ERR_MIGRATION_FAILED', `the source QEMU's migration ${status}`));
+      }
+      // Only the destination's authenticated ACK says it has every byte.
+      const result = await sender.done;
+      if (status !== 'completed') {
+        throw new HypersealError('HS_ERR_MIGRATION_FAILED', `the source QEMU's migration ${status}`);
+      }
+      // Moved: this host's QEMU and home go; disks on the shared datastore stay.
+      await proc.powerOff().catch(() => undefined);
+      vm.proc = null;
+      vm.serial?.close();
+      stopSwtpm(vm.home);
+      rmSync(vm.home, { recursive: true, force: true });
+      this.vms.delete(id);
+      trace('agent', 'migrated out', { vmId: id, migrationId: mig.id, bytes: result.bytes });
+      return {
+        bytes: result.bytes,
+        wireBytes: result.wireBytes,
+        elapsedMs: Math.round(result.elapsedMs),
+        bytesPerSecond: Math.round(result.bytesPerSecond),
+        cipher: result.cipher,
+      };
+    } catch (err) {
+      sender.abort();
+      await qmp.execute('migrate_cancel').catch(() => undefined);
+      // The VM keeps running here: resumed if QEMU had paused it for the last copy.
+      const { status } = await proc.status().catch(() => ({ status: 'unknown' }));
+      if (status === 'paused' || status === 'postmigrate' || status === 'finish-migrate') {
+        await qmp.execute('cont').catch((e: unknown) => {
+          trace('agent', 'cont after failed migration failed', { vmId: id, error: String(e) });
+        });
+      }
+      trace('agent', 'migration out failed', { vmId: id, error: String(err) });
+      throw wrap(`migrating VM ${id}`, err);
+    } finally {
+      clearInterval(ticker);
+      vm.operation = null;
+    }
+  }
+
+  /** Cold migration: the stopped VM's NVRAM through the channel, then the VM leaves this host. */
+  private async migrateStoppedOut(
+    id: string,
+    mig: ParsedMigration,
+    peer: { host: string; port: number },
+  ): Promise<MigrationOutgoingResponse> {
+    const vm = this.get(id);
+    let sender: MigrationSender;
+    try {
+      this.requireCipher(mig);
+      this.requireSpec(vm);
+      await this.requireStopped(vm, 'migrate it stopped');
+      if (vm.spec?.vtpm === true) {
+        throw new HypersealError('HS_ERR_MIGRATION_UNSUPPORTED', 'a stopped VM with a vTPM cannot move yet');
+      }
+      sender = await MigrationSender.open({
+        migrationId: mig.id,
+        cipher: mig.cipher,
+        ...(mig.key ? { key: mig.key, nonce: mig.nonce } : {}),
+        peer,
+        qemuSocketPath: join(vm.home, 'outgoing.sock'),
+      });
+    } catch (err) {
+      throw wrap(`migrating VM ${id}`, err);
+    } finally {
+      zeroize(mig.key);
+      zeroize(mig.nonce);
+    }
+    try {
+      const nvram = this.nvramPath(vm.home, vm.record.generation, vm.record.bundle !== undefined);
+      await new Promise<void>((resolve, reject) => {
+        const sock = net.connect(sender.qemuSocketPath);
+        sock.once('error', reject);
+        sock.once('connect', () => {
+          if (!existsSync(nvram)) {
+            sock.end(resolve);
+            return;
+          }
+          const file = createReadStream(nvram);
+          file.once('error', reject);
+          file.pipe(sock).once('finish', resolve);
+        });
+      });
+      const result = await sender.done;
+      vm.serial?.close();
+      rmSync(vm.home, { recursive: true, force: true });
+      this.vms.delete(id);
+      trace('agent', 'migrated out (stopped)', { vmId: id, migrationId: mig.id, bytes: result.bytes });
+      return {
+        bytes: result.bytes,
+        wireBytes: result.wireBytes,
+        elapsedMs: Math.round(result.elapsedMs),
+        bytesPerSecond: Math.round(result.bytesPerSecond),
+        cipher: result.cipher,
+      };
+    } catch (err) {
+      sender.abort();
+      throw wrap(`migrating VM ${id}`, err);
+    }
+  }
+
+  private requireCipher(mig: ParsedMigration): void {
+    if (mig.cipher === 'aes-256-gcm' && this.opts.migrationEncryption === false) {
+      throw new HypersealError(
+        'HS_ERR_MIGRATION_ENCRYPTION_UNAVAILABLE',
+        'this agent does not encrypt migrations (migrationEncryption is off)',
+      );
+    }
+  }
+
+  /** The source's record made this host's: same identity, generation and keys; this host's firmware. */
+  private migratedRecord(spec: VmSpec, raw: Record<string, unknown>): VmRecord {
+    const bad = (what: string): HypersealError =>
+      new HypersealError('HS_ERR_INVALID_ARGUMENT', `record: ${what}`);
+    if (raw.version !== RECORD_VERSION) throw bad(`version must be ${RECORD_VERSION}`);
+    if (typeof raw.uuid !== 'string' || !UUID.test(raw.uuid)) throw bad('uuid must be a UUID');
+    const generation = raw.generation;
+    if (typeof generation !== 'number' || !Number.isSafeInteger(generation) || generation < 0) {
+      throw bad('generation must be a non-negative integer');
+    }
+    const { ovmf } = this.hostRuntime(spec);
+    const varsKeys = keySetDigest(spec);
+    const base = {
+      version: RECORD_VERSION,
+      uuid: raw.uuid,
+      varsTemplate: ovmf?.varsTemplate ?? null,
+      ...(varsKeys === undefined ? {} : { varsKeys }),
+      generation,
+    };
+    if (spec.encryption === null) {
+      if (raw.bundle !== undefined) throw bad('the VM is encrypted; the spec says plain');
+      return { ...base, spec };
+    }
+    const bundle = parseBundle(raw.bundle, 'record.bundle');
+    if (bundle.kekRef !== spec.encryption.kekRef || typeof raw.sealedSpec !== 'string') {
+      throw bad('the encryption bundle does not match the spec');
+    }
+    const record: VmRecord = { ...base, sealedSpec: raw.sealedSpec, bundle };
+    // The KEK must be here already (the manager pushes it first) and open the sealed spec.
+    const deks = unwrapDeks(this.keyring.require(bundle.kekRef, spec.id), bundle);
+    try {
+      this.openSpec(spec.id, record, deks.home);
+    } finally {
+      zeroizeDeks(deks);
+    }
+    return record;
   }
 
   /* ---------------------------------------------------------------- internals */
@@ -1157,6 +1534,42 @@ export class QemuDriver implements VmDriver {
 }
 
 /** The entry point the CLI loads on demand (`hyperseal agent serve --driver qemu`, `up`). */
+interface FileSink {
+  path: string;
+  /** Bytes written, once the one connection closed and the file is flushed. */
+  written: Promise<number>;
+  close(): void;
+}
+
+/** A unix socket that writes what its one connection sends into `path` (0600). */
+async function fileSink(socketPath: string, path: string): Promise<FileSink> {
+  let settle!: { resolve: (n: number) => void; reject: (e: unknown) => void };
+  const written = new Promise<number>((resolve, reject) => (settle = { resolve, reject }));
+  written.catch(() => undefined);
+  const server = net.createServer((sock) => {
+    server.close();
+    const out = createWriteStream(path, { mode: 0o600 });
+    let bytes = 0;
+    sock.on('data', (c: Buffer) => (bytes += c.length));
+    sock.once('error', settle.reject);
+    out.once('error', settle.reject);
+    out.once('finish', () => settle.resolve(bytes));
+    sock.pipe(out);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(socketPath, resolve);
+  });
+  return {
+    path,
+    written,
+    close: () => {
+      server.close();
+      settle.reject(new Error('closed'));
+    },
+  };
+}
+
 export function openQemuDriver(dataDir: string, opts: QemuDriverOptions = {}): Promise<QemuDriver> {
   return QemuDriver.open(dataDir, opts);
 }

@@ -32,6 +32,8 @@ import {
   parseCloneRequest,
   parseEncryptRequest,
   parseKeyRefs,
+  parseMigrationIncoming,
+  parseMigrationOutgoing,
   parseOffset,
   parsePutKeys,
   parseRekeyRequest,
@@ -205,6 +207,7 @@ async function dispatch(
   matched: Matched,
   body: unknown,
   query: URLSearchParams,
+  listenHost: string,
 ): Promise<{ status: number; body: AgentBodies[RouteName]['response'] }> {
   const vmId = (): string => {
     if (matched.id === undefined) throw new HypersealError('HS_ERR_INTERNAL', 'route without :id');
@@ -216,7 +219,12 @@ async function dispatch(
     case 'facts':
       return {
         status: 200,
-        body: { ...(await collectHostFacts(driver)), datastores, secureBoot: secureBoot.report() },
+        body: {
+          ...(await collectHostFacts(driver)),
+          datastores,
+          secureBoot: secureBoot.report(),
+          migration: driver.migration ?? { live: false, encrypted: false },
+        },
       };
     case 'secureBootStatus':
       return { status: 200, body: secureBoot.report() };
@@ -274,7 +282,24 @@ async function dispatch(
     case 'dropKeys':
       for (const ref of parseKeyRefs(body)) driver.keyring.drop(ref);
       return { status: 204, body: null };
+    case 'migrationRecord':
+      if (!driver.migrationRecord) throw noMigration();
+      return { status: 200, body: await driver.migrationRecord(vmId()) };
+    case 'migrationIncoming': {
+      if (!driver.migrateIn) throw noMigration();
+      const r = parseMigrationIncoming(body, vmId());
+      return { status: 200, body: await driver.migrateIn(r.spec, r.record, r.migration, listenHost, r.cold) };
+    }
+    case 'migrationOutgoing': {
+      if (!driver.migrateOut) throw noMigration();
+      const r = parseMigrationOutgoing(body);
+      return { status: 200, body: await driver.migrateOut(vmId(), r.migration, r.peer, r.cold) };
+    }
   }
+}
+
+function noMigration(): HypersealError {
+  return new HypersealError('HS_ERR_MIGRATION_UNSUPPORTED', 'this agent’s driver cannot live-migrate');
 }
 
 const SERVED_WHEN_FAILED: ReadonlySet<RouteName> = new Set(['facts', 'secureBootStatus', 'listBundles']);
@@ -376,8 +401,8 @@ export async function startAgent(opts: AgentServerOptions): Promise<AgentServer>
         const body = parseJsonBody(raw);
         // Key material arrived in this buffer: overwrite it now (the parsed strings are
         // immutable and left to the garbage collector; the keys proper are Buffers).
-        if (matched.route.name === 'putKeys') raw.fill(0);
-        return dispatch(driver, datastores, secureBoot, matched, body, url.searchParams);
+        if (matched.route.name === 'putKeys' || matched.route.name.startsWith('migration')) raw.fill(0);
+        return dispatch(driver, datastores, secureBoot, matched, body, url.searchParams, opts.listen.host);
       })
       .then(
         (answer) => done(answer.status, answer.body),

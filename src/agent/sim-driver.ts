@@ -25,10 +25,12 @@ import {
 import { join } from 'node:path';
 import { HypersealError } from '../errors.js';
 import { writeFileAtomic } from '../fsutil.js';
-import type { ConsoleChunk, VmRuntime, VmRuntimeState, VmSpec } from './api.js';
+import type { ConsoleChunk, MigrationOutgoingResponse, VmRuntime, VmRuntimeState, VmSpec } from './api.js';
+import { zeroize } from '../crypto/aead.js';
 import type { VmDriver } from './driver.js';
 import { consoleChunk, vmNotFound, vmStateConflict } from './driver.js';
 import { hardwareDiffers, parseVmSpec } from './spec.js';
+import type { ParsedMigration } from './spec.js';
 import type { Deks, EncryptionBundle } from './vm-keys.js';
 import { Keyring, newDek, newDeks, parseBundle, unwrapDeks, wrapDeks, zeroizeDeks } from './vm-keys.js';
 
@@ -229,6 +231,49 @@ export class SimDriver implements VmDriver {
   }
 
   /** Records were loaded by open(); simulated VMs "kept running" across the restart. */
+  /** Simulated live migration: the record moves, no byte of any stream does. */
+  readonly migration = { live: true, encrypted: true };
+
+  async migrationRecord(id: string): Promise<Record<string, unknown>> {
+    const vm = this.get(id);
+    return { sim: true, ...(vm.bundle ? { bundle: vm.bundle } : {}) };
+  }
+
+  async migrateIn(
+    spec: VmSpec,
+    record: Record<string, unknown>,
+    mig: ParsedMigration,
+    listenHost: string,
+    cold = false,
+  ): Promise<{ host: string; port: number }> {
+    zeroize(mig.key);
+    zeroize(mig.nonce);
+    const checked = parseVmSpec(spec);
+    if (this.vms.has(checked.id)) throw cryptoConflict(checked.id, 'is already defined on this host');
+    const bundle = record.bundle === undefined ? undefined : parseBundle(record.bundle, 'record.bundle');
+    if (bundle) zeroizeDeks(unwrapDeks(this.keyring.require(bundle.kekRef, checked.id), bundle));
+    await this.commit({ spec: checked, state: cold ? 'stopped' : 'running', ...(bundle ? { bundle } : {}) });
+    // Nothing listens: the source's sim driver never connects.
+    return { host: listenHost, port: 9 };
+  }
+
+  async migrateOut(
+    id: string,
+    mig: ParsedMigration,
+    _peer: { host: string; port: number },
+    cold = false,
+  ): Promise<MigrationOutgoingResponse> {
+    zeroize(mig.key);
+    zeroize(mig.nonce);
+    const vm = this.get(id);
+    if (vm.state !== (cold ? 'stopped' : 'running')) {
+      throw vmStateConflict(id, vm.state, cold ? 'migrate it stopped' : 'live-migrate (it must run)');
+    }
+    this.vms.delete(id);
+    await this.persist({ del: id });
+    return { bytes: 0, wireBytes: 0, elapsedMs: 0, bytesPerSecond: 0, cipher: mig.cipher };
+  }
+
   async recover(): Promise<void> {}
 
   async close(): Promise<void> {

@@ -278,3 +278,76 @@ export function hardwareDiffers(a: VmSpec, b: VmSpec): boolean {
   const { name: _b, ...hwB } = b;
   return JSON.stringify(hwA) !== JSON.stringify(hwB);
 }
+
+/** A migration's parameters, decoded: key and nonce as Buffers the caller zeroizes. */
+export interface ParsedMigration {
+  id: string;
+  cipher: 'aes-256-gcm' | 'none';
+  key?: Buffer;
+  nonce?: Buffer;
+}
+
+const MIGRATION_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
+
+function base64Of(value: unknown, bytes: number, where: string): Buffer {
+  const b = typeof value === 'string' ? Buffer.from(value, 'base64') : Buffer.alloc(0);
+  if (b.length !== bytes || b.toString('base64') !== value) {
+    b.fill(0);
+    throw invalid(`${where} must be base64 of ${bytes} bytes`);
+  }
+  return b;
+}
+
+function migration(value: unknown, where: string): ParsedMigration {
+  const o = object(value, where, ['id', 'cipher'], ['key', 'nonce']);
+  if (typeof o.id !== 'string' || !MIGRATION_ID.test(o.id)) {
+    throw invalid(`${where}.id must match ${MIGRATION_ID.source}`);
+  }
+  if (o.cipher === 'none') {
+    if (o.key !== undefined || o.nonce !== undefined) throw invalid(`${where}: cipher none takes no key`);
+    return { id: o.id, cipher: 'none' };
+  }
+  if (o.cipher !== 'aes-256-gcm') throw invalid(`${where}.cipher must be aes-256-gcm or none`);
+  const key = base64Of(o.key, 32, `${where}.key`);
+  try {
+    return { id: o.id, cipher: 'aes-256-gcm', key, nonce: base64Of(o.nonce, 8, `${where}.nonce`) };
+  } catch (err) {
+    key.fill(0);
+    throw err;
+  }
+}
+
+/** Body of migrationIncoming: `{ spec, record, migration }` (the spec's id is the path's). */
+export function parseMigrationIncoming(
+  value: unknown,
+  pathId: string,
+): { spec: VmSpec; record: Record<string, unknown>; migration: ParsedMigration; cold: boolean } {
+  const o = object(value, 'body', ['spec', 'record', 'migration'], ['cold']);
+  if (o.cold !== undefined && typeof o.cold !== 'boolean') throw invalid('cold must be true or false');
+  const spec = parseVmSpec(o.spec, pathId);
+  if (typeof o.record !== 'object' || o.record === null || Array.isArray(o.record)) {
+    throw invalid('record must be a JSON object (the source agent’s VM record)');
+  }
+  return {
+    spec,
+    record: o.record as Record<string, unknown>,
+    cold: o.cold === true,
+    migration: migration(o.migration, 'migration'),
+  };
+}
+
+/** Body of migrationOutgoing: `{ migration, peer: { host, port } }`. */
+export function parseMigrationOutgoing(value: unknown): {
+  migration: ParsedMigration;
+  peer: { host: string; port: number };
+  cold: boolean;
+} {
+  const o = object(value, 'body', ['migration', 'peer'], ['cold']);
+  const p = object(o.peer, 'peer', ['host', 'port']);
+  if (o.cold !== undefined && typeof o.cold !== 'boolean') throw invalid('cold must be true or false');
+  return {
+    cold: o.cold === true,
+    peer: { host: text(p.host, 'peer.host', 253), port: int(p.port, 'peer.port', 1, 65535) },
+    migration: migration(o.migration, 'migration'),
+  };
+}

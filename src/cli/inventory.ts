@@ -28,6 +28,7 @@ interface Vm {
     firmware: string;
     secureBoot: boolean;
     tags: string[];
+    migrationEncryption?: string;
     nics: { id: string; network: string }[];
     disks: { id: string; sizeMiB: number }[];
   };
@@ -66,6 +67,8 @@ export const INVENTORY_HELP = `inventory commands (credentials: --credentials FI
   vm power-on|power-off|shutdown|reset VM [--no-wait] [--json]
   vm reconfigure VM [--memory MIB] [--cpus N] [--name N] [--tag T …]
   vm set VM [--secure-boot on|off] [--key-set NAME|microsoft] [--vtpm on|off]
+         [--migration-encryption disabled|opportunistic|required]
+  vm migrate VM --to HOST [--no-wait] [--json]   (live; encrypted per the VM's migration encryption)
   vm console VM
   vm delete VM
   vm create … --encryption-policy P [--accept-no-backup]   (a new encrypted VM)
@@ -262,6 +265,8 @@ export async function vmCommand(argv: string[]): Promise<number> {
       'secure-boot': { type: 'string' },
       'key-set': { type: 'string' },
       vtpm: { type: 'string' },
+      to: { type: 'string' },
+      'migration-encryption': { type: 'string' },
     },
     INVENTORY_HELP,
   );
@@ -362,6 +367,14 @@ export async function vmCommand(argv: string[]): Promise<number> {
         printResult(after, json, () => `VM ${after.name}'s key was destroyed: its data is unrecoverable`);
         return 0;
       }
+      case 'migrate': {
+        const vm = await resolveVm(api, p.positionals[0]);
+        const to = need(p, 'to', 'vm migrate VM --to HOST');
+        const hosts = await api.get<Host[]>('/hosts');
+        const host = hosts.find((h) => h.name === to) ?? hosts.find((h) => h.id === to);
+        if (host === undefined) throw new HypersealError('HS_ERR_NOT_FOUND', `no host named ${to}`);
+        return await run(`/vms/${vm.id}/actions/migrate`, { hostId: host.id });
+      }
       case 'power-on':
       case 'power-off':
       case 'shutdown':
@@ -391,19 +404,27 @@ export async function vmCommand(argv: string[]): Promise<number> {
             : keySetName === 'microsoft'
               ? null
               : (await api.get<{ id: string }>(`/secure-boot/key-sets/${encodeURIComponent(keySetName)}`)).id;
+        const migrationEncryption = str(p, 'migration-encryption');
+        if (
+          migrationEncryption !== undefined &&
+          !['disabled', 'opportunistic', 'required'].includes(migrationEncryption)
+        ) {
+          throw usageError('--migration-encryption is disabled, opportunistic or required');
+        }
         const patch = {
+          ...(migrationEncryption !== undefined ? { migrationEncryption } : {}),
           ...(secureBoot !== undefined ? { secureBoot } : {}),
           ...(vtpm !== undefined ? { vtpm } : {}),
           ...(keySet !== undefined ? { secureBootKeySet: keySet } : {}),
         };
         if (Object.keys(patch).length === 0)
-          throw usageError('nothing to set: give --secure-boot, --key-set or --vtpm');
+          throw usageError('nothing to set: give --secure-boot, --key-set, --vtpm or --migration-encryption');
         const after = await api.patch<Vm>(`/vms/${vm.id}`, patch);
         printResult(
           after,
           json,
           () =>
-            `VM ${after.name}: secure boot ${after.config.secureBoot ? 'on' : 'off'}${after.pendingRestart ? ' (applies at the next power-on)' : ''}`,
+            `VM ${after.name}: secure boot ${after.config.secureBoot ? 'on' : 'off'}, migration encryption ${after.config.migrationEncryption ?? 'opportunistic'}${after.pendingRestart ? ' (applies at the next power-on)' : ''}`,
         );
         return 0;
       }

@@ -12,7 +12,12 @@ import type {
   HostSecureBootReport,
   InstalledBundle,
   KeyMaterial,
+  MigrationIncomingRequest,
+  MigrationIncomingResponse,
+  MigrationOutgoingRequest,
+  MigrationOutgoingResponse,
   PutKeysResponse,
+  VmMigrationRecord,
   VmRuntime,
   VmSpec,
 } from '../agent/api.js';
@@ -71,6 +76,7 @@ export class AgentClient {
     body?: unknown,
     query = '',
     timeoutMs = this.opts.timeoutMs ?? 60_000,
+    attempt = 0,
   ): Promise<T> {
     const path = route.path.replace(':id', encodeURIComponent(id ?? '')) + query;
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
@@ -120,14 +126,20 @@ export class AgentClient {
         },
       );
       req.on('timeout', () => req.destroy(new Error('timed out')));
-      req.on('error', (err) =>
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        // A kept-alive connection the agent closed meanwhile (it restarted): the request
+        // never reached it, so sending it again on a fresh connection is safe.
+        if (req.reusedSocket && err.code === 'ECONNRESET' && attempt === 0) {
+          resolve(this.call<T>(route, id, body, query, timeoutMs, 1));
+          return;
+        }
         reject(
           new HypersealError(
             'HS_ERR_HOST_UNAVAILABLE',
             `cannot reach host ${this.opts.hostId} at ${this.opts.address}: ${err.message}`,
           ),
-        ),
-      );
+        );
+      });
       req.end(payload);
     });
   }
@@ -174,6 +186,17 @@ export class AgentClient {
   }
   clone(id: string, spec: VmSpec): Promise<VmRuntime> {
     return this.call(AgentRoutes.clone, id, { spec }, '', LONG_OPERATION_MS);
+  }
+  migrationRecord(id: string): Promise<VmMigrationRecord> {
+    return this.call(AgentRoutes.migrationRecord, id);
+  }
+  /** Carries a migration key: over mutual TLS only, never logged. */
+  migrationIncoming(id: string, body: MigrationIncomingRequest): Promise<MigrationIncomingResponse> {
+    return this.call(AgentRoutes.migrationIncoming, id, body);
+  }
+  /** Answers when the stream is done: as long as a migration may take. */
+  migrationOutgoing(id: string, body: MigrationOutgoingRequest): Promise<MigrationOutgoingResponse> {
+    return this.call(AgentRoutes.migrationOutgoing, id, body, '', LONG_OPERATION_MS);
   }
   /** Key material travels only here, over mutual TLS; the caller zeroizes its buffers. */
   putKeys(keys: KeyMaterial[]): Promise<PutKeysResponse> {

@@ -20,6 +20,15 @@ export const Nic = Type.Object({
   mac: Type.Optional(Type.String({ pattern: '^([0-9a-f]{2}:){5}[0-9a-f]{2}$' })),
 });
 export const Firmware = Type.Union([Type.Literal('bios'), Type.Literal('efi')]);
+/** How a VM's live migrations are protected (docs/encrypted-migration.md). Absent: opportunistic. */
+export const MigrationEncryption = Type.Union(
+  [Type.Literal('disabled'), Type.Literal('opportunistic'), Type.Literal('required')],
+  {
+    description:
+      'disabled: plaintext; opportunistic (default): encrypted when both agents can; required: encrypted or refused. Encrypted VMs always migrate encrypted.',
+  },
+);
+export type MigrationEncryption = Static<typeof MigrationEncryption>;
 
 /** Absent or null: Microsoft's keys (OVMF's template); else the id of a custom key set. */
 const SecureBootKeySetRef = Type.Optional(
@@ -38,6 +47,7 @@ export const VmConfig = Type.Object({
   disks: Type.Array(Disk, { maxItems: 16 }),
   nics: Type.Array(Nic, { maxItems: 8 }),
   tags: Type.Array(Type.String({ minLength: 1, maxLength: 64 }), { maxItems: 32 }),
+  migrationEncryption: Type.Optional(MigrationEncryption),
 });
 export type VmConfig = Static<typeof VmConfig>;
 
@@ -80,6 +90,7 @@ export const VmCreate = Type.Object(
     disks: Type.Optional(Type.Array(Disk, { maxItems: 16 })),
     nics: Type.Optional(Type.Array(Nic, { maxItems: 8 })),
     tags: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 64 }), { maxItems: 32 })),
+    migrationEncryption: Type.Optional(MigrationEncryption),
     encryptionPolicyId: Type.Optional(
       Type.String({ description: 'Create the VM encrypted under this policy (needs crypto.encryptNew)' }),
     ),
@@ -102,6 +113,7 @@ export const VmPatch = Type.Object(
     disks: Type.Optional(Type.Array(Disk, { maxItems: 16 })),
     nics: Type.Optional(Type.Array(Nic, { maxItems: 8 })),
     tags: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 64 }), { maxItems: 32 })),
+    migrationEncryption: Type.Optional(MigrationEncryption),
   },
   { additionalProperties: false, minProperties: 1 },
 );
@@ -154,6 +166,11 @@ export const Event = Type.Object({
   prevHash: Type.String(),
   hash: Type.String(),
 });
+
+export const MigrateBody = Type.Object(
+  { hostId: Id },
+  { additionalProperties: false, description: 'The destination host' },
+);
 
 export const ActionQuery = Type.Object({
   sync: Type.Optional(Type.Boolean({ description: 'Wait for the task to finish (up to timeoutMs)' })),

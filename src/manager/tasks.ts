@@ -60,6 +60,8 @@ function toTask(r: TaskRow, result: unknown): Task {
 export interface TaskContext {
   /** Reports progress 0–100; cheap to call often (writes are throttled). */
   progress(percent: number): void;
+  /** Details of the progress (e.g. bytes and rate), shown as the running task's result (in memory). */
+  detail?(value: unknown): void;
 }
 
 export type TaskWork = (ctx: TaskContext) => Promise<unknown>;
@@ -150,6 +152,9 @@ export class TaskEngine {
           void this.db
             .run(`UPDATE tasks SET progress = $1 WHERE id = $2 AND state = 'running'`, [p, id])
             .catch(() => {});
+        },
+        detail: (value) => {
+          this.results.set(id, value);
         },
       };
       const result = await work(ctx);

@@ -205,6 +205,7 @@ export class VmCryptoService {
     readonly policies: EncryptionPolicies,
   ) {
     vms.ensureKey = (vm) => this.deliverKey(vm);
+    vms.ensureKeyOn = (vm, hostId) => this.deliverKeyTo(vm, hostId);
   }
 
   /* ------------------------------------------------------------------ keys */
@@ -226,6 +227,11 @@ export class VmCryptoService {
       throw new HypersealError('HS_ERR_VM_LOCKED', `VM ${vm.name} is locked: ${reason}`, { vmId: vm.id });
     }
     if (vm.lockedReason !== null) await this.markUnlocked(vm, actor);
+  }
+
+  /** Pushes an encrypted VM's KEK to another host (a migration's destination) before it needs it. */
+  async deliverKeyTo(vm: Vm, hostId: string): Promise<void> {
+    if (vm.encryption) await this.push(hostId, vm.encryption);
   }
 
   private async push(hostId: string, enc: { providerId: string; keyId: string }): Promise<void> {
@@ -347,6 +353,7 @@ export class VmCryptoService {
       await this.push(current.hostId, enc);
       await this.tracking(ctx, current, () => this.hosts.agent(current.hostId).encrypt(id, kekRefOf(enc)));
       await this.vms.setEncryption(id, enc);
+      await this.vms.setMigrationEncryption(id, 'required'); // stays after a decrypt, until changed
       return {
         result: { encryption: enc },
         changes: [
@@ -635,9 +642,9 @@ export class VmCryptoService {
     let done = false;
     const poll = (): void => {
       timer = setTimeout(() => {
-        void this.hosts
-          .agent(vm.hostId)
-          .getVm(vm.id)
+        // Through a promise: agent() throws at once for a host that went away meanwhile.
+        void Promise.resolve()
+          .then(() => this.hosts.agent(vm.hostId).getVm(vm.id))
           .then(
             (rt) => {
               if (!done && rt.operation) ctx.progress(10 + Math.floor((rt.operation.progress * 85) / 100));
@@ -648,6 +655,7 @@ export class VmCryptoService {
             if (!done) poll();
           });
       }, 500);
+      timer.unref();
     };
     poll();
     try {

@@ -78,6 +78,10 @@ export class VmService {
    * new disks, power-on). Set by VmCryptoService; plain VMs never call it.
    */
   ensureKey: (vm: Vm) => Promise<void> = async () => undefined;
+  /** Delivers an encrypted VM's KEK to another host (a migration's destination). Set by VmCryptoService. */
+  ensureKeyOn: (vm: Vm, hostId: string) => Promise<void> = async () => {
+    throw new HypersealError('HS_ERR_INTERNAL', 'no key delivery for migrations');
+  };
 
   constructor(
     private readonly db: Db,
@@ -223,6 +227,10 @@ export class VmService {
       disks: input.disks ?? [],
       nics: (input.nics ?? []).map((n) => ({ ...n, mac: n.mac ?? randomMac() })),
       tags: [...new Set(input.tags ?? [])].sort(),
+      // Encrypted VMs always migrate encrypted; say so in their setting from the start.
+      ...(input.migrationEncryption !== undefined || encryption
+        ? { migrationEncryption: input.migrationEncryption ?? 'required' }
+        : {}),
     };
     await this.validate(config, hostId);
     const vm = await this.insertRecord(input.name, hostId, config, encryption);
@@ -478,6 +486,214 @@ export class VmService {
         return { state: runtime.state };
       },
     );
+  }
+
+  /**
+   * Migrates a VM to `hostId` (docs/encrypted-migration.md): live when it runs, cold when
+   * it is stopped (its NVRAM file through the same channel). Refused up front
+   * (nothing sent) when the hosts cannot honour the VM's migrationEncryption; otherwise a
+   * task: KEK to the destination (encrypted VMs), the source's record to the destination,
+   * which starts QEMU waiting; then the source streams through the channel. The key,
+   * nonce and id are made here for this migration, go to the two agents only and are
+   * zeroized when it ends. On failure the source keeps running and the event says why.
+   */
+  async migrate(actor: Actor, id: string, hostId: string): Promise<Task> {
+    const vm = await this.get(id);
+    const object = { kind: 'vm' as const, id, name: vm.name };
+    const refuse = async (err: HypersealError): Promise<never> => {
+      await this.events.record(actor, {
+        type: 'vm.migrated',
+        object,
+        changes: [{ path: 'hostId', from: vm.hostId, to: hostId }],
+        result: 'failure',
+        message: `migration of VM ${vm.name} to host ${hostId} refused: ${err.message}`,
+      });
+      throw err;
+    };
+    if (hostId === vm.hostId) {
+      throw new HypersealError('HS_ERR_INVALID_ARGUMENT', `VM ${vm.name} is already on host ${hostId}`);
+    }
+    await this.hosts.requireUsable(vm.hostId);
+    await this.hosts.requireUsable(hostId);
+    // Running: live migration. Stopped: cold (its NVRAM goes through the same channel).
+    const cold = vm.state === 'stopped';
+    if (!cold && vm.state !== 'running' && vm.state !== 'paused') {
+      return refuse(
+        new HypersealError(
+          'HS_ERR_MIGRATION_UNSUPPORTED',
+          `VM ${vm.name} is ${vm.state}: only a running or stopped VM migrates`,
+        ),
+      );
+    }
+    for (const d of vm.config.disks) {
+      const ds = await this.db.one<{ host_id: string | null }>(
+        `SELECT host_id FROM datastores WHERE id = $1`,
+        [d.datastoreId],
+      );
+      if (ds?.host_id !== null) {
+        return refuse(
+          new HypersealError(
+            'HS_ERR_MIGRATION_UNSUPPORTED',
+            `disk ${d.id} of VM ${vm.name} is on a datastore of its host only; live migration keeps disks in place on shared datastores`,
+          ),
+        );
+      }
+    }
+    const mode = vm.encryption ? 'required' : (vm.config.migrationEncryption ?? 'opportunistic');
+    const [srcFacts, dstFacts] = await Promise.all([
+      this.hosts.agent(vm.hostId).facts(),
+      this.hosts.agent(hostId).facts(),
+    ]);
+    for (const [facts, which] of [
+      [srcFacts, vm.hostId],
+      [dstFacts, hostId],
+    ] as const) {
+      if (facts.migration?.live !== true) {
+        return refuse(
+          new HypersealError(
+            'HS_ERR_MIGRATION_UNSUPPORTED',
+            `the agent of host ${which} cannot live-migrate`,
+          ),
+        );
+      }
+    }
+    const bothEncrypt = srcFacts.migration?.encrypted === true && dstFacts.migration?.encrypted === true;
+    if (mode === 'required' && !bothEncrypt) {
+      const which = srcFacts.migration?.encrypted === true ? hostId : vm.hostId;
+      return refuse(
+        new HypersealError(
+          'HS_ERR_MIGRATION_ENCRYPTION_UNAVAILABLE',
+          `VM ${vm.name} must migrate encrypted (${vm.encryption ? 'it is an encrypted VM' : 'migrationEncryption is required'}) and the agent of host ${which} cannot encrypt migrations`,
+        ),
+      );
+    }
+    const cipher = mode !== 'disabled' && bothEncrypt ? 'aes-256-gcm' : 'none';
+    const destination = new URL(await this.hosts.get(hostId).then((h) => h.address));
+    return this.tasks.submit(
+      { kind: cold ? 'vm.migrate-cold' : 'vm.migrate', objectKind: 'vm', objectId: id, user: actor.user },
+      async (ctx) => {
+        const src = this.hosts.agent(vm.hostId);
+        const dst = this.hosts.agent(hostId);
+        const migrationId = randomUUID();
+        const key = cipher === 'none' ? undefined : randomBytes(32);
+        const nonce = cipher === 'none' ? undefined : randomBytes(8);
+        const migration = {
+          id: migrationId,
+          cipher,
+          ...(key && nonce ? { key: key.toString('base64'), nonce: nonce.toString('base64') } : {}),
+        } as const;
+        const changes = [
+          { path: 'hostId', from: vm.hostId, to: hostId },
+          { path: 'encrypted', from: null, to: cipher !== 'none' },
+        ];
+        let poll: NodeJS.Timeout | undefined;
+        try {
+          ctx.progress(2);
+          const current = await this.get(id);
+          if (current.encryption) await this.ensureKeyOn(current, hostId);
+          const record = await src.migrationRecord(id);
+          const spec = await this.spec(current);
+          ctx.progress(5);
+          const listener = await dst.migrationIncoming(id, {
+            spec,
+            record,
+            migration,
+            ...(cold ? { cold } : {}),
+          });
+          // The destination's address as the manager knows it, unless it listens on a specific one.
+          const peerHost =
+            listener.host === '0.0.0.0' || listener.host === '::'
+              ? destination.hostname.replace(/^\[|\]$/g, '')
+              : listener.host;
+          poll = setInterval(() => {
+            void src
+              .getVm(id)
+              .then((rt) => {
+                if (rt.operation?.kind !== 'migrate') return;
+                ctx.progress(5 + Math.floor(rt.operation.progress * 0.9));
+                const { bytes, bytesPerSecond, remainingBytes } = rt.operation;
+                ctx.detail?.({ migrationId, cipher, bytes, bytesPerSecond, remainingBytes });
+              })
+              .catch(() => undefined);
+          }, 1000);
+          const result = await src.migrationOutgoing(id, {
+            migration,
+            peer: { host: peerHost, port: listener.port },
+            ...(cold ? { cold } : {}),
+          });
+          clearInterval(poll);
+          poll = undefined;
+          // The source has the destination's ACK; the destination must now have the VM as
+          // expected: running (its QEMU took the stream) or, cold, stopped with its NVRAM.
+          const want = cold ? 'stopped' : 'running';
+          const deadline = Date.now() + 30_000;
+          let rt = await dst.getVm(id);
+          while ((rt.state !== want || rt.operation?.kind === 'migrate') && Date.now() < deadline) {
+            await new Promise((r) => setTimeout(r, 100));
+            rt = await dst.getVm(id);
+          }
+          if (rt.state !== want || rt.operation?.kind === 'migrate') {
+            throw new HypersealError(
+              'HS_ERR_MIGRATION_FAILED',
+              `the destination reports VM ${vm.name} ${rt.state}`,
+            );
+          }
+          await this.db.run(`UPDATE vms SET host_id = $1, state = $2, version = version + 1 WHERE id = $3`, [
+            hostId,
+            want,
+            id,
+          ]);
+          // The source no longer needs an encrypted VM's KEK (unless another VM there uses it).
+          if (current.encryption) {
+            const keyId = current.encryption.keyId;
+            const others = (await this.list({ limit: 10_000, offset: 0, hostId: vm.hostId })).some(
+              (o) => o.encryption?.keyId === keyId,
+            );
+            if (!others) await src.dropKeys([kekRefOf(current.encryption)]).catch(() => undefined);
+          }
+          await this.events.record(actor, {
+            type: 'vm.migrated',
+            object,
+            changes,
+            message: `${actor.user} migrated VM ${vm.name} from host ${vm.hostId} to ${hostId} (${cold ? 'stopped, ' : ''}${cipher === 'none' ? 'plaintext' : 'encrypted, aes-256-gcm'}, migration ${migrationId})`,
+          });
+          return {
+            migrationId,
+            from: vm.hostId,
+            to: hostId,
+            encrypted: cipher !== 'none',
+            cipher,
+            cold,
+            bytes: result.bytes,
+            elapsedMs: result.elapsedMs,
+            bytesPerSecond: result.bytesPerSecond,
+          };
+        } catch (err) {
+          const why = err instanceof Error ? err.message : String(err);
+          await this.events.record(actor, {
+            type: 'vm.migrated',
+            object,
+            changes,
+            result: 'failure',
+            message: `migration ${migrationId} of VM ${vm.name} from host ${vm.hostId} to ${hostId} failed; it keeps running on ${vm.hostId}: ${why}`,
+          });
+          throw err;
+        } finally {
+          if (poll) clearInterval(poll);
+          key?.fill(0);
+          nonce?.fill(0);
+        }
+      },
+    );
+  }
+
+  /** Sets migrationEncryption without an event of its own (encrypting a VM records one). */
+  async setMigrationEncryption(id: string, mode: 'disabled' | 'opportunistic' | 'required'): Promise<void> {
+    const vm = await this.get(id);
+    await this.db.run(`UPDATE vms SET config = $1 WHERE id = $2`, [
+      toJson({ ...vm.config, migrationEncryption: mode }),
+      id,
+    ]);
   }
 
   async setState(id: string, state: string): Promise<void> {

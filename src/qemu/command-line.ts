@@ -107,6 +107,11 @@ export interface HostRuntime {
   startPaused?: boolean;
   /** pcie-root-ports created up front, because the q35 root bus is not hot-pluggable. Default 2. */
   hotplugPorts?: number;
+  /**
+   * Start as a live-migration destination (`-incoming defer`): QEMU waits for QMP
+   * `migrate-incoming` and runs the VM once its state has arrived. Replaces -S.
+   */
+  incoming?: boolean;
   /** QEMU's seccomp sandbox. Default true. */
   sandbox?: boolean;
   /**
@@ -412,7 +417,8 @@ export function buildQemuArgv(spec: VmSpec, host: HostRuntime): string[] {
   if (host.sandbox ?? true) {
     argv.push('-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny');
   }
-  if (host.startPaused ?? true) argv.push('-S');
+  if (host.incoming === true) argv.push('-incoming', 'defer');
+  else if (host.startPaused ?? true) argv.push('-S');
   // The disks' secrets are added below, after their ids are checked: build them first.
   const diskArgs: string[] = [];
 

@@ -88,6 +88,11 @@ export interface StartOptions extends VmRuntimeOptions {
   qemuLogPath?: string;
   /** Leave the vCPUs stopped (status `prelaunch`) for the caller to `cont`. Default false. */
   paused?: boolean;
+  /**
+   * A live-migration destination: QEMU starts with `-incoming defer` (status `inmigrate`)
+   * and the caller sends `migrate-incoming`; the VM runs when the migration completes.
+   */
+  incoming?: boolean;
   /** Until QMP answers. Default 20,000. */
   startTimeoutMs?: number;
   /**
@@ -406,6 +411,7 @@ export class VmProcess {
     const host: HostRuntime = {
       accel,
       startPaused: true,
+      ...(opts.incoming === true ? { incoming: true } : {}),
       ...(ovmf === undefined ? {} : { ovmf: { code: ovmf.code, requiresSmm: ovmf.requiresSmm } }),
       ...(spec.firmware === 'bios' ? { biosSerialConsoleFile: serconFile } : {}),
       ...(opts.nicBackend === undefined ? {} : { nicBackend: opts.nicBackend }),
@@ -564,7 +570,7 @@ export class VmProcess {
       if (fromFile !== pid) throw new Error(`pidfile ${spec.pidFilePath} says ${fromFile}, expected ${pid}`);
       // QEMU drops console output while no reader is connected: connect before the vCPUs run.
       await serial?.waitConnected(Math.max(1_000, deadline - Date.now()));
-      if (opts.paused !== true) await qmp.execute('cont');
+      if (opts.paused !== true && opts.incoming !== true) await qmp.execute('cont');
     } catch (err) {
       await qmp.close();
       if (ownsSerial) serial?.close();

@@ -147,9 +147,16 @@ describe(
         const before = await getVm();
         assert.equal(before.encryption, null, 'the VM starts plain');
         const task = await p.api.post<Task>(`/vms/${vm.id}/actions/encrypt`, {});
-        assert.equal(await exited(dying), 'SIGKILL', 'the agent died at the crash point');
         const failed = await p.api.waitTask<Task>(task.id);
         assert.equal(failed.state, 'failed', 'the manager saw the operation fail');
+        // The task fails when the agent dies; had it failed for another reason, the agent
+        // would still run, and the message says why.
+        const died = await Promise.race([exited(dying), sleep(30_000).then(() => 'still running')]);
+        assert.equal(
+          died,
+          'SIGKILL',
+          `the agent died at the crash point (task: ${JSON.stringify(failed.error)})`,
+        );
 
         await startChild();
         const committed = point === 'encrypt:after-commit';

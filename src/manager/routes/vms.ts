@@ -3,7 +3,7 @@ import { Type } from '@sinclair/typebox';
 import type { EventType } from '../../events/index.js';
 import type { AnyRoute } from '../http.js';
 import { route } from '../http.js';
-import { ActionQuery, IdParams, Task, Vm, VmCreate, VmPatch } from '../model.js';
+import { ActionQuery, IdParams, MigrateBody, Task, Vm, VmCreate, VmPatch } from '../model.js';
 import type { ManagerServices } from '../services.js';
 import type { VmAction } from '../vms.js';
 import { requirePrivilege } from '../vm-crypto.js';
@@ -128,6 +128,25 @@ export function vmRoutes(s: ManagerServices): AnyRoute[] {
           taskReply(s, await s.vms.action(actorOf(user, ip), params.id, a.verb), query, reply),
       }),
     ),
+    route({
+      method: 'POST',
+      url: '/vms/:id/actions/migrate',
+      event: 'vm.migrated',
+      summary:
+        'Live-migrate a running VM to another host, encrypted per its migrationEncryption (an encrypted VM also needs crypto.migrate)',
+      tag: 'vms',
+      privilege: 'vm.migrate',
+      params: IdParams,
+      query: ActionQuery,
+      body: MigrateBody,
+      response: Task,
+      status: 202,
+      handler: async ({ params, query, body, user, ip, reply }) => {
+        const vm = await s.vms.get(params.id);
+        if (vm.encryption) requirePrivilege(user, 'crypto.migrate', `migrate encrypted VM ${vm.name}`);
+        return taskReply(s, await s.vms.migrate(actorOf(user, ip), params.id, body.hostId), query, reply);
+      },
+    }),
     route({
       method: 'GET',
       url: '/vms/:id/console',
