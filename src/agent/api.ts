@@ -179,12 +179,20 @@ export interface MigrationIncomingRequest {
   migration: MigrationSpec;
   /** A stopped VM: the stream is its NVRAM file, and no QEMU starts. */
   cold?: boolean;
+  /**
+   * Live, with disks on the source's local datastore: the destination creates empty images
+   * (encrypted with the VM's own DEKs for an encrypted VM) at spec.disks' paths, exports
+   * them over NBD and listens for the disk tunnel (migration/tunnel.ts) too.
+   */
+  copyDisks?: boolean;
 }
 
 /** Where the destination's migration listener waits (port chosen by the agent). */
 export interface MigrationIncomingResponse {
   host: string;
   port: number;
+  /** copyDisks: where the disk tunnel listens. */
+  nbd?: { host: string; port: number };
 }
 
 /** To the source: stream the running VM to the destination's listener; answers when done. */
@@ -193,6 +201,8 @@ export interface MigrationOutgoingRequest {
   peer: { host: string; port: number };
   /** A stopped VM: its NVRAM file goes through the channel instead of QEMU's stream. */
   cold?: boolean;
+  /** Local disks: mirror them through the disk tunnel to this peer before the memory. */
+  nbdPeer?: { host: string; port: number };
 }
 
 export interface MigrationOutgoingResponse {

@@ -66,13 +66,15 @@ export interface VmDriver {
     migration: ParsedMigration,
     listenHost: string,
     cold?: boolean,
-  ): Promise<{ host: string; port: number }>;
+    copyDisks?: boolean,
+  ): Promise<{ host: string; port: number; nbd?: { host: string; port: number } }>;
   /** Source: streams the running VM to `peer`; on success the VM is gone from this host. */
   migrateOut?(
     id: string,
     migration: ParsedMigration,
     peer: { host: string; port: number },
     cold?: boolean,
+    nbdPeer?: { host: string; port: number },
   ): Promise<MigrationOutgoingResponse>;
   /** After an agent restart: re-attaches VMs that kept running. Safe to call twice. */
   recover(): Promise<void>;
@@ -191,7 +193,8 @@ export function serializedDriver(driver: VmDriver): VmDriver {
             m: ParsedMigration,
             host: string,
             cold?: boolean,
-          ) => locks.run(spec.id, () => driver.migrateIn!(spec, record, m, host, cold)),
+            copyDisks?: boolean,
+          ) => locks.run(spec.id, () => driver.migrateIn!(spec, record, m, host, cold, copyDisks)),
         }
       : {}),
     ...(driver.migrateOut
@@ -201,7 +204,8 @@ export function serializedDriver(driver: VmDriver): VmDriver {
             m: ParsedMigration,
             peer: { host: string; port: number },
             cold?: boolean,
-          ) => locks.run(id, () => driver.migrateOut!(id, m, peer, cold)),
+            nbdPeer?: { host: string; port: number },
+          ) => locks.run(id, () => driver.migrateOut!(id, m, peer, cold, nbdPeer)),
         }
       : {}),
   };

@@ -45,10 +45,11 @@ import {
   readdirSync,
   renameSync,
   rmSync,
+  rmdirSync,
 } from 'node:fs';
 import net from 'node:net';
 import { open } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { HypersealError, isHypersealError } from '../errors.js';
 import { writeFileAtomic } from '../fsutil.js';
 import type { Accelerator, HostRuntime, NicBackend, VmSpec as QemuVmSpec } from '../qemu/command-line.js';
@@ -69,7 +70,7 @@ import {
   lukPassphrase,
   resizeEncryptedQcow2,
 } from '../qemu/encrypted-images.js';
-import { sealSecretForQemu } from '../qemu/command-line.js';
+import { diskNodeName, sealSecretForQemu } from '../qemu/command-line.js';
 import { SerialSocketReader } from '../qemu/serial-socket.js';
 import type {
   ConsoleChunk,
@@ -102,6 +103,7 @@ import {
 import { hardwareDiffers, parseVmSpec } from './spec.js';
 import type { ParsedMigration } from './spec.js';
 import { MigrationReceiver, MigrationSender } from '../migration/index.js';
+import { TunnelDestination, TunnelSource } from '../migration/tunnel.js';
 import { MICROSOFT_KEY_SET, buildVarsForKeySet, ovmfRequirementFor } from '../secureboot/keyset.js';
 import { VTPM_FILES, startSwtpm, stopSwtpm } from './vtpm.js';
 
@@ -153,6 +155,22 @@ interface VmRecord {
   /** Encrypted VMs: the spec, sealed under the home DEK (AES-256-GCM, bound to the VM id). */
   sealedSpec?: string;
   bundle?: EncryptionBundle;
+}
+
+/** A local-disk migration under way on the destination: the images it created, its tunnel. */
+interface IncomingCopy {
+  paths: string[];
+  tunnel: TunnelDestination | undefined;
+}
+
+/** Removes a disk image and its VM directory on the datastore once empty. */
+function removeImage(path: string): void {
+  rmSync(path, { force: true });
+  try {
+    rmdirSync(dirname(path));
+  } catch {
+    // Not empty (other disks, other generations) or already gone.
+  }
 }
 
 interface Vm {
@@ -246,6 +264,7 @@ export class QemuDriver implements VmDriver {
   readonly kind = 'qemu' as const;
   readonly keyring = new Keyring();
   private readonly vms = new Map<string, Vm>();
+  private readonly incomingCopies = new Map<string, IncomingCopy>();
   readonly datastores: readonly Datastore[];
   private readonly homeRoot: string;
 
@@ -426,7 +445,7 @@ export class QemuDriver implements VmDriver {
   }
 
   /** Starts the VM's QEMU: booting, or (`incoming`) as a live-migration destination. */
-  private async startQemu(vm: Vm, incoming: boolean): Promise<void> {
+  private async startQemu(vm: Vm, incoming: boolean | 'paused'): Promise<void> {
     const id = vm.id;
     const spec = this.requireSpec(vm);
     const { host, ovmf } = this.hostRuntime(spec);
@@ -485,6 +504,7 @@ export class QemuDriver implements VmDriver {
         nicBackend: this.opts.nicBackend ?? 'user-isolated',
         qemuLogPath: join(vm.home, 'qemu.log'),
         ...(incoming ? { incoming: true } : {}),
+        ...(incoming === 'paused' ? { incomingPaused: true } : {}),
         ...(masterKey ? { masterKey } : {}),
         ...(this.opts.qemuBinary !== undefined ? { qemuBinary: this.opts.qemuBinary } : {}),
         ...(this.opts.qemuImgBinary !== undefined ? { qemuImgBinary: this.opts.qemuImgBinary } : {}),
@@ -821,7 +841,8 @@ export class QemuDriver implements VmDriver {
     mig: ParsedMigration,
     listenHost: string,
     cold = false,
-  ): Promise<{ host: string; port: number }> {
+    copyDisks = false,
+  ): Promise<{ host: string; port: number; nbd?: { host: string; port: number } }> {
     try {
       if (this.vms.has(spec.id)) throw cryptoConflict(spec.id, 'is already defined on this host');
       if (cold && spec.vtpm === true) {
@@ -830,10 +851,18 @@ export class QemuDriver implements VmDriver {
         });
       }
       this.requireCipher(mig);
+      if (copyDisks && cold)
+        throw new HypersealError('HS_ERR_INVALID_ARGUMENT', 'a cold migration copies no disks');
       for (const [i, d] of spec.disks.entries()) {
-        // Disks stay in place on a datastore both hosts mount; local disks do not move (yet).
+        // Disks stay in place on a datastore both hosts mount; local disks are copied
+        // (copyDisks) into new images on a datastore of this host.
         const path = this.diskPath(spec.id, d, Number(raw.generation ?? 0));
-        if (!this.datastores.some((ds) => ds.path === d.datastorePath) || !existsSync(path)) {
+        const known = this.datastores.some((ds) => ds.path === d.datastorePath);
+        if (copyDisks && known && !existsSync(path)) continue;
+        if (copyDisks && known) {
+          throw cryptoConflict(spec.id, `already has an image at ${path} on this host`);
+        }
+        if (!known || !existsSync(path)) {
           throw new HypersealError(
             'HS_ERR_MIGRATION_UNSUPPORTED',
             `spec.disks[${i}] (${d.id}) is not on a datastore this host shares with the source`,
@@ -851,8 +880,43 @@ export class QemuDriver implements VmDriver {
       const incoming = join(home, 'incoming.sock');
       let receiver: MigrationReceiver | undefined;
       let sink: FileSink | undefined;
+      let tunnel: TunnelDestination | undefined;
       try {
-        if (cold) {
+        if (copyDisks) {
+          const copy: IncomingCopy = { paths: [], tunnel: undefined };
+          this.incomingCopies.set(spec.id, copy);
+          await this.createCopyTargets(spec, record, copy);
+          await this.startQemu(vm, 'paused');
+          const qmp = (vm.proc as VmProcess).qmp;
+          await qmp.execute('migrate-set-capabilities', {
+            capabilities: [
+              { capability: 'events', state: true },
+              { capability: 'late-block-activate', state: true },
+            ],
+          });
+          const nbdSocket = join(home, 'nbd.sock');
+          await qmp.execute('nbd-server-start', { addr: { type: 'unix', data: { path: nbdSocket } } });
+          for (const d of spec.disks) {
+            await qmp.execute('block-export-add', {
+              type: 'nbd',
+              id: `hs-export-${d.id}`,
+              'node-name': diskNodeName(d.id),
+              name: diskNodeName(d.id),
+              writable: true,
+            });
+          }
+          await qmp.execute('migrate-incoming', { uri: `unix:${incoming}` });
+          tunnel = await TunnelDestination.listen({
+            params: {
+              migrationId: mig.id,
+              cipher: mig.cipher,
+              ...(mig.key && mig.nonce ? { key: mig.key, nonce: mig.nonce } : {}),
+            },
+            listen: { host: listenHost, port: 0 },
+            targetPath: nbdSocket,
+          });
+          copy.tunnel = tunnel;
+        } else if (cold) {
           // A stopped VM: the stream is its NVRAM file (empty when it has none yet).
           sink = await fileSink(incoming, join(home, `nvram.tmp-${mig.id}`));
         } else {
@@ -875,11 +939,21 @@ export class QemuDriver implements VmDriver {
         await this.dropIncoming(vm);
         throw err;
       }
+      const rcv = receiver;
+      // A failed disk tunnel fails the incoming migration too.
+      tunnel?.onFailure((err) => rcv.abort(err));
       void this.finishIncoming(vm, receiver, sink);
       const address = receiver.address as { host: string; port: number };
-      const advertised = this.opts.migrationAdvertise ? await this.opts.migrationAdvertise(address) : address;
-      trace('agent', 'migration incoming', { vmId: spec.id, migrationId: mig.id, cipher: mig.cipher });
-      return advertised;
+      const advertise = async (a: { host: string; port: number }): Promise<{ host: string; port: number }> =>
+        this.opts.migrationAdvertise ? this.opts.migrationAdvertise(a) : a;
+      const advertised = await advertise(address);
+      trace('agent', 'migration incoming', {
+        vmId: spec.id,
+        migrationId: mig.id,
+        cipher: mig.cipher,
+        copyDisks,
+      });
+      return tunnel ? { ...advertised, nbd: await advertise(tunnel.address) } : advertised;
     } catch (err) {
       throw wrap(`receiving VM ${spec.id}`, err);
     } finally {
@@ -903,6 +977,8 @@ export class QemuDriver implements VmDriver {
       }
       const proc = vm.proc;
       if (!proc) throw new HypersealError('HS_ERR_MIGRATION_FAILED', 'the destination QEMU is gone');
+      const copy = this.incomingCopies.get(vm.id);
+      if (copy) await this.finishCopy(vm.id, proc, copy);
       const deadline = Date.now() + 30_000;
       for (;;) {
         const { status } = await proc.status();
@@ -913,6 +989,7 @@ export class QemuDriver implements VmDriver {
         await new Promise((r) => setTimeout(r, 50));
       }
       vm.operation = null;
+      this.incomingCopies.delete(vm.id);
       trace('agent', 'migration received', { vmId: vm.id });
     } catch (err) {
       trace('agent', 'incoming migration failed', { vmId: vm.id, error: String(err) });
@@ -929,7 +1006,75 @@ export class QemuDriver implements VmDriver {
     vm.serial?.close();
     stopSwtpm(vm.home);
     rmSync(vm.home, { recursive: true, force: true });
+    // Images created here for a local-disk migration are this attempt's, not the source's.
+    const copy = this.incomingCopies.get(vm.id);
+    if (copy) {
+      copy.tunnel?.close();
+      for (const path of copy.paths) removeImage(path);
+      this.incomingCopies.delete(vm.id);
+    }
     this.vms.delete(vm.id);
+  }
+
+  /** Local-disk migration, destination: an empty image per disk, encrypted with the VM's own DEKs. */
+  private async createCopyTargets(spec: VmSpec, record: VmRecord, copy: IncomingCopy): Promise<void> {
+    const deks = record.bundle
+      ? unwrapDeks(this.keyring.require(record.bundle.kekRef, spec.id), record.bundle)
+      : undefined;
+    try {
+      for (const d of spec.disks) {
+        mkdirSync(join(d.datastorePath, spec.id), { recursive: true, mode: 0o700 });
+        const path = this.diskPath(spec.id, d, record.generation);
+        copy.paths.push(path);
+        if (deks) {
+          const dek = deks.disks.get(d.id);
+          if (!dek)
+            throw new HypersealError('HS_ERR_KEY_MISMATCH', `VM ${spec.id} has no key for disk ${d.id}`);
+          await createEncryptedQcow2(path, d.sizeMiB, dek, this.opts.qemuImgBinary);
+        } else {
+          await createQcow2Image(path, d.sizeMiB, this.opts.qemuImgBinary);
+        }
+      }
+    } finally {
+      if (deks) {
+        zeroize(deks.home);
+        for (const k of deks.disks.values()) zeroize(k);
+      }
+    }
+  }
+
+  /**
+   * Local-disk migration, destination, once the memory arrived (QEMU paused, -S): the NBD
+   * exports go once the source dropped its NBD client, then the VM runs.
+   */
+  private async finishCopy(id: string, proc: VmProcess, copy: IncomingCopy): Promise<void> {
+    const qmp = proc.qmp;
+    const deadline = Date.now() + 120_000;
+    for (;;) {
+      const { status } = await proc.status();
+      if (status === 'paused' || status === 'prelaunch') break;
+      if (status !== 'inmigrate' || Date.now() > deadline) {
+        throw new HypersealError('HS_ERR_MIGRATION_FAILED', `the destination QEMU is ${status}`);
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const spec = this.requireSpec(this.get(id));
+    for (const d of spec.disks) {
+      // Refused while the source's NBD client is still connected: it disconnects after its mirror ended.
+      for (;;) {
+        try {
+          await qmp.execute('block-export-del', { id: `hs-export-${d.id}` });
+          break;
+        } catch (err) {
+          if (Date.now() > deadline) throw err;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+    }
+    await qmp.execute('nbd-server-stop');
+    copy.tunnel?.close();
+    copy.tunnel = undefined;
+    await qmp.execute('cont');
   }
 
   async migrateOut(
@@ -937,9 +1082,11 @@ export class QemuDriver implements VmDriver {
     mig: ParsedMigration,
     peer: { host: string; port: number },
     cold = false,
+    nbdPeer?: { host: string; port: number },
   ): Promise<MigrationOutgoingResponse> {
     if (cold) return this.migrateStoppedOut(id, mig, peer);
     let sender: MigrationSender;
+    let tunnel: TunnelSource | undefined;
     const vm = this.get(id);
     try {
       this.requireCipher(mig);
@@ -954,6 +1101,22 @@ export class QemuDriver implements VmDriver {
         peer,
         qemuSocketPath: join(vm.home, 'outgoing.sock'),
       });
+      if (nbdPeer) {
+        try {
+          tunnel = await TunnelSource.listen({
+            params: {
+              migrationId: mig.id,
+              cipher: mig.cipher,
+              ...(mig.key && mig.nonce ? { key: mig.key, nonce: mig.nonce } : {}),
+            },
+            socketPath: join(vm.home, 'nbd-out.sock'),
+            peer: nbdPeer,
+          });
+        } catch (err) {
+          sender.abort();
+          throw err;
+        }
+      }
     } catch (err) {
       throw wrap(`migrating VM ${id}`, err);
     } finally {
@@ -961,6 +1124,8 @@ export class QemuDriver implements VmDriver {
       zeroize(mig.nonce);
     }
     const proc = vm.proc as VmProcess;
+    const disks = tunnel ? this.requireSpec(vm).disks : [];
+    const mirrors: { job: string; node: string; path: string }[] = [];
     const qmp = proc.qmp;
     vm.operation = { kind: 'migrate', progress: 0 };
     const ticker = setInterval(() => {
@@ -987,6 +1152,52 @@ export class QemuDriver implements VmDriver {
         capabilities: [{ capability: 'events', state: true }],
       });
       await qmp.execute('migrate-set-parameters', { 'max-bandwidth': 4 * 1024 * 1024 * 1024 });
+      if (tunnel) {
+        // Local disks: each mirrored through the tunnel into the destination's NBD export
+        // and kept in sync until the memory has moved.
+        const t = tunnel;
+        const tunnelFailed = new Promise<never>((_, reject) => t.onFailure(reject));
+        tunnelFailed.catch(() => undefined);
+        for (const d of disks) {
+          const m = {
+            job: `hs-mirror-${d.id}`,
+            node: `hs-mirror-${d.id}`,
+            path: this.diskPath(id, d, vm.record.generation),
+          };
+          await qmp.execute('blockdev-add', {
+            driver: 'nbd',
+            'node-name': m.node,
+            server: { type: 'unix', path: t.socketPath },
+            export: diskNodeName(d.id),
+          });
+          mirrors.push(m);
+          const ready = qmp.waitForEvent('BLOCK_JOB_READY', {
+            timeoutMs: 24 * 3600_000,
+            match: (e) => e.data.device === m.job,
+          });
+          const ended = qmp
+            .waitForEvent('BLOCK_JOB_COMPLETED', {
+              timeoutMs: 24 * 3600_000,
+              match: (e) => e.data.device === m.job,
+            })
+            .then((e) => {
+              throw new HypersealError(
+                'HS_ERR_MIGRATION_FAILED',
+                `copying disk ${d.id} ended before it was in sync: ${String(e.data.error ?? 'no error given')}`,
+              );
+            });
+          ready.catch(() => undefined);
+          ended.catch(() => undefined);
+          await qmp.execute('blockdev-mirror', {
+            'job-id': m.job,
+            device: diskNodeName(d.id),
+            target: m.node,
+            sync: 'full',
+          });
+          await Promise.race([ready, ended, tunnelFailed]);
+          trace('agent', 'disk in sync', { vmId: id, disk: d.id });
+        }
+      }
       const final = qmp.waitForEvent('MIGRATION', {
         timeoutMs: 24 * 3600_000,
         match: (e) => ['completed', 'failed', 'cancelled'].includes(String(e.data.status)),
@@ -1001,12 +1212,18 @@ export class QemuDriver implements VmDriver {
       if (status !== 'completed') {
         throw new HypersealError('HS_ERR_MIGRATION_FAILED', `the source QEMU's migration ${status}`);
       }
-      // Moved: this host's QEMU and home go; disks on the shared datastore stay.
+      // Local disks: the mirrors end without a pivot (the destination has every write),
+      // then the NBD clients go, which lets the destination drop its exports and run.
+      await this.endMirrors(qmp, mirrors, true);
+      tunnel?.close();
+      // Moved: this host's QEMU and home go; disks on the shared datastore stay, copied
+      // local disks go.
       await proc.powerOff().catch(() => undefined);
       vm.proc = null;
       vm.serial?.close();
       stopSwtpm(vm.home);
       rmSync(vm.home, { recursive: true, force: true });
+      for (const m of mirrors) removeImage(m.path);
       this.vms.delete(id);
       trace('agent', 'migrated out', { vmId: id, migrationId: mig.id, bytes: result.bytes });
       return {
@@ -1019,6 +1236,10 @@ export class QemuDriver implements VmDriver {
     } catch (err) {
       sender.abort();
       await qmp.execute('migrate_cancel').catch(() => undefined);
+      tunnel?.close();
+      await this.endMirrors(qmp, mirrors, false).catch((e: unknown) => {
+        trace('agent', 'ending disk mirrors failed', { vmId: id, error: String(e) });
+      });
       // The VM keeps running here: resumed if QEMU had paused it for the last copy.
       const { status } = await proc.status().catch(() => ({ status: 'unknown' }));
       if (status === 'paused' || status === 'postmigrate' || status === 'finish-migrate') {
@@ -1031,6 +1252,44 @@ export class QemuDriver implements VmDriver {
     } finally {
       clearInterval(ticker);
       vm.operation = null;
+    }
+  }
+
+  /**
+   * Ends local-disk mirrors without a pivot (block-job-cancel) and deletes their NBD client
+   * nodes. `strict`: after a completed migration, where each must end cleanly.
+   */
+  private async endMirrors(
+    qmp: VmProcess['qmp'],
+    mirrors: readonly { job: string; node: string }[],
+    strict: boolean,
+  ): Promise<void> {
+    for (const m of mirrors) {
+      const jobs = (await qmp.execute('query-block-jobs')) as { device: string }[];
+      if (jobs.some((j) => j.device === m.job)) {
+        const ended = qmp.waitForEvent('BLOCK_JOB_COMPLETED', {
+          timeoutMs: 60_000,
+          match: (e) => e.data.device === m.job,
+        });
+        const cancelled = strict
+          ? undefined
+          : qmp.waitForEvent('BLOCK_JOB_CANCELLED', {
+              timeoutMs: 60_000,
+              match: (e) => e.data.device === m.job,
+            });
+        ended.catch(() => undefined);
+        cancelled?.catch(() => undefined);
+        await qmp.execute('block-job-cancel', strict ? { device: m.job } : { device: m.job, force: true });
+        const e = await (cancelled ? Promise.race([ended, cancelled]) : ended);
+        if (strict && e.data.error !== undefined) {
+          throw new HypersealError(
+            'HS_ERR_MIGRATION_FAILED',
+            `disk mirror ${m.job}: ${String(e.data.error)}`,
+          );
+        }
+      }
+      if (strict) await qmp.execute('blockdev-del', { 'node-name': m.node });
+      else await qmp.execute('blockdev-del', { 'node-name': m.node }).catch(() => undefined);
     }
   }
 

@@ -288,12 +288,15 @@ async function dispatch(
     case 'migrationIncoming': {
       if (!driver.migrateIn) throw noMigration();
       const r = parseMigrationIncoming(body, vmId());
-      return { status: 200, body: await driver.migrateIn(r.spec, r.record, r.migration, listenHost, r.cold) };
+      return {
+        status: 200,
+        body: await driver.migrateIn(r.spec, r.record, r.migration, listenHost, r.cold, r.copyDisks),
+      };
     }
     case 'migrationOutgoing': {
       if (!driver.migrateOut) throw noMigration();
       const r = parseMigrationOutgoing(body);
-      return { status: 200, body: await driver.migrateOut(vmId(), r.migration, r.peer, r.cold) };
+      return { status: 200, body: await driver.migrateOut(vmId(), r.migration, r.peer, r.cold, r.nbdPeer) };
     }
   }
 }

@@ -321,9 +321,19 @@ function migration(value: unknown, where: string): ParsedMigration {
 export function parseMigrationIncoming(
   value: unknown,
   pathId: string,
-): { spec: VmSpec; record: Record<string, unknown>; migration: ParsedMigration; cold: boolean } {
-  const o = object(value, 'body', ['spec', 'record', 'migration'], ['cold']);
+): {
+  spec: VmSpec;
+  record: Record<string, unknown>;
+  migration: ParsedMigration;
+  cold: boolean;
+  copyDisks: boolean;
+} {
+  const o = object(value, 'body', ['spec', 'record', 'migration'], ['cold', 'copyDisks']);
   if (o.cold !== undefined && typeof o.cold !== 'boolean') throw invalid('cold must be true or false');
+  if (o.copyDisks !== undefined && typeof o.copyDisks !== 'boolean') {
+    throw invalid('copyDisks must be true or false');
+  }
+  if (o.cold === true && o.copyDisks === true) throw invalid('a cold migration copies no disks');
   const spec = parseVmSpec(o.spec, pathId);
   if (typeof o.record !== 'object' || o.record === null || Array.isArray(o.record)) {
     throw invalid('record must be a JSON object (the source agent’s VM record)');
@@ -332,6 +342,7 @@ export function parseMigrationIncoming(
     spec,
     record: o.record as Record<string, unknown>,
     cold: o.cold === true,
+    copyDisks: o.copyDisks === true,
     migration: migration(o.migration, 'migration'),
   };
 }
@@ -341,13 +352,18 @@ export function parseMigrationOutgoing(value: unknown): {
   migration: ParsedMigration;
   peer: { host: string; port: number };
   cold: boolean;
+  nbdPeer?: { host: string; port: number };
 } {
-  const o = object(value, 'body', ['migration', 'peer'], ['cold']);
+  const o = object(value, 'body', ['migration', 'peer'], ['cold', 'nbdPeer']);
   const p = object(o.peer, 'peer', ['host', 'port']);
+  const n = o.nbdPeer === undefined ? undefined : object(o.nbdPeer, 'nbdPeer', ['host', 'port']);
   if (o.cold !== undefined && typeof o.cold !== 'boolean') throw invalid('cold must be true or false');
   return {
     cold: o.cold === true,
     peer: { host: text(p.host, 'peer.host', 253), port: int(p.port, 'peer.port', 1, 65535) },
+    ...(n
+      ? { nbdPeer: { host: text(n.host, 'nbdPeer.host', 253), port: int(n.port, 'nbdPeer.port', 1, 65535) } }
+      : {}),
     migration: migration(o.migration, 'migration'),
   };
 }

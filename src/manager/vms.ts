@@ -525,20 +525,40 @@ export class VmService {
         ),
       );
     }
+    // Disks on a shared datastore stay in place; a running VM's disks on its host's local
+    // datastore are copied live (through the encrypted disk tunnel) to a local datastore
+    // of the destination: the same name when it has one.
+    const moved = new Map<string, { id: string; path: string }>();
     for (const d of vm.config.disks) {
-      const ds = await this.db.one<{ host_id: string | null }>(
-        `SELECT host_id FROM datastores WHERE id = $1`,
+      const ds = await this.db.one<{ host_id: string | null; name: string }>(
+        `SELECT host_id, name FROM datastores WHERE id = $1`,
         [d.datastoreId],
       );
-      if (ds?.host_id !== null) {
+      if (ds === undefined) throw new HypersealError('HS_ERR_NOT_FOUND', `no datastore ${d.datastoreId}`);
+      if (ds.host_id === null) continue;
+      if (cold || ds.host_id !== vm.hostId) {
         return refuse(
           new HypersealError(
             'HS_ERR_MIGRATION_UNSUPPORTED',
-            `disk ${d.id} of VM ${vm.name} is on a datastore of its host only; live migration keeps disks in place on shared datastores`,
+            `disk ${d.id} of VM ${vm.name} is on a datastore of its host only; only a running VM's local disks are copied, a stopped VM keeps disks in place on shared datastores`,
           ),
         );
       }
+      const target = await this.db.one<{ id: string; path: string }>(
+        `SELECT id, path FROM datastores WHERE host_id = $1 ORDER BY (name = $2) DESC, id LIMIT 1`,
+        [hostId, ds.name],
+      );
+      if (target === undefined) {
+        return refuse(
+          new HypersealError(
+            'HS_ERR_MIGRATION_UNSUPPORTED',
+            `disk ${d.id} of VM ${vm.name} is on a local datastore and host ${hostId} has none to copy it to`,
+          ),
+        );
+      }
+      moved.set(d.id, target);
     }
+    const copyDisks = moved.size > 0;
     const mode = vm.encryption ? 'required' : (vm.config.migrationEncryption ?? 'opportunistic');
     const [srcFacts, dstFacts] = await Promise.all([
       this.hosts.agent(vm.hostId).facts(),
@@ -592,13 +612,30 @@ export class VmService {
           const current = await this.get(id);
           if (current.encryption) await this.ensureKeyOn(current, hostId);
           const record = await src.migrationRecord(id);
-          const spec = await this.spec(current);
+          const base = await this.spec(current);
+          // The destination's paths for copied disks.
+          const spec = {
+            ...base,
+            disks: base.disks.map((d) => {
+              const to = moved.get(d.id);
+              return to ? { ...d, datastorePath: to.path } : d;
+            }),
+          };
           ctx.progress(5);
           const listener = await dst.migrationIncoming(id, {
             spec,
             record,
             migration,
             ...(cold ? { cold } : {}),
+            ...(copyDisks ? { copyDisks } : {}),
+          });
+          if (copyDisks && !listener.nbd) {
+            throw new HypersealError('HS_ERR_MIGRATION_FAILED', `host ${hostId} did not open a disk tunnel`);
+          }
+          const peerOf = (l: { host: string; port: number }): { host: string; port: number } => ({
+            host:
+              l.host === '0.0.0.0' || l.host === '::' ? destination.hostname.replace(/^\[|\]$/g, '') : l.host,
+            port: l.port,
           });
           // The destination's address as the manager knows it, unless it listens on a specific one.
           const peerHost =
@@ -620,6 +657,7 @@ export class VmService {
             migration,
             peer: { host: peerHost, port: listener.port },
             ...(cold ? { cold } : {}),
+            ...(listener.nbd ? { nbdPeer: peerOf(listener.nbd) } : {}),
           });
           clearInterval(poll);
           poll = undefined;
@@ -643,6 +681,20 @@ export class VmService {
             want,
             id,
           ]);
+          if (copyDisks) {
+            // The copied disks now live on the destination's datastores.
+            const now = await this.get(id);
+            await this.db.run(`UPDATE vms SET config = $1 WHERE id = $2`, [
+              toJson({
+                ...now.config,
+                disks: now.config.disks.map((d) => {
+                  const to = moved.get(d.id);
+                  return to ? { ...d, datastoreId: to.id } : d;
+                }),
+              }),
+              id,
+            ]);
+          }
           // The source no longer needs an encrypted VM's KEK (unless another VM there uses it).
           if (current.encryption) {
             const keyId = current.encryption.keyId;

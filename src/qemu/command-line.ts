@@ -112,6 +112,8 @@ export interface HostRuntime {
    * `migrate-incoming` and runs the VM once its state has arrived. Replaces -S.
    */
   incoming?: boolean;
+  /** With `incoming`: -S as well, the VM stays paused after its state arrived (local-disk migration). */
+  incomingPaused?: boolean;
   /** QEMU's seccomp sandbox. Default true. */
   sandbox?: boolean;
   /**
@@ -417,8 +419,10 @@ export function buildQemuArgv(spec: VmSpec, host: HostRuntime): string[] {
   if (host.sandbox ?? true) {
     argv.push('-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny');
   }
-  if (host.incoming === true) argv.push('-incoming', 'defer');
-  else if (host.startPaused ?? true) argv.push('-S');
+  if (host.incoming === true) {
+    argv.push('-incoming', 'defer');
+    if (host.incomingPaused === true) argv.push('-S');
+  } else if (host.startPaused ?? true) argv.push('-S');
   // The disks' secrets are added below, after their ids are checked: build them first.
   const diskArgs: string[] = [];
 

@@ -93,6 +93,8 @@ export interface StartOptions extends VmRuntimeOptions {
    * and the caller sends `migrate-incoming`; the VM runs when the migration completes.
    */
   incoming?: boolean;
+  /** With `incoming`: also -S, so the VM stays paused after the migration for the caller to `cont`. */
+  incomingPaused?: boolean;
   /** Until QMP answers. Default 20,000. */
   startTimeoutMs?: number;
   /**
@@ -412,6 +414,7 @@ export class VmProcess {
       accel,
       startPaused: true,
       ...(opts.incoming === true ? { incoming: true } : {}),
+      ...(opts.incoming === true && opts.incomingPaused === true ? { incomingPaused: true } : {}),
       ...(ovmf === undefined ? {} : { ovmf: { code: ovmf.code, requiresSmm: ovmf.requiresSmm } }),
       ...(spec.firmware === 'bios' ? { biosSerialConsoleFile: serconFile } : {}),
       ...(opts.nicBackend === undefined ? {} : { nicBackend: opts.nicBackend }),
