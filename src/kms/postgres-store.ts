@@ -13,7 +13,7 @@
  * both succeed in turn (last write wins), as with any replicated key manager.
  */
 import { randomUUID } from 'node:crypto';
-import { open, seal } from '../crypto/aead.js';
+import { seal } from '../crypto/aead.js';
 import { HypersealError } from '../errors.js';
 import type { Db, SqlParam } from '../store/db.js';
 import { openDatabase, parseDatabaseTarget } from '../store/open.js';
@@ -21,11 +21,12 @@ import { masterKeyCheck, verifyMasterKey } from './master-key.js';
 import {
   BACKUP_MARKER_KEY,
   MASTER_KEY_CHECK_KEY,
-  decodeAttributeBlob,
   encodeAttributeBlob,
   materialContext,
   namesOf,
+  objectFromRow,
 } from './sqlite-store.js';
+import type { StoredObjectRow } from './sqlite-store.js';
 import type {
   BackupMarker,
   ExportedObject,
@@ -55,17 +56,7 @@ const SCHEMA = [
   `CREATE TABLE IF NOT EXISTS kms_grants (uid TEXT NOT NULL, identity TEXT NOT NULL, PRIMARY KEY (uid, identity))`,
 ];
 
-interface Row {
-  uid: string;
-  owner: string;
-  object_type: number;
-  state: number;
-  algorithm: number;
-  length_bits: number;
-  attributes: Buffer;
-  sealed_material: Buffer | null;
-  created_at: number;
-}
+type Row = StoredObjectRow;
 
 /** Creation times must be unique-ish and increasing per server, as in SQLite (ms). */
 function nowMs(): number {
@@ -187,26 +178,7 @@ export class PostgresObjectStore implements ObjectStore {
   }
 
   private unsealRow(row: Row, withMaterial: boolean): ManagedObject {
-    const base = {
-      uid: row.uid,
-      owner: row.owner,
-      objectType: row.object_type,
-      state: row.state,
-      algorithm: row.algorithm,
-      lengthBits: row.length_bits,
-    };
-    let material: Buffer | undefined;
-    if (row.sealed_material !== null && withMaterial) {
-      try {
-        material = open(this.masterKey, Buffer.from(row.sealed_material), materialContext(base));
-      } catch {
-        throw new HypersealError(
-          'HS_ERR_KMS_STORE_CORRUPT',
-          `the stored key material of object ${row.uid} failed authentication`,
-        );
-      }
-    }
-    return { ...base, attributes: decodeAttributeBlob(Buffer.from(row.attributes)), material };
+    return objectFromRow(row, this.masterKey, withMaterial);
   }
 
   async update(uid: string, change: ObjectUpdate): Promise<void> {

@@ -50,7 +50,8 @@ CREATE INDEX IF NOT EXISTS objects_by_owner ON objects (owner, state);
 CREATE TABLE IF NOT EXISTS grants (uid TEXT NOT NULL, identity TEXT NOT NULL, PRIMARY KEY (uid, identity));
 `;
 
-interface Row {
+/** An object's row, the same in both stores (SQLite here, PostgreSQL in postgres-store.ts). */
+export interface StoredObjectRow {
   uid: string;
   owner: string;
   object_type: number;
@@ -61,6 +62,7 @@ interface Row {
   sealed_material: Buffer | null;
   created_at: number;
 }
+type Row = StoredObjectRow;
 
 export const BACKUP_MARKER_KEY = 'last_backup';
 export const MASTER_KEY_CHECK_KEY = 'master_key_check';
@@ -89,6 +91,34 @@ export function namesOf(attributes: KmipAttribute[]): string[] {
 }
 
 export type StoreDurability = 'full' | 'process';
+
+function baseOfRow(row: StoredObjectRow): Omit<ManagedObject, 'attributes' | 'material'> {
+  return {
+    uid: row.uid,
+    owner: row.owner,
+    objectType: row.object_type,
+    state: row.state,
+    algorithm: row.algorithm,
+    lengthBits: row.length_bits,
+  };
+}
+
+/** A row as a ManagedObject, its material unsealed (and authenticated) only when asked for. */
+export function objectFromRow(row: StoredObjectRow, masterKey: Buffer, withMaterial: boolean): ManagedObject {
+  const base = baseOfRow(row);
+  let material: Buffer | undefined;
+  if (row.sealed_material !== null && withMaterial) {
+    try {
+      material = open(masterKey, Buffer.from(row.sealed_material), materialContext(base));
+    } catch {
+      throw new HypersealError(
+        'HS_ERR_KMS_STORE_CORRUPT',
+        `the stored key material of object ${row.uid} failed authentication`,
+      );
+    }
+  }
+  return { ...base, attributes: decodeAttributeBlob(Buffer.from(row.attributes)), material };
+}
 
 export class SqliteObjectStore implements ObjectStore {
   private readonly db: Database.Database;
@@ -273,30 +303,11 @@ export class SqliteObjectStore implements ObjectStore {
   }
 
   private baseOf(row: Row): Omit<ManagedObject, 'attributes' | 'material'> {
-    return {
-      uid: row.uid,
-      owner: row.owner,
-      objectType: row.object_type,
-      state: row.state,
-      algorithm: row.algorithm,
-      lengthBits: row.length_bits,
-    };
+    return baseOfRow(row);
   }
 
   private unsealRow(row: Row, withMaterial: boolean): ManagedObject {
-    const base = this.baseOf(row);
-    let material: Buffer | undefined;
-    if (row.sealed_material !== null && withMaterial) {
-      try {
-        material = open(this.masterKey, row.sealed_material, materialContext(base));
-      } catch {
-        throw new HypersealError(
-          'HS_ERR_KMS_STORE_CORRUPT',
-          `the stored key material of object ${row.uid} failed authentication`,
-        );
-      }
-    }
-    return { ...base, attributes: decodeAttributeBlob(row.attributes), material };
+    return objectFromRow(row, this.masterKey, withMaterial);
   }
 
   get(uid: string, withMaterial = true, accessibleBy?: string): Promise<ManagedObject | undefined> {
