@@ -9,7 +9,6 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -18,6 +17,7 @@ import type { Vm } from '../../src/manager/model.js';
 import type { Task } from '../../src/manager/tasks.js';
 import { isPidAlive } from '../../src/qemu/vm-process.js';
 import type { TestPlatform } from '../support/manager.js';
+import { cutProxies } from '../support/cut-proxy.js';
 import { startTestPlatform, useTempConfigHome } from '../support/manager.js';
 
 const haveTools =
@@ -27,37 +27,8 @@ const haveTools =
 
 const DISK_MIB = 16;
 
-/** Between the agents: forwards, or (cut set) cuts a connection after `cut` bytes. */
-let cut: number | undefined;
-const proxies: net.Server[] = [];
-async function proxy(to: { host: string; port: number }): Promise<{ host: string; port: number }> {
-  const limit = cut;
-  const server = net.createServer({ allowHalfOpen: true }, (client) => {
-    const upstream = net.connect({ ...to, allowHalfOpen: true });
-    let seen = 0;
-    client.on('data', (c: Buffer) => {
-      seen += c.length;
-      if (limit !== undefined && seen > limit) {
-        client.destroy();
-        upstream.destroy();
-        return;
-      }
-      upstream.write(c);
-    });
-    upstream.on('data', (c: Buffer) => client.write(c));
-    for (const [a, b] of [
-      [client, upstream],
-      [upstream, client],
-    ] as const) {
-      a.on('end', () => b.end());
-      a.on('error', () => b.destroy());
-      a.on('close', () => b.destroy());
-    }
-  });
-  proxies.push(server);
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return { host: '127.0.0.1', port: (server.address() as net.AddressInfo).port };
-}
+/** Between the agents: forwards, or cuts a connection after `relay.cutAfter` bytes. */
+const relay = cutProxies({ once: false });
 
 describe(
   'live migration with disks on a local datastore',
@@ -75,7 +46,7 @@ describe(
       p = await startTestPlatform({
         agents: 2,
         kms: true,
-        driver: (dir) => openQemuDriver(dir, { accel: 'tcg', migrationAdvertise: proxy }),
+        driver: (dir) => openQemuDriver(dir, { accel: 'tcg', migrationAdvertise: relay.proxy }),
       });
     });
     after(async () => {
@@ -84,7 +55,7 @@ describe(
           .request(p.adminToken, 'POST', `/vms/${v.id}/actions/power-off?sync=true`)
           .catch(() => undefined);
       }
-      for (const s of proxies) s.close();
+      relay.close();
       await p?.close();
       rmSync(work, { recursive: true, force: true });
       restoreConfig();
@@ -192,8 +163,8 @@ describe(
       const pid = await pidOn(1, vm.id);
       // Both listeners go through the proxy: the memory stream is not reached before the
       // disk tunnel (the first connection) has been cut after 1 MiB.
-      cut = 1024 * 1024;
-      const r = await migrate(vm.id, host(0)).finally(() => (cut = undefined));
+      relay.cutAfter = 1024 * 1024;
+      const r = await migrate(vm.id, host(0)).finally(() => (relay.cutAfter = undefined));
       assert.equal(r.state, 'failed', JSON.stringify(r));
       t.diagnostic(`failed as expected: ${JSON.stringify(r.error)}`);
       assert.match(JSON.stringify(r.error), /tunnel|disk|nbd|NBD/i, JSON.stringify(r.error));

@@ -8,13 +8,13 @@
 // printed by the destination's QEMU: that is what shows the moved VM runs there.
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { openQemuDriver } from '../../src/agent/qemu-driver.js';
 import type { Vm } from '../../src/manager/model.js';
 import type { Task } from '../../src/manager/tasks.js';
 import { isPidAlive } from '../../src/qemu/vm-process.js';
 import type { TestPlatform } from '../support/manager.js';
+import { cutProxies } from '../support/cut-proxy.js';
 import { startTestPlatform, useTempConfigHome } from '../support/manager.js';
 
 const haveTools = existsSync('/usr/bin/qemu-system-x86_64') && existsSync('/usr/share/OVMF');
@@ -26,38 +26,8 @@ interface EventRow {
   changes: { path: string; from: unknown; to: unknown }[];
 }
 
-/** Between the agents: forwards the migration stream, or cuts it after `cutAfter` bytes. */
-let cutAfter: number | undefined;
-const proxies: net.Server[] = [];
-async function proxy(to: { host: string; port: number }): Promise<{ host: string; port: number }> {
-  const limit = cutAfter;
-  const server = net.createServer((client) => {
-    server.close();
-    const upstream = net.connect(to);
-    let seen = 0;
-    client.on('data', (c: Buffer) => {
-      seen += c.length;
-      if (limit !== undefined && seen > limit) {
-        client.destroy();
-        upstream.destroy();
-        return;
-      }
-      upstream.write(c);
-    });
-    upstream.on('data', (c: Buffer) => client.write(c));
-    for (const [a, b] of [
-      [client, upstream],
-      [upstream, client],
-    ] as const) {
-      a.on('end', () => b.end());
-      a.on('error', () => b.destroy());
-      a.on('close', () => b.destroy());
-    }
-  });
-  proxies.push(server);
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return { host: '127.0.0.1', port: (server.address() as net.AddressInfo).port };
-}
+/** Between the agents: forwards, or cuts a connection after `relay.cutAfter` bytes. */
+const relay = cutProxies({ once: true });
 
 describe(
   'live migration between QEMU agents',
@@ -76,7 +46,7 @@ describe(
         driver: (dir) =>
           openQemuDriver(dir, {
             accel: 'tcg',
-            migrationAdvertise: proxy,
+            migrationAdvertise: relay.proxy,
             ...(dir.endsWith('agent-3') ? { migrationEncryption: false } : {}),
           }),
       });
@@ -87,7 +57,7 @@ describe(
           .request(p.adminToken, 'POST', `/vms/${v.id}/actions/power-off?sync=true`)
           .catch(() => undefined);
       }
-      for (const s of proxies) s.close();
+      relay.close();
       await p?.close();
       restoreConfig();
     });
@@ -204,12 +174,12 @@ describe(
 
     test('the channel cut mid-stream: the task fails, the VM keeps running on its source', async () => {
       const sourcePid = await pidOn(2, vm.id);
-      cutAfter = 4 * 1024 * 1024;
+      relay.cutAfter = 4 * 1024 * 1024;
       let r;
       try {
         r = await migrate(vm.id, host(0));
       } finally {
-        cutAfter = undefined;
+        relay.cutAfter = undefined;
       }
       assert.equal(r.body.state, 'failed', JSON.stringify(r.body));
       assert.match(r.body.error?.code ?? '', /^HS_ERR_MIGRATION_/);
