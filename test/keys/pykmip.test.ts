@@ -4,7 +4,7 @@
 // the one-message form falls back to two), Get, batched Gets with an unknown id among
 // them, Revoke + Destroy, and Item Not Found afterwards.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,10 +16,9 @@ import { createKek, destroyKek, fetchKek, fetchKeks } from '../../src/keys/kek.j
 import { KmipClient } from '../../src/kmip/client.js';
 import { State } from '../../src/kmip/enums.js';
 import type { CertifiedKey } from '../../src/pki/index.js';
-import { createCertificateAuthority, issueCertificate } from '../../src/pki/index.js';
 import { stateOf } from '../kmip/behaviour.js';
 import type { PyKmipServer } from '../support/pykmip.js';
-import { pykmipAvailable, startPyKmipServer } from '../support/pykmip.js';
+import { pykmipAvailable, startPyKmipWithIdentities } from '../support/pykmip.js';
 
 const SKIP = pykmipAvailable() ? false : '/usr/bin/python3 cannot import kmip (install python3-pykmip)';
 
@@ -42,31 +41,7 @@ void describe('key provider cluster (PyKMIP 0.10)', { skip: SKIP }, () => {
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'hs-keys-pykmip-'));
-    // RSA throughout: PyKMIP's TLS 1.2 suite negotiates RSA key transport.
-    ca = await createCertificateAuthority({ commonName: 'hs-keys-pykmip-ca', keyType: 'rsa' });
-    const serverCert = await issueCertificate(ca, {
-      commonName: 'localhost',
-      usage: 'server',
-      dnsNames: ['localhost'],
-      ipAddresses: ['127.0.0.1'],
-      keyType: 'rsa',
-    });
-    manager = await issueCertificate(ca, {
-      commonName: 'hyperseal-manager',
-      usage: 'client',
-      keyType: 'rsa',
-    });
-    writeFileSync(join(dir, 'ca.pem'), ca.certPem);
-    writeFileSync(join(dir, 'server.pem'), serverCert.certPem);
-    writeFileSync(join(dir, 'server.key'), serverCert.keyPem, { mode: 0o600 });
-    server = await startPyKmipServer({
-      dir: join(dir, 'server'),
-      tls: {
-        caPath: join(dir, 'ca.pem'),
-        certPath: join(dir, 'server.pem'),
-        keyPath: join(dir, 'server.key'),
-      },
-    });
+    ({ server, ca, client: manager } = await startPyKmipWithIdentities(dir));
     const cluster = new KmipCluster({
       name: 'pykmip',
       servers: [

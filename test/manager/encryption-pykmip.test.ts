@@ -10,13 +10,10 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Vm } from '../../src/manager/model.js';
 import type { Task } from '../../src/manager/tasks.js';
-import type { CertifiedKey } from '../../src/pki/index.js';
-import { createCertificateAuthority, issueCertificate } from '../../src/pki/index.js';
 import type { TestPlatform } from '../support/manager.js';
 import { startTestPlatform, useTempConfigHome } from '../support/manager.js';
 import type { PyKmipServer } from '../support/pykmip.js';
-import { pykmipAvailable, startPyKmipServer } from '../support/pykmip.js';
-import { writeFileSync } from 'node:fs';
+import { pykmipAvailable, startPyKmipWithIdentities } from '../support/pykmip.js';
 
 const SKIP = pykmipAvailable() ? false : '/usr/bin/python3 cannot import kmip (install python3-pykmip)';
 
@@ -31,31 +28,9 @@ describe('VM encryption with PyKMIP as the key provider', { skip: SKIP, concurre
   before(async () => {
     restoreConfig = useTempConfigHome();
     dir = mkdtempSync(join(tmpdir(), 'hs-enc-pykmip-'));
-    // RSA throughout: PyKMIP's TLS 1.2 suite negotiates RSA key transport.
-    const ca: CertifiedKey = await createCertificateAuthority({ commonName: 'pykmip-ca', keyType: 'rsa' });
-    const serverCert = await issueCertificate(ca, {
-      commonName: 'localhost',
-      usage: 'server',
-      dnsNames: ['localhost'],
-      ipAddresses: ['127.0.0.1'],
-      keyType: 'rsa',
-    });
-    const client = await issueCertificate(ca, {
-      commonName: 'hyperseal-manager',
-      usage: 'client',
-      keyType: 'rsa',
-    });
-    writeFileSync(join(dir, 'ca.pem'), ca.certPem);
-    writeFileSync(join(dir, 'server.pem'), serverCert.certPem);
-    writeFileSync(join(dir, 'server.key'), serverCert.keyPem, { mode: 0o600 });
-    server = await startPyKmipServer({
-      dir: join(dir, 'server'),
-      tls: {
-        caPath: join(dir, 'ca.pem'),
-        certPath: join(dir, 'server.pem'),
-        keyPath: join(dir, 'server.key'),
-      },
-    });
+    const started = await startPyKmipWithIdentities(dir);
+    server = started.server;
+    const { ca, client } = started;
     p = await startTestPlatform({});
     const provider = await p.api.post<{ id: string; isDefault: boolean }>('/key-providers', {
       name: 'pykmip',

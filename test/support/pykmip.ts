@@ -7,6 +7,8 @@ import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'no
 import { connect, createServer } from 'node:net';
 import { dirname, join, parse, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { CertifiedKey } from '../../src/pki/index.js';
+import { createCertificateAuthority, issueCertificate } from '../../src/pki/index.js';
 
 /** PEM files: the CA that signed the peer's certificate, our certificate and its key. */
 export interface TlsFiles {
@@ -390,4 +392,32 @@ export function runPyKmipClient(opts: {
       }
     });
   });
+}
+
+/**
+ * A PyKMIP server with a fresh RSA CA (PyKMIP's TLS 1.2 suite negotiates RSA key
+ * transport), its server certificate, and a client identity `clientName` from the same CA.
+ */
+export async function startPyKmipWithIdentities(
+  dir: string,
+  clientName = 'hyperseal-manager',
+): Promise<{ server: PyKmipServer; ca: CertifiedKey; client: CertifiedKey }> {
+  const ca = await createCertificateAuthority({ commonName: `pykmip-ca-${clientName}`, keyType: 'rsa' });
+  const serverCert = await issueCertificate(ca, {
+    commonName: 'localhost',
+    usage: 'server',
+    dnsNames: ['localhost'],
+    ipAddresses: ['127.0.0.1'],
+    keyType: 'rsa',
+  });
+  const client = await issueCertificate(ca, { commonName: clientName, usage: 'client', keyType: 'rsa' });
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'ca.pem'), ca.certPem);
+  writeFileSync(join(dir, 'server.pem'), serverCert.certPem);
+  writeFileSync(join(dir, 'server.key'), serverCert.keyPem, { mode: 0o600 });
+  const server = await startPyKmipServer({
+    dir: join(dir, 'server'),
+    tls: { caPath: join(dir, 'ca.pem'), certPath: join(dir, 'server.pem'), keyPath: join(dir, 'server.key') },
+  });
+  return { server, ca, client };
 }
