@@ -119,8 +119,8 @@ describe(
           } finally {
             await qmp.close().catch(() => undefined);
           }
-          // --terminate: swtpm ends with its QEMU.
-          for (let i = 0; i < 100 && runningSwtpm(home) !== undefined; i++) await sleep(50);
+          // --terminate: swtpm ends with its QEMU (after QEMU has exited: up to 30 s on a loaded box).
+          for (let i = 0; i < 600 && runningSwtpm(home) !== undefined; i++) await sleep(50);
           assert.equal(runningSwtpm(home), undefined, 'swtpm ended with QEMU');
 
           const stateDir = join(home, VTPM_FILES.stateDir);
