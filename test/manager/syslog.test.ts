@@ -41,7 +41,13 @@ test('every event reaches rsyslog over TCP as RFC 5424, in order, with the histo
   assert.deepEqual(dedupe(eventIds(lines)).slice(0, want.length), want, 'every event, in store order');
   const reconfigured = lines.find((l) => l.includes('vm.reconfigured'));
   assert.ok(reconfigured?.includes('memoryMiB'), reconfigured);
-  const targets = await api.get<{ name: string; connected: boolean }[]>('/syslog-targets');
+  // The target's status comes from the sender's worker thread, posted at most every few
+  // hundred ms: the lines can reach rsyslog before the status says so.
+  let targets = await api.get<{ name: string; connected: boolean }[]>('/syslog-targets');
+  for (let i = 0; i < 50 && targets[0]?.connected !== true; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    targets = await api.get<{ name: string; connected: boolean }[]>('/syslog-targets');
+  }
   assert.equal(targets[0]?.connected, true);
 });
 
