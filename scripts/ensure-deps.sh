@@ -17,9 +17,11 @@ cd "$(dirname "$0")/.."
 # dosfstools, mtools: the Secure Boot tests build a small EFI application, sign it and put
 # it on a FAT disk that OVMF boots (test/support/efi.ts); efitools: their independent
 # check of our EFI_SIGNATURE_LIST bytes and of image hashes; swtpm, swtpm-tools: the
-# agent's per-VM vTPM 2.0 (swtpm_setup creates its state).
+# agent's per-VM vTPM 2.0 (swtpm_setup creates its state); chromium, fonts-dejavu-core: the
+# headless browser the web UI's end-to-end tests drive (through playwright-core), and a font
+# for its screenshots.
 APT_PACKAGES=(python3-pykmip openssl postgresql qemu-system-x86 qemu-utils ovmf rsyslog rsyslog-gnutls
-  gcc binutils gnu-efi sbsigntool dosfstools mtools efitools swtpm swtpm-tools)
+  gcc binutils gnu-efi sbsigntool dosfstools mtools efitools swtpm swtpm-tools chromium fonts-dejavu-core)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
