@@ -24,6 +24,10 @@ export const ErrorCodes = {
     meaning: 'The request conflicts with the object’s current state (e.g. deleting a running VM).',
   },
   HS_ERR_CONFIG: { status: 500, meaning: 'A configuration file or data directory is missing or unusable.' },
+  HS_ERR_TASK_TIMEOUT: {
+    status: 504,
+    meaning: 'A task did not finish within the time the client waited for it (it may still finish).',
+  },
 
   // KMIP codec (bytes on the wire)
   HS_ERR_KMIP_TRUNCATED: { status: 400, meaning: 'A TTLV item ends before its declared length.' },

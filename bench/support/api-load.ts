@@ -41,7 +41,7 @@ async function main(): Promise<void> {
         while (next < job.powerOn.length) {
           const id = job.powerOn[next++] as string;
           const task = await api.post<{ id: string }>(`/vms/${id}/actions/power-on`);
-          const done = await api.waitTask<{ id: string; state: string; progress: number }>(task.id);
+          const done = await api.waitTask(task.id);
           if (done.state !== 'succeeded') throw new Error(`power-on of ${id} ${done.state}`);
         }
       }),

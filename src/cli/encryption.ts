@@ -78,9 +78,11 @@ export async function encryptionPolicyCommand(argv: string[]): Promise<number> {
           ...(tag !== undefined ? { tag } : {}),
           ...(flag(p, 'accept-no-backup') ? { acceptNoBackup: true } : {}),
         });
-        const done = await api.waitTask<Task>(task.id, (t) => {
-          if (process.stderr.isTTY)
-            process.stderr.write(`\rencrypting: ${String(t.progress).padStart(3)}%   `);
+        const done = await api.waitTask(task.id, {
+          onProgress: (t) => {
+            if (process.stderr.isTTY)
+              process.stderr.write(`\rencrypting: ${String(t.progress).padStart(3)}%   `);
+          },
         });
         if (process.stderr.isTTY) process.stderr.write('\n');
         const r = (done.result ?? {}) as { total?: number; succeeded?: number; failed?: number };

@@ -109,7 +109,7 @@ function progressBar(t: Task): void {
 }
 
 async function finish(api: ApiClient, task: Task, json: boolean): Promise<number> {
-  const done = await api.waitTask<Task>(task.id, progressBar);
+  const done = await api.waitTask(task.id, { onProgress: progressBar });
   printResult(done, json, () => `${done.kind} ${done.state}${done.error ? `: ${done.error.message}` : ''}`);
   if (done.state === 'failed' && done.error) {
     throw new HypersealError(done.error.code as HypersealError['code'], done.error.message);

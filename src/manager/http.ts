@@ -41,6 +41,8 @@ export interface Route<P extends TSchema, Q extends TSchema, B extends TSchema, 
   privilege: RoutePrivilege;
   /** The event a successful call records (CONVENTIONS §7); required for state-changing routes. */
   event?: EventType;
+  /** The SDK method's name, where the one derived from method and URL reads badly. */
+  operationId?: string;
   params?: P;
   query?: Q;
   body?: B;
@@ -58,6 +60,7 @@ export interface AnyRoute {
   tag: string;
   privilege: RoutePrivilege;
   event?: EventType;
+  operationId?: string;
   params?: TSchema;
   query?: TSchema;
   body?: TSchema;
@@ -238,6 +241,47 @@ export function buildHttpApp(opts: HttpOptions): FastifyInstance {
   return app;
 }
 
+const pascal = (word: string): string =>
+  word.replace(/(^|-)([a-z0-9])/g, (_m, _d, c: string) => c.toUpperCase());
+const singular = (word: string): string =>
+  word.endsWith('ies') ? `${word.slice(0, -3)}y` : word.endsWith('s') ? word.slice(0, -1) : word;
+
+/**
+ * The operation's name (and the SDK method's): a verb and the resource it acts on, e.g.
+ * GET /vms → listVms, GET /vms/:id → getVm, POST /vms/:id/actions/power-on → powerOnVm,
+ * PUT /users/:id/roles → setUserRoles. A segment followed by an id names one item (singular).
+ */
+export function operationIdOf(r: Pick<AnyRoute, 'method' | 'url' | 'response'>): string {
+  const segments = r.url.split('/').filter((x) => x !== '');
+  const words: string[] = [];
+  let action: string | undefined;
+  segments.forEach((seg, i) => {
+    if (seg.startsWith(':')) return;
+    if (segments[i - 1] === 'actions') {
+      action = seg;
+      return;
+    }
+    if (seg === 'actions') return;
+    words.push(segments[i + 1]?.startsWith(':') === true ? singular(seg) : seg);
+  });
+  const noun = words.map(pascal).join('');
+  if (action !== undefined) return `${pascal(action).replace(/^./, (c) => c.toLowerCase())}${noun}`;
+  const last = segments.at(-1) ?? '';
+  const isArray = (r.response as { type?: unknown }).type === 'array';
+  switch (r.method) {
+    case 'GET':
+      return `${isArray && !last.startsWith(':') ? 'list' : 'get'}${noun}`;
+    case 'POST':
+      return `create${words.slice(0, -1).map(pascal).join('')}${pascal(singular(words.at(-1) ?? ''))}`;
+    case 'PUT':
+      return `set${noun}`;
+    case 'PATCH':
+      return `update${noun}`;
+    case 'DELETE':
+      return `delete${noun}`;
+  }
+}
+
 /** OpenAPI 3.1 from the route table: the same schemas fastify validates with. */
 export function openApiDocument(
   routes: readonly AnyRoute[],
@@ -268,7 +312,7 @@ export function openApiDocument(
     const op: Record<string, unknown> = {
       summary: r.summary,
       tags: [r.tag],
-      operationId: `${r.method.toLowerCase()}${r.url.replace(/[/:{}-]+(.)?/g, (_m, c: string | undefined) => (c ?? '').toUpperCase())}`,
+      operationId: r.operationId ?? operationIdOf(r),
       'x-privilege': r.privilege,
       ...(r.event !== undefined ? { 'x-event': r.event } : {}),
       parameters,

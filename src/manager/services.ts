@@ -28,7 +28,7 @@ import type { Actor } from './events.js';
 import { ManagerEvents } from './events.js';
 import { HostService } from './hosts.js';
 import type { AnyRoute } from './http.js';
-import { buildHttpApp } from './http.js';
+import { buildHttpApp, openApiDocument } from './http.js';
 import { adminRoutes } from './routes/admin.js';
 import { hostRoutes } from './routes/hosts.js';
 import { keyProviderRoutes } from './routes/key-providers.js';
@@ -70,6 +70,14 @@ export function allRoutes(s: ManagerServices): AnyRoute[] {
     ...secureBootRoutes(s),
   ];
 }
+
+/** The API's OpenAPI document, from the route table alone (no database, no server): the SDK generator's input. */
+export function managerOpenApi(): Record<string, unknown> {
+  return openApiDocument(allRoutes({} as ManagerServices), API_TITLE, API_VERSION);
+}
+
+const API_TITLE = 'Hyperseal manager API';
+const API_VERSION = '1';
 
 export interface ManagerIdentityFiles {
   ca: CertifiedKey;
@@ -246,8 +254,8 @@ export async function startManager(opts: ManagerOptions): Promise<RunningManager
         },
       );
     },
-    title: 'Hyperseal manager API',
-    version: '1',
+    title: API_TITLE,
+    version: API_VERSION,
     // The chain includes the CA, so an agent that pins the CA's fingerprint (join) finds it.
     https: { cert: identity.api.certPem + identity.ca.certPem, key: identity.api.keyPem },
   });

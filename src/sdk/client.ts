@@ -1,15 +1,18 @@
 /**
- * A small typed client for the manager's REST API, used by the CLI and scripts. It trusts
- * only the manager's CA (from credentials), sends the API token as a bearer token, and
- * turns `{ code, message }` error bodies back into HypersealErrors with the same code.
+ * The SDK on Node.js: an https transport that trusts only the manager's CA (from
+ * credentials) and sends the API token as a bearer token, and `ApiClient` — the typed
+ * client (every operation, `waitTask`, `run`) plus untyped `get`/`post`/… for scripts.
+ * Error bodies `{ code, message }` come back as HypersealErrors with the same code.
  */
 import { readFileSync } from 'node:fs';
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import https from 'node:https';
-import type { ErrorCode } from '../errors.js';
-import { ErrorCodes, HypersealError } from '../errors.js';
+import { HypersealError } from '../errors.js';
+import { Hyperseal } from './hyperseal.js';
+import type { Transport } from './transport.js';
+import { errorFromResponse, parseBody, queryString, takeSseEvents } from './transport.js';
 
 export interface Credentials {
   managerUrl: string;
@@ -53,8 +56,9 @@ export function loadCredentials(path: string): Credentials {
   };
 }
 
-export class ApiClient {
-  private readonly agent: https.Agent;
+/** Calls over https to one manager, trusting only its CA. */
+export class NodeTransport implements Transport {
+  readonly agent: https.Agent;
   private readonly base: URL;
 
   constructor(private readonly creds: { managerUrl: string; caPem: string | Buffer; token?: string }) {
@@ -62,16 +66,27 @@ export class ApiClient {
     this.agent = new https.Agent({ keepAlive: true, ca: creds.caPem });
   }
 
-  static fromCredentials(path?: string): ApiClient {
-    const c = loadCredentials(findCredentials(path));
-    return new ApiClient({ managerUrl: c.managerUrl, caPem: readFileSync(c.caPath), token: c.token });
+  private headers(extra: Record<string, string | number>): Record<string, string | number> {
+    return { ...(this.creds.token ? { authorization: `Bearer ${this.creds.token}` } : {}), ...extra };
   }
 
-  close(): void {
-    this.agent.destroy();
+  private unreachable(err: Error): HypersealError {
+    return new HypersealError(
+      'HS_ERR_HOST_UNAVAILABLE',
+      `cannot reach the manager at ${this.creds.managerUrl}: ${err.message}`,
+    );
   }
 
-  request<T>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
+  async request<T>(
+    method: string,
+    path: string,
+    opts: { query?: object | undefined; body?: unknown } = {},
+  ): Promise<T> {
+    return (await this.exchange<T>(method, path + queryString(opts.query), opts.body)).body;
+  }
+
+  /** One call, with its status (tests look at 201 vs 202). */
+  exchange<T>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     return new Promise((resolvePromise, reject) => {
       const req = https.request(
@@ -81,61 +96,40 @@ export class ApiClient {
           method,
           path: `/api/v1${path}`,
           agent: this.agent,
-          headers: {
-            ...(this.creds.token ? { authorization: `Bearer ${this.creds.token}` } : {}),
-            ...(payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {}),
-          },
+          headers: this.headers(
+            payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {},
+          ),
         },
         (res) => {
           const chunks: Buffer[] = [];
           res.on('data', (c: Buffer) => chunks.push(c));
           res.on('end', () => {
-            const text = Buffer.concat(chunks).toString('utf8');
-            let parsed: unknown = null;
-            try {
-              parsed = text === '' ? null : JSON.parse(text);
-            } catch {
-              parsed = text;
-            }
+            const parsed = parseBody(Buffer.concat(chunks).toString('utf8'));
             const status = res.statusCode ?? 500;
-            if (status >= 400) {
-              const e = parsed as { code?: string; message?: string } | null;
-              const code = (
-                e?.code !== undefined && e.code in ErrorCodes ? e.code : 'HS_ERR_INTERNAL'
-              ) as ErrorCode;
-              reject(new HypersealError(code, e?.message ?? `HTTP ${status}`));
-              return;
-            }
-            resolvePromise({ status, body: parsed as T });
+            if (status >= 400) reject(errorFromResponse(status, parsed));
+            else resolvePromise({ status, body: parsed as T });
           });
         },
       );
-      req.on('error', (err) =>
-        reject(
-          new HypersealError(
-            'HS_ERR_HOST_UNAVAILABLE',
-            `cannot reach the manager at ${this.creds.managerUrl}: ${err.message}`,
-          ),
-        ),
-      );
+      req.on('error', (err) => reject(this.unreachable(err)));
       req.end(payload);
     });
   }
 
-  /** Follows a server-sent-events stream, calling `onData` with each event's data, until it ends. */
-  stream(path: string, onData: (data: string) => void): Promise<void> {
+  stream(
+    path: string,
+    opts: { query?: object | undefined; onData: (data: string) => void; signal?: AbortSignal | undefined },
+  ): Promise<void> {
     return new Promise((resolvePromise, reject) => {
       const req = https.request(
         {
           host: this.base.hostname,
           port: this.base.port,
           method: 'GET',
-          path: `/api/v1${path}`,
+          path: `/api/v1${path}${queryString(opts.query)}`,
           agent: this.agent,
-          headers: {
-            accept: 'text/event-stream',
-            ...(this.creds.token ? { authorization: `Bearer ${this.creds.token}` } : {}),
-          },
+          headers: this.headers({ accept: 'text/event-stream' }),
+          ...(opts.signal !== undefined ? { signal: opts.signal } : {}),
         },
         (res) => {
           if ((res.statusCode ?? 500) >= 400) {
@@ -145,28 +139,51 @@ export class ApiClient {
           }
           let buffered = '';
           res.setEncoding('utf8');
-          res.on('data', (chunk: string) => {
-            buffered += chunk;
-            let end: number;
-            while ((end = buffered.indexOf('\n\n')) >= 0) {
-              const block = buffered.slice(0, end);
-              buffered = buffered.slice(end + 2);
-              const data = block
-                .split('\n')
-                .filter((l) => l.startsWith('data: '))
-                .map((l) => l.slice(6))
-                .join('\n');
-              if (data) onData(data);
-            }
-          });
+          res.on('data', (chunk: string) => (buffered = takeSseEvents(buffered + chunk, opts.onData)));
           res.on('end', () => resolvePromise());
+          res.on('error', () => resolvePromise());
         },
       );
-      req.on('error', (err) =>
-        reject(new HypersealError('HS_ERR_HOST_UNAVAILABLE', `stream failed: ${err.message}`)),
-      );
+      req.on('error', (err) => {
+        if (opts.signal?.aborted === true) resolvePromise();
+        else reject(new HypersealError('HS_ERR_HOST_UNAVAILABLE', `stream failed: ${err.message}`));
+      });
       req.end();
     });
+  }
+
+  close(): void {
+    this.agent.destroy();
+  }
+}
+
+/**
+ * The typed client on Node: `api.listVms()`, `await api.run(api.encryptVm(id, {}), onProgress)`,
+ * plus untyped `get`/`post`/`patch`/`put`/`delete` for quick scripts.
+ */
+export class ApiClient extends Hyperseal {
+  declare readonly transport: NodeTransport;
+
+  constructor(creds: { managerUrl: string; caPem: string | Buffer; token?: string }) {
+    super(new NodeTransport(creds));
+  }
+
+  /** From a credentials file: --credentials, $HYPERSEAL_CREDENTIALS, ./.hyperseal, ~/.config/hyperseal. */
+  static fromCredentials(path?: string): ApiClient {
+    const c = loadCredentials(findCredentials(path));
+    return new ApiClient({ managerUrl: c.managerUrl, caPem: readFileSync(c.caPath), token: c.token });
+  }
+
+  close(): void {
+    this.transport.close();
+  }
+
+  request<T>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
+    return this.transport.exchange<T>(method, path, body);
+  }
+
+  stream(path: string, onData: (data: string) => void, signal?: AbortSignal): Promise<void> {
+    return this.transport.stream(path, { onData, signal });
   }
 
   async get<T>(path: string): Promise<T> {
@@ -183,21 +200,5 @@ export class ApiClient {
   }
   async delete(path: string): Promise<void> {
     await this.request('DELETE', path);
-  }
-
-  /** Polls a task until it finishes, reporting progress; returns the final task. */
-  async waitTask<T extends { id: string; state: string; progress: number }>(
-    id: string,
-    onProgress?: (t: T) => void,
-    timeoutMs = 600_000,
-  ): Promise<T> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const t = await this.get<T>(`/tasks/${encodeURIComponent(id)}?waitMs=1000`);
-      onProgress?.(t);
-      if (t.state === 'succeeded' || t.state === 'failed') return t;
-      if (Date.now() > deadline)
-        throw new HypersealError('HS_ERR_INTERNAL', `task ${id} did not finish in ${timeoutMs} ms`);
-    }
   }
 }

@@ -360,7 +360,7 @@ describe('high availability: two key servers on one PostgreSQL', { concurrency: 
     );
     const stateAtKill = (await p.api.get<TaskAnswer>(`/tasks/${task.id}`)).state;
     await first.stop('SIGKILL');
-    const done = await p.api.waitTask<TaskAnswer & { progress: number }>(task.id);
+    const done = await p.api.waitTask(task.id);
     assert.equal(done.state, 'succeeded', JSON.stringify(done));
     for (const vm of vms) {
       const v = await p.api.get<Vm>(`/vms/${vm.id}`);

@@ -8,19 +8,25 @@ import type { ManagerServices } from '../services.js';
 import { SESSION_COOKIE } from '../users.js';
 import { actorOf } from './common.js';
 
-const User = Type.Object({
-  id: Type.String(),
-  name: Type.String(),
-  disabled: Type.Boolean(),
-  roles: Type.Array(Type.String()),
-  createdAt: Type.Integer(),
-});
-const Role = Type.Object({
-  name: Type.String(),
-  description: Type.String(),
-  builtIn: Type.Boolean(),
-  privileges: Type.Array(Type.String()),
-});
+const User = Type.Object(
+  {
+    id: Type.String(),
+    name: Type.String(),
+    disabled: Type.Boolean(),
+    roles: Type.Array(Type.String()),
+    createdAt: Type.Integer(),
+  },
+  { title: 'User' },
+);
+const Role = Type.Object(
+  {
+    name: Type.String(),
+    description: Type.String(),
+    builtIn: Type.Boolean(),
+    privileges: Type.Array(Type.String()),
+  },
+  { title: 'Role' },
+);
 
 export function adminRoutes(s: ManagerServices): AnyRoute[] {
   return [
@@ -28,6 +34,7 @@ export function adminRoutes(s: ManagerServices): AnyRoute[] {
       method: 'POST',
       url: '/session',
       event: 'user.logged-in',
+      operationId: 'login',
       summary: 'Log in with a password; sets the session cookie and returns the session id',
       tag: 'auth',
       privilege: 'public',
@@ -235,6 +242,7 @@ export function adminRoutes(s: ManagerServices): AnyRoute[] {
     route({
       method: 'GET',
       url: '/events/verify',
+      operationId: 'verifyEvents',
       summary: 'Verify the hash chain of the event store; names the first bad event',
       tag: 'events',
       privilege: 'event.read',

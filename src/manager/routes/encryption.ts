@@ -7,16 +7,19 @@ import type { ManagerServices } from '../services.js';
 import { BUILTIN_POLICY_ID, requirePrivilege } from '../vm-crypto.js';
 import { actorOf, taskReply } from './common.js';
 
-const Policy = Type.Object({
-  id: Type.String(),
-  name: Type.String(),
-  description: Type.String(),
-  providerId: Type.Union([Type.String(), Type.Null()], {
-    description: 'The key provider for new KEKs; null: the default provider',
-  }),
-  builtin: Type.Boolean(),
-  createdAt: Type.Integer(),
-});
+const Policy = Type.Object(
+  {
+    id: Type.String(),
+    name: Type.String(),
+    description: Type.String(),
+    providerId: Type.Union([Type.String(), Type.Null()], {
+      description: 'The key provider for new KEKs; null: the default provider',
+    }),
+    builtin: Type.Boolean(),
+    createdAt: Type.Integer(),
+  },
+  { title: 'EncryptionPolicy' },
+);
 
 const PolicyCreate = Type.Object(
   {
@@ -24,7 +27,7 @@ const PolicyCreate = Type.Object(
     description: Type.Optional(Type.String({ maxLength: 500 })),
     providerId: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
   },
-  { additionalProperties: false },
+  { title: 'EncryptionPolicyCreate', additionalProperties: false },
 );
 
 const AcceptNoBackup = Type.Boolean({
@@ -53,7 +56,7 @@ const EncryptBody = Type.Object(
     ),
     acceptNoBackup: Type.Optional(AcceptNoBackup),
   },
-  { additionalProperties: false },
+  { title: 'EncryptBody', additionalProperties: false },
 );
 
 export function encryptionRoutes(s: ManagerServices): AnyRoute[] {

@@ -6,14 +6,20 @@ import { Host, IdParams, Name } from '../model.js';
 import type { ManagerServices } from '../services.js';
 import { actorOf } from './common.js';
 
-const Datastore = Type.Object({
-  id: Type.String(),
-  hostId: Type.Union([Type.String(), Type.Null()]),
-  name: Type.String(),
-  path: Type.String(),
-  shared: Type.Boolean(),
-});
-const Network = Type.Object({ id: Type.String(), name: Type.String(), kind: Type.String() });
+const Datastore = Type.Object(
+  {
+    id: Type.String(),
+    hostId: Type.Union([Type.String(), Type.Null()]),
+    name: Type.String(),
+    path: Type.String(),
+    shared: Type.Boolean(),
+  },
+  { title: 'Datastore' },
+);
+const Network = Type.Object(
+  { id: Type.String(), name: Type.String(), kind: Type.String() },
+  { title: 'Network' },
+);
 
 export function hostRoutes(s: ManagerServices): AnyRoute[] {
   return [
@@ -39,6 +45,7 @@ export function hostRoutes(s: ManagerServices): AnyRoute[] {
     route({
       method: 'POST',
       url: '/hosts/enrollment-tokens',
+      operationId: 'createEnrollmentToken',
       event: 'host.enrollment-token-created',
       summary: 'Create a one-time token for a host agent to join',
       tag: 'hosts',
@@ -54,6 +61,7 @@ export function hostRoutes(s: ManagerServices): AnyRoute[] {
     route({
       method: 'POST',
       url: '/hosts/enroll',
+      operationId: 'enrollHost',
       event: 'host.joined',
       summary: 'Agent enrollment: a one-time token and a CSR in, a certificate from the manager CA out',
       tag: 'hosts',

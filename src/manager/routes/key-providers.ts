@@ -26,7 +26,7 @@ const Server = Type.Object(
     }),
     port: Type.Integer({ minimum: 1, maximum: 65535, default: 5696 }),
   },
-  { additionalProperties: false },
+  { title: 'KeyServer', additionalProperties: false },
 );
 const Servers = Type.Array(Server, {
   minItems: 1,
@@ -34,14 +34,17 @@ const Servers = Type.Array(Server, {
   description: 'Tried in this order; the one that answered last is tried first',
 });
 
-const Certificate = Type.Object({
-  subject: Type.String(),
-  issuer: Type.String(),
-  serialNumber: Type.String(),
-  notBefore: Type.String(),
-  notAfter: Type.String(),
-  sha256: Type.String(),
-});
+const Certificate = Type.Object(
+  {
+    subject: Type.String(),
+    issuer: Type.String(),
+    serialNumber: Type.String(),
+    notBefore: Type.String(),
+    notAfter: Type.String(),
+    sha256: Type.String(),
+  },
+  { title: 'CertificateInfo' },
+);
 
 const KeySafety = Type.Object(
   {
@@ -57,27 +60,33 @@ const KeySafety = Type.Object(
     encryptedVms: Type.Integer(),
     warning: Type.Union([Type.String(), Type.Null()]),
   },
-  { description: 'Whether every key of the key server is in a backup (docs/key-safety.md)' },
+  {
+    title: 'KeySafety',
+    description: 'Whether every key of the key server is in a backup (docs/key-safety.md)',
+  },
 );
 
-const KeyProvider = Type.Object({
-  backup: Type.Optional(KeySafety),
-  id: Type.String(),
-  name: Type.String(),
-  isDefault: Type.Boolean(),
-  state: Type.Union([Type.Literal('ready'), Type.Literal('awaiting-certificate')]),
-  servers: Type.Array(Type.Object({ host: Type.String(), port: Type.Integer() })),
-  caCertificates: Type.Array(Certificate),
-  clientCertificate: Type.Union([Certificate, Type.Null()]),
-  identity: Type.Union([Type.String(), Type.Null()], {
-    description: 'The client certificate’s CN: who the key servers see',
-  }),
-  csrPem: Type.Union([Type.String(), Type.Null()], {
-    description: 'While awaiting its certificate: the CSR for the key manager’s CA to sign',
-  }),
-  createdAt: Type.Integer(),
-  updatedAt: Type.Integer(),
-});
+const KeyProvider = Type.Object(
+  {
+    backup: Type.Optional(KeySafety),
+    id: Type.String(),
+    name: Type.String(),
+    isDefault: Type.Boolean(),
+    state: Type.Union([Type.Literal('ready'), Type.Literal('awaiting-certificate')]),
+    servers: Type.Array(Type.Object({ host: Type.String(), port: Type.Integer() })),
+    caCertificates: Type.Array(Certificate),
+    clientCertificate: Type.Union([Certificate, Type.Null()]),
+    identity: Type.Union([Type.String(), Type.Null()], {
+      description: 'The client certificate’s CN: who the key servers see',
+    }),
+    csrPem: Type.Union([Type.String(), Type.Null()], {
+      description: 'While awaiting its certificate: the CSR for the key manager’s CA to sign',
+    }),
+    createdAt: Type.Integer(),
+    updatedAt: Type.Integer(),
+  },
+  { title: 'KeyProvider' },
+);
 
 const AddBody = Type.Object(
   {
@@ -99,30 +108,37 @@ const AddBody = Type.Object(
     ),
   },
   {
+    title: 'KeyProviderCreate',
     additionalProperties: false,
     description:
       'Either clientCertPem + clientKeyPem, or csr: the manager generates the key pair and answers with csrPem',
   },
 );
 
-const ServerResult = Type.Object({
-  host: Type.String(),
-  port: Type.Integer(),
-  address: Type.String(),
-  ok: Type.Boolean(),
-  latencyMs: Type.Number(),
-  versions: Type.Optional(Type.Array(Type.String())),
-  vendor: Type.Optional(Type.String()),
-  operations: Type.Optional(Type.Array(Type.String())),
-  error: Type.Optional(Type.Object({ code: Type.String(), message: Type.String() })),
-});
+const ServerResult = Type.Object(
+  {
+    host: Type.String(),
+    port: Type.Integer(),
+    address: Type.String(),
+    ok: Type.Boolean(),
+    latencyMs: Type.Number(),
+    versions: Type.Optional(Type.Array(Type.String())),
+    vendor: Type.Optional(Type.String()),
+    operations: Type.Optional(Type.Array(Type.String())),
+    error: Type.Optional(Type.Object({ code: Type.String(), message: Type.String() })),
+  },
+  { title: 'KeyServerTestResult' },
+);
 
-const TestResult = Type.Object({
-  providerId: Type.String(),
-  name: Type.String(),
-  ok: Type.Boolean({ description: 'Every server answered' }),
-  servers: Type.Array(ServerResult),
-});
+const TestResult = Type.Object(
+  {
+    providerId: Type.String(),
+    name: Type.String(),
+    ok: Type.Boolean({ description: 'Every server answered' }),
+    servers: Type.Array(ServerResult),
+  },
+  { title: 'KeyProviderTestResult' },
+);
 
 export function keyProviderRoutes(s: ManagerServices): AnyRoute[] {
   const kp = s.keyProviders;

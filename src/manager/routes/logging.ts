@@ -16,21 +16,24 @@ const SyslogTargetBody = Type.Object(
     caPem: Type.Optional(Type.String({ maxLength: 65_536 })),
     fromSeq: Type.Optional(Type.Union([Type.Literal('now'), Type.Literal('all')])),
   },
-  { additionalProperties: false },
+  { title: 'SyslogTargetCreate', additionalProperties: false },
 );
 
-const SyslogTarget = Type.Object({
-  id: Type.String(),
-  name: Type.String(),
-  host: Type.String(),
-  port: Type.Integer(),
-  transport: Type.String(),
-  format: Type.String(),
-  queued: Type.Optional(Type.Integer()),
-  sent: Type.Optional(Type.Integer()),
-  connected: Type.Optional(Type.Boolean()),
-  lastError: Type.Optional(Type.Union([Type.String(), Type.Null()])),
-});
+const SyslogTarget = Type.Object(
+  {
+    id: Type.String(),
+    name: Type.String(),
+    host: Type.String(),
+    port: Type.Integer(),
+    transport: Type.String(),
+    format: Type.String(),
+    queued: Type.Optional(Type.Integer()),
+    sent: Type.Optional(Type.Integer()),
+    connected: Type.Optional(Type.Boolean()),
+    lastError: Type.Optional(Type.Union([Type.String(), Type.Null()])),
+  },
+  { title: 'SyslogTarget' },
+);
 
 const AlertRule = Type.Object(
   {
@@ -47,7 +50,7 @@ const AlertRule = Type.Object(
       { additionalProperties: true, description: 'event, webhook {url, secret}, syslog' },
     ),
   },
-  { additionalProperties: true },
+  { title: 'AlertRule', additionalProperties: true },
 );
 
 const AlertRuleBody = Type.Object(
@@ -59,6 +62,7 @@ const AlertRuleBody = Type.Object(
     actions: Type.Optional(Type.Object({}, { additionalProperties: true })),
   },
   {
+    title: 'AlertRuleCreate',
     additionalProperties: false,
     description: 'See docs/events.md#alert-rules; validated in full by the service',
   },
@@ -150,6 +154,7 @@ export function loggingRoutes(s: ManagerServices): AnyRoute[] {
     route({
       method: 'GET',
       url: '/events/stream',
+      operationId: 'streamEvents',
       summary: 'Follow events live (server-sent events); ?afterSeq=N replays from there first',
       tag: 'events',
       privilege: 'event.read',
@@ -189,6 +194,7 @@ export function loggingRoutes(s: ManagerServices): AnyRoute[] {
     route({
       method: 'GET',
       url: '/events/export',
+      operationId: 'exportEvents',
       summary: 'Export events as JSON lines (oldest first), optionally after a sequence number',
       tag: 'events',
       privilege: 'event.export',

@@ -18,7 +18,7 @@ const KeyEntry = Type.Object(
     ),
     owner: Type.String({ description: 'Owner GUID (one per organisation)' }),
   },
-  { additionalProperties: false },
+  { title: 'SecureBootKeyEntry', additionalProperties: false },
 );
 const KeySetKeys = {
   pk: KeyEntry,
@@ -28,36 +28,45 @@ const KeySetKeys = {
 };
 const KeySetCreate = Type.Object(
   { name: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' }), ...KeySetKeys },
-  { additionalProperties: false },
+  { title: 'SecureBootKeySetCreate', additionalProperties: false },
 );
-const KeySetReplace = Type.Object(KeySetKeys, { additionalProperties: false });
-const KeySetView = Type.Object({
-  id: Type.String(),
-  name: Type.String(),
-  keySet: Type.Unknown({ description: 'kind custom: pk, kek, db, dbx (certificates and hashes only)' }),
-  summary: Type.Object({
-    pk: Type.String(),
-    kek: Type.Array(Type.String()),
-    db: Type.Array(Type.String()),
-    dbx: Type.Array(Type.String()),
-  }),
-  usedBy: Type.Integer({ description: 'How many VMs use it' }),
-  createdAt: Type.Integer(),
-  updatedAt: Type.Integer(),
+const KeySetReplace = Type.Object(KeySetKeys, {
+  title: 'SecureBootKeySetUpdate',
+  additionalProperties: false,
 });
+const KeySetView = Type.Object(
+  {
+    id: Type.String(),
+    name: Type.String(),
+    keySet: Type.Unknown({ description: 'kind custom: pk, kek, db, dbx (certificates and hashes only)' }),
+    summary: Type.Object({
+      pk: Type.String(),
+      kek: Type.Array(Type.String()),
+      db: Type.Array(Type.String()),
+      dbx: Type.Array(Type.String()),
+    }),
+    usedBy: Type.Integer({ description: 'How many VMs use it' }),
+    createdAt: Type.Integer(),
+    updatedAt: Type.Integer(),
+  },
+  { title: 'SecureBootKeySet' },
+);
 const KeySetParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) });
 
-const InstalledBundle = Type.Object({
-  name: Type.String(),
-  version: Type.String(),
-  vendor: Type.String(),
-  acceptance: Type.String(),
-  verified: Type.Boolean(),
-  signer: Type.Optional(Type.String()),
-  problem: Type.Optional(
-    Type.Object({ code: Type.String(), message: Type.String(), file: Type.Optional(Type.String()) }),
-  ),
-});
+const InstalledBundle = Type.Object(
+  {
+    name: Type.String(),
+    version: Type.String(),
+    vendor: Type.String(),
+    acceptance: Type.String(),
+    verified: Type.Boolean(),
+    signer: Type.Optional(Type.String()),
+    problem: Type.Optional(
+      Type.Object({ code: Type.String(), message: Type.String(), file: Type.Optional(Type.String()) }),
+    ),
+  },
+  { title: 'InstalledBundle' },
+);
 const BundleUpload = Type.Object(
   {
     files: Type.Array(
@@ -71,7 +80,7 @@ const BundleUpload = Type.Object(
       { minItems: 1, maxItems: 10_000 },
     ),
   },
-  { additionalProperties: false },
+  { title: 'BundleUpload', additionalProperties: false },
 );
 
 export function secureBootRoutes(s: ManagerServices): AnyRoute[] {
@@ -111,6 +120,7 @@ export function secureBootRoutes(s: ManagerServices): AnyRoute[] {
     route({
       method: 'PUT',
       url: '/secure-boot/key-sets/:id',
+      operationId: 'updateSecureBootKeySet',
       event: 'secureboot.key-set-changed',
       summary: 'Replace the keys of a key set (VMs using it get a new variable store at their next power-on)',
       tag: 'secure-boot',
@@ -166,6 +176,7 @@ export function secureBootRoutes(s: ManagerServices): AnyRoute[] {
     route({
       method: 'POST',
       url: '/hosts/:id/bundles',
+      operationId: 'installHostBundle',
       event: 'host.bundle-installed',
       summary: 'Install a bundle on a host: verified by the agent against its trust anchors and level first',
       tag: 'hosts',
