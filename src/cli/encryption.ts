@@ -1,25 +1,9 @@
 /** `hyperseal encryption-policy …`: encryption policies and applying one to many VMs. */
+import type { EncryptionPolicy } from '../sdk/api.gen.js';
 import { ApiClient } from '../sdk/client.js';
 import { flag, need, parse, str, usageError } from './args.js';
 import { INVENTORY_HELP } from './inventory.js';
 import { printResult, table } from './output.js';
-
-interface Policy {
-  id: string;
-  name: string;
-  description: string;
-  providerId: string | null;
-  builtin: boolean;
-}
-
-interface Task {
-  id: string;
-  kind: string;
-  state: string;
-  progress: number;
-  error: { code: string; message: string } | null;
-  result: unknown;
-}
 
 export async function encryptionPolicyCommand(argv: string[]): Promise<number> {
   const [verb, ...rest] = argv;
@@ -42,7 +26,7 @@ export async function encryptionPolicyCommand(argv: string[]): Promise<number> {
   try {
     switch (verb) {
       case 'list': {
-        const policies = await api.get<Policy[]>('/encryption-policies');
+        const policies = await api.listEncryptionPolicies();
         printResult(policies, json, () =>
           table([
             ['NAME', 'KEY PROVIDER', 'BUILT-IN', 'ID'],
@@ -52,17 +36,19 @@ export async function encryptionPolicyCommand(argv: string[]): Promise<number> {
         return 0;
       }
       case 'create': {
-        const policy = await api.post<Policy>('/encryption-policies', {
+        const description = str(p, 'description');
+        const providerId = str(p, 'provider');
+        const policy = await api.createEncryptionPolicy({
           name: need(p, 'name', 'encryption-policy create --name N'),
-          ...(str(p, 'description') !== undefined ? { description: str(p, 'description') } : {}),
-          ...(str(p, 'provider') !== undefined ? { providerId: str(p, 'provider') } : {}),
+          ...(description !== undefined ? { description } : {}),
+          ...(providerId !== undefined ? { providerId } : {}),
         });
         printResult(policy, json, () => `created encryption policy ${policy.name} (${policy.id})`);
         return 0;
       }
       case 'remove': {
         const policy = await findPolicy(api, p.positionals[0]);
-        await api.delete(`/encryption-policies/${policy.id}`);
+        await api.deleteEncryptionPolicy(policy.id);
         printResult({ removed: policy.id }, json, () => `removed encryption policy ${policy.name}`);
         return 0;
       }
@@ -73,7 +59,7 @@ export async function encryptionPolicyCommand(argv: string[]): Promise<number> {
         if (namePattern === undefined && tag === undefined) {
           throw usageError("encryption-policy apply P (--name-pattern 'web-*' | --tag T)");
         }
-        const task = await api.post<Task>(`/encryption-policies/${policy.id}/actions/apply`, {
+        const task = await api.applyEncryptionPolicy(policy.id, {
           ...(namePattern !== undefined ? { namePattern } : {}),
           ...(tag !== undefined ? { tag } : {}),
           ...(flag(p, 'accept-no-backup') ? { acceptNoBackup: true } : {}),
@@ -101,9 +87,9 @@ export async function encryptionPolicyCommand(argv: string[]): Promise<number> {
   }
 }
 
-async function findPolicy(api: ApiClient, nameOrId: string | undefined): Promise<Policy> {
+async function findPolicy(api: ApiClient, nameOrId: string | undefined): Promise<EncryptionPolicy> {
   if (nameOrId === undefined) throw usageError('a policy name or id is required');
-  const all = await api.get<Policy[]>('/encryption-policies');
+  const all = await api.listEncryptionPolicies();
   const found = all.find((x) => x.id === nameOrId || x.name === nameOrId);
   if (found === undefined) throw usageError(`no encryption policy ${nameOrId}`);
   return found;

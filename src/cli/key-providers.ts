@@ -5,44 +5,11 @@
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { HypersealError } from '../errors.js';
+import type { KeyProvider } from '../sdk/api.gen.js';
 import { ApiClient } from '../sdk/client.js';
 import type { Parsed } from './args.js';
 import { flag, hostPort, need, parse, str, usageError } from './args.js';
 import { ExitCode, printResult, table } from './output.js';
-
-interface CertificateSummary {
-  subject: string;
-  issuer: string;
-  notAfter: string;
-  sha256: string;
-}
-interface KeyProvider {
-  backup?: { health: string; lastBackupAt: number | null; warning: string | null };
-  id: string;
-  name: string;
-  isDefault: boolean;
-  state: 'ready' | 'awaiting-certificate';
-  servers: { host: string; port: number }[];
-  caCertificates: CertificateSummary[];
-  clientCertificate: CertificateSummary | null;
-  identity: string | null;
-  csrPem: string | null;
-  createdAt: number;
-  updatedAt: number;
-}
-interface TestResult {
-  providerId: string;
-  name: string;
-  ok: boolean;
-  servers: {
-    address: string;
-    ok: boolean;
-    latencyMs: number;
-    versions?: string[];
-    vendor?: string;
-    error?: { code: string; message: string };
-  }[];
-}
 
 const ADD = 'key-provider add --name N --server HOST[:PORT] … --ca CA.pem --cert CLIENT.pem --key CLIENT.key';
 const ADD_CSR =
@@ -108,7 +75,7 @@ function servers(p: Parsed, usage: string): { host: string; port: number }[] {
 
 async function resolveProvider(api: ApiClient, nameOrId: string | undefined): Promise<KeyProvider> {
   if (nameOrId === undefined || nameOrId === '') throw usageError('a key provider name or id is required');
-  const all = await api.get<KeyProvider[]>('/key-providers');
+  const all = await api.listKeyProviders();
   const found = all.find((k) => k.name === nameOrId) ?? all.find((k) => k.id === nameOrId);
   if (found === undefined) throw new HypersealError('HS_ERR_NOT_FOUND', `no key provider '${nameOrId}'`);
   return found;
@@ -142,7 +109,7 @@ export async function keyProviderCommand(argv: string[]): Promise<number> {
   try {
     switch (verb) {
       case 'list': {
-        const all = await api.get<KeyProvider[]>('/key-providers');
+        const all = await api.listKeyProviders();
         const warnings = all.flatMap((k) =>
           k.backup?.warning !== undefined && k.backup.warning !== null ? [k.backup.warning] : [],
         );
@@ -176,12 +143,12 @@ export async function keyProviderCommand(argv: string[]): Promise<number> {
       }
       case 'show': {
         const k = await resolveProvider(api, p.positionals[0]);
-        const full = await api.get<KeyProvider>(`/key-providers/${encodeURIComponent(k.id)}`);
+        const full = await api.getKeyProvider(k.id);
         printResult(full, json, () => describe(full));
         return ExitCode.ok;
       }
       case 'add': {
-        const k = await api.post<KeyProvider>('/key-providers', {
+        const k = await api.createKeyProvider({
           name: need(p, 'name', ADD),
           servers: servers(p, ADD),
           caPem: readPem(need(p, 'ca', ADD), 'ca'),
@@ -200,7 +167,7 @@ export async function keyProviderCommand(argv: string[]): Promise<number> {
         if (keyType !== undefined && keyType !== 'rsa' && keyType !== 'ec')
           throw usageError('--key-type is rsa or ec');
         const commonName = str(p, 'common-name');
-        const k = await api.post<KeyProvider>('/key-providers', {
+        const k = await api.createKeyProvider({
           name: need(p, 'name', ADD_CSR),
           servers: servers(p, ADD_CSR),
           caPem: readPem(need(p, 'ca', ADD_CSR), 'ca'),
@@ -229,7 +196,7 @@ export async function keyProviderCommand(argv: string[]): Promise<number> {
       }
       case 'set-cert': {
         const k = await resolveProvider(api, p.positionals[0]);
-        const after = await api.put<KeyProvider>(`/key-providers/${encodeURIComponent(k.id)}/certificate`, {
+        const after = await api.setKeyProviderCertificate(k.id, {
           certPem: readPem(need(p, 'cert', SET_CERT), 'cert'),
         });
         printResult(
@@ -242,7 +209,7 @@ export async function keyProviderCommand(argv: string[]): Promise<number> {
       case 'set-servers': {
         const k = await resolveProvider(api, p.positionals[0]);
         const ca = str(p, 'ca');
-        const after = await api.patch<KeyProvider>(`/key-providers/${encodeURIComponent(k.id)}`, {
+        const after = await api.updateKeyProvider(k.id, {
           servers: servers(p, SET_SERVERS),
           ...(ca !== undefined ? { caPem: readPem(ca, 'ca') } : {}),
         });
@@ -255,7 +222,7 @@ export async function keyProviderCommand(argv: string[]): Promise<number> {
       }
       case 'test': {
         const k = await resolveProvider(api, p.positionals[0]);
-        const r = await api.post<TestResult>(`/key-providers/${encodeURIComponent(k.id)}/actions/test`);
+        const r = await api.testKeyProvider(k.id);
         printResult(r, json, () =>
           [
             `key provider ${r.name}: ${r.servers.filter((s) => s.ok).length} of ${r.servers.length} servers answered`,
@@ -270,15 +237,13 @@ export async function keyProviderCommand(argv: string[]): Promise<number> {
       }
       case 'default': {
         const k = await resolveProvider(api, p.positionals[0]);
-        const after = await api.post<KeyProvider>(
-          `/key-providers/${encodeURIComponent(k.id)}/actions/set-default`,
-        );
+        const after = await api.setDefaultKeyProvider(k.id);
         printResult(after, json, () => `${after.name} is the default key provider`);
         return ExitCode.ok;
       }
       case 'remove': {
         const k = await resolveProvider(api, p.positionals[0]);
-        await api.delete(`/key-providers/${encodeURIComponent(k.id)}`);
+        await api.deleteKeyProvider(k.id);
         printResult({ removed: k.id, name: k.name }, json, () => `removed key provider ${k.name}`);
         return ExitCode.ok;
       }

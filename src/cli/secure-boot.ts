@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
-import type { BundleUpload, HostSecureBootReport, InstalledBundle } from '../agent/api.js';
+import type { BundleUpload, HostSecureBootReport } from '../agent/api.js';
 import {
   HostSecureBoot,
   checkCanEnable,
@@ -21,6 +21,7 @@ import { certificateFingerprint256 } from '../pki/index.js';
 import { parseAcceptanceLevel } from '../secureboot/acceptance.js';
 import type { Signer } from '../secureboot/index.js';
 import { buildBundle, buildManifest, signBundle, signManifest, verifyBundle } from '../secureboot/index.js';
+import type { SecureBootKeySet, SecureBootKeySetCreate, SecureBootKeySetUpdate } from '../sdk/api.gen.js';
 import { ApiClient } from '../sdk/client.js';
 import { flag, need, parse, str, usageError } from './args.js';
 import { printResult, table } from './output.js';
@@ -63,7 +64,7 @@ function readSigner(p: ReturnType<typeof parse>, usage: string): Signer {
 }
 
 async function resolveHostId(api: ApiClient, nameOrId: string | undefined): Promise<string> {
-  const hosts = await api.get<{ id: string; name: string }[]>('/hosts');
+  const hosts = await api.listHosts();
   if (nameOrId === undefined) {
     if (hosts.length === 1 && hosts[0] !== undefined) return hosts[0].id;
     throw usageError('give --host NAME (more than one host, or none)');
@@ -96,13 +97,6 @@ function keySetBody(p: ReturnType<typeof parse>): Record<string, unknown> {
   };
 }
 
-interface KeySetView {
-  id: string;
-  name: string;
-  usedBy: number;
-  summary: { pk: string; kek: string[]; db: string[]; dbx: string[] };
-}
-
 export async function secureBootCommand(argv: string[]): Promise<number> {
   const [noun, verb, ...rest] = argv;
   if (noun !== 'keyset' && noun !== 'key-set') throw usageError(SECURE_BOOT_HELP);
@@ -124,7 +118,7 @@ export async function secureBootCommand(argv: string[]): Promise<number> {
   );
   const json = flag(p, 'json');
   const api = ApiClient.fromCredentials(str(p, 'credentials'));
-  const show = (k: KeySetView): string =>
+  const show = (k: SecureBootKeySet): string =>
     [
       `key set ${k.name} (${k.id}), used by ${k.usedBy} VM(s)`,
       `  PK   ${k.summary.pk}`,
@@ -135,7 +129,7 @@ export async function secureBootCommand(argv: string[]): Promise<number> {
   try {
     switch (verb) {
       case 'list': {
-        const sets = await api.get<KeySetView[]>('/secure-boot/key-sets');
+        const sets = await api.listSecureBootKeySets();
         printResult(sets, json, () =>
           table([
             ['NAME', 'PK', 'KEK', 'DB', 'DBX', 'VMS', 'ID'],
@@ -153,26 +147,24 @@ export async function secureBootCommand(argv: string[]): Promise<number> {
         return 0;
       }
       case 'show': {
-        const k = await api.get<KeySetView>(
-          `/secure-boot/key-sets/${encodeURIComponent(p.positionals[0] ?? '')}`,
-        );
+        const k = await api.getSecureBootKeySet(p.positionals[0] ?? '');
         printResult(k, json, () => show(k));
         return 0;
       }
       case 'create': {
         const body = keySetBody(p);
-        const k = await api.post<KeySetView>('/secure-boot/key-sets', {
+        const k = await api.createSecureBootKeySet({
           ...body,
           name: str(p, 'name') ?? body.name ?? need(p, 'name', 'secureboot keyset create --name N …'),
-        });
+        } as SecureBootKeySetCreate);
         printResult(k, json, () => `created ${show(k)}`);
         return 0;
       }
       case 'update': {
         const { name: _name, kind: _kind, ...body } = keySetBody(p);
-        const k = await api.put<KeySetView>(
-          `/secure-boot/key-sets/${encodeURIComponent(p.positionals[0] ?? '')}`,
-          body,
+        const k = await api.updateSecureBootKeySet(
+          p.positionals[0] ?? '',
+          body as unknown as SecureBootKeySetUpdate,
         );
         printResult(
           k,
@@ -183,7 +175,7 @@ export async function secureBootCommand(argv: string[]): Promise<number> {
       }
       case 'remove': {
         const name = p.positionals[0] ?? '';
-        await api.delete(`/secure-boot/key-sets/${encodeURIComponent(name)}`);
+        await api.deleteSecureBootKeySet(name);
         printResult({ removed: name }, json, () => `removed key set ${name}`);
         return 0;
       }
@@ -288,7 +280,7 @@ export async function bundleCommand(argv: string[]): Promise<number> {
       try {
         const hostId = await resolveHostId(api, str(p, 'host'));
         if (verb === 'list') {
-          const bundles = await api.get<InstalledBundle[]>(`/hosts/${hostId}/bundles`);
+          const bundles = await api.listHostBundles(hostId);
           printResult(bundles, json, () =>
             table([
               ['NAME', 'VERSION', 'VENDOR', 'ACCEPTANCE', 'VERIFIED'],
@@ -303,7 +295,7 @@ export async function bundleCommand(argv: string[]): Promise<number> {
           );
         } else if (verb === 'install') {
           if (dir === undefined) throw usageError('bundle install DIR --host HOST');
-          const b = await api.post<InstalledBundle>(`/hosts/${hostId}/bundles`, bundleUpload(dir));
+          const b = await api.installHostBundle(hostId, bundleUpload(dir));
           printResult(
             b,
             json,
@@ -312,7 +304,7 @@ export async function bundleCommand(argv: string[]): Promise<number> {
           );
         } else {
           if (dir === undefined) throw usageError('bundle remove NAME --host HOST');
-          await api.delete(`/hosts/${hostId}/bundles/${encodeURIComponent(dir)}`);
+          await api.deleteHostBundle(hostId, dir);
           printResult({ removed: dir }, json, () => `removed bundle ${dir}`);
         }
       } finally {
@@ -358,7 +350,7 @@ export async function hostSecureBootCommand(argv: string[]): Promise<number> {
   const api = ApiClient.fromCredentials(str(p, 'credentials'));
   try {
     const hostId = await resolveHostId(api, p.positionals[0]);
-    const s = await api.get<HostStatus>(`/hosts/${hostId}/secure-boot`);
+    const s = (await api.getHostSecureBoot(hostId)) as HostStatus;
     printResult(s, flag(p, 'json'), () => renderHostStatus(s));
     return 0;
   } finally {

@@ -4,7 +4,15 @@
  * hash-chained store. Appends are serialized in this process and guarded by the unique
  * `seq` in the database, so two managers on one PostgreSQL cannot fork the chain.
  */
-import type { Change, Event, EventObject, EventResult, EventType, Severity } from '../events/index.js';
+import type {
+  Change,
+  Event,
+  EventObject,
+  EventResult,
+  EventType,
+  Severity,
+  VerifyResult,
+} from '../events/index.js';
 import { chainEvent, createEvent, diff, verifyChain } from '../events/index.js';
 import { HypersealError } from '../errors.js';
 import type { Db } from '../store/db.js';
@@ -188,7 +196,7 @@ export class ManagerEvents implements EventRecorder {
   }
 
   /** Checks the whole chain from the genesis event. */
-  async verify(): Promise<{ ok: boolean; count: number; firstBad?: unknown }> {
+  async verify(): Promise<{ ok: boolean; count: number; firstBad?: Exclude<VerifyResult, { ok: true }> }> {
     const rows = await this.db.query<EventRow>(`SELECT * FROM events ORDER BY seq`);
     const events = rows.map(toEvent);
     const r = verifyChain(events);

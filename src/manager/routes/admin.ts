@@ -249,7 +249,23 @@ export function adminRoutes(s: ManagerServices): AnyRoute[] {
       response: Type.Object({
         ok: Type.Boolean(),
         count: Type.Integer(),
-        firstBad: Type.Optional(Type.Unknown()),
+        firstBad: Type.Optional(
+          Type.Object(
+            {
+              ok: Type.Literal(false),
+              index: Type.Integer({ description: 'Position in the chain of the first bad event' }),
+              id: Type.String(),
+              reason: Type.Union([
+                Type.Literal('altered'),
+                Type.Literal('missing'),
+                Type.Literal('reordered'),
+                Type.Literal('broken-link'),
+              ]),
+              detail: Type.String(),
+            },
+            { description: 'The first event that does not verify, and why' },
+          ),
+        ),
       }),
       handler: () => s.events.verify(),
     }),
