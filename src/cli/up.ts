@@ -16,6 +16,7 @@ import type { Actor } from '../manager/events.js';
 import { startManager } from '../manager/services.js';
 import { flag, hostPort, parse, str } from './args.js';
 import { driverFor, waitForSignal } from './daemons.js';
+import { seedDemo } from './demo-data.js';
 
 const USAGE =
   'hyperseal up [--data-dir DIR] [--demo] [--driver qemu|sim] [--kms-listen HOST:PORT] [--manager-listen HOST:PORT] [--agent-port N]';
@@ -111,24 +112,14 @@ export async function upCommand(argv: string[]): Promise<number> {
       await manager.services.hosts.attach(agent.hostId);
     }
 
-    // 4. --demo: two small VMs on the networks of the enhanced-logging demo.
-    if (flag(p, 'demo')) {
-      for (const net of ['PCI', 'Non-PCI']) {
-        await manager.services.createNetwork(system, net).catch(() => undefined);
-      }
-      const existing = await manager.services.vms.list({ limit: 10, offset: 0 });
-      for (const [i, name] of ['web-01', 'db-01'].entries()) {
-        if (existing.some((v) => v.name === name)) continue;
-        await manager.services.vms.create(system, {
-          name,
-          hostId: agents[i % agents.length]?.hostId ?? '',
-          memoryMiB: 128,
-          firmware: 'efi',
-          nics: [{ id: 'nic0', network: 'PCI' }],
-          tags: ['pci', 'demo'],
-        });
-      }
-    }
+    // 4. --demo: the networks and small VMs the examples use (src/cli/demo-data.ts).
+    const demo = flag(p, 'demo')
+      ? await seedDemo(
+          manager.services,
+          agents.map((a) => a.hostId),
+          system,
+        )
+      : [];
 
     process.stdout.write(
       [
@@ -140,6 +131,12 @@ export async function upCommand(argv: string[]): Promise<number> {
           (a, i) => `  host agent ${i + 1}                  https://${a.host}:${a.port}  (host ${a.hostId})`,
         ),
         `  credentials (admin token)     ${rel(credentials)} (mode 0600)`,
+        ...(demo.length > 0
+          ? [
+              `  demo VMs                      ${demo.map((v) => v.name).join(', ')}`,
+              '  examples (see examples/README.md): node dist/examples/compliance-report.js',
+            ]
+          : []),
         '',
         'Next, in another terminal:',
         '  npx hyperseal host list',
