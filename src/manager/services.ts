@@ -43,6 +43,7 @@ import { UserService } from './users.js';
 import { VmService } from './vms.js';
 import { SecureBootService } from './secure-boot.js';
 import { secureBootRoutes } from './routes/secure-boot.js';
+import { registerUi } from './ui.js';
 
 export interface ManagerServices {
   db: Db;
@@ -259,6 +260,7 @@ export async function startManager(opts: ManagerOptions): Promise<RunningManager
     // The chain includes the CA, so an agent that pins the CA's fingerprint (join) finds it.
     https: { cert: identity.api.certPem + identity.ca.certPem, key: identity.api.keyPem },
   });
+  registerUi(app);
   const address = await app.listen({ host, port: opts.port ?? 8443 });
   const port = new URL(address).port;
   return {
