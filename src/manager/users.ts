@@ -247,6 +247,26 @@ export class UserService {
     await this.db.run(`DELETE FROM sessions WHERE id_hash = $1`, [hashToken(token)]);
   }
 
+  /** Ends the browser session the request carries (its cookie), with an event. */
+  async endSession(request: FastifyRequest, principal: Principal, sourceIp: string): Promise<void> {
+    const cookie = parseCookie(request.headers.cookie ?? '')[SESSION_COOKIE];
+    if (principal.via !== 'session' || cookie === undefined) {
+      throw new HypersealError(
+        'HS_ERR_INVALID_ARGUMENT',
+        'only a browser session can be ended here; API tokens stay valid until they expire',
+      );
+    }
+    await this.logout(cookie);
+    await this.events.record(
+      { user: principal.name, sourceIp },
+      {
+        type: 'user.logged-out',
+        object: { kind: 'user', id: principal.userId, name: principal.name },
+        changes: [],
+      },
+    );
+  }
+
   async createToken(
     actor: Actor,
     userId: string,

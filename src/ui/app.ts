@@ -126,6 +126,7 @@ function loginForm(main: UiElement): void {
   const submit = async (): Promise<void> => {
     try {
       await api.login({ user: user.value, password: password.value });
+      win().localStorage.setItem(SIGNED_IN, '1');
       password.value = '';
       byId('flash').replaceChildren();
       await start();
@@ -153,18 +154,44 @@ function loginForm(main: UiElement): void {
   user.focus();
 }
 
+/**
+ * This browser signed in before (a flag, not a secret: the session is an HttpOnly cookie).
+ * Without it the page shows the login form without asking the server, so merely opening
+ * the page does not leave an `access.denied` event in the audit trail.
+ */
+const SIGNED_IN = 'hyperseal.signedIn';
+
 /** Reads the session; without one, shows the login form. */
 async function start(): Promise<void> {
-  try {
-    const s = await api.getSession();
-    access = new Access(s.user, s.privileges);
-    byId('nav').hidden = false;
-    byId('who').replaceChildren(h('span', { id: 'user-name' }, s.user));
-  } catch (err) {
-    access = undefined;
-    if (!(err instanceof HypersealError && err.code === 'HS_ERR_AUTH_REQUIRED')) flash(err);
+  access = undefined;
+  if (win().localStorage.getItem(SIGNED_IN) !== null) {
+    try {
+      const s = await api.getSession();
+      access = new Access(s.user, s.privileges);
+      byId('nav').hidden = false;
+      byId('who').replaceChildren(
+        h('span', { id: 'user-name' }, s.user),
+        ' ',
+        h('button', { id: 'logout', type: 'button', onclick: () => void logout() }, 'Sign out'),
+      );
+    } catch (err) {
+      if (err instanceof HypersealError && err.code === 'HS_ERR_AUTH_REQUIRED')
+        win().localStorage.removeItem(SIGNED_IN);
+      else flash(err);
+    }
   }
   await route();
+}
+
+/** Ends the session on the server (which clears the cookie), then shows the login form. */
+async function logout(): Promise<void> {
+  try {
+    await api.logout();
+  } catch (err) {
+    flash(err);
+  }
+  win().localStorage.removeItem(SIGNED_IN);
+  await start();
 }
 
 win().addEventListener('hashchange', () => {

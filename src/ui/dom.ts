@@ -49,6 +49,12 @@ interface UiDocument {
 interface UiWindow {
   location: { hash: string };
   addEventListener(type: string, listener: () => void): void;
+  /** Holds one non-secret flag: whether this browser signed in (the session itself is an HttpOnly cookie). */
+  localStorage: {
+    getItem(key: string): string | null;
+    setItem(key: string, value: string): void;
+    removeItem(key: string): void;
+  };
 }
 
 const g = globalThis as unknown as { document: UiDocument; window: UiWindow };

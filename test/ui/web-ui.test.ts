@@ -376,6 +376,34 @@ describe('web UI in headless Chromium', { concurrency: 1 }, () => {
     await ro.locator('main .reason', { hasText: 'needs crypto.manageKeyServers' }).waitFor();
   });
 
+  test('opening the page signed out asks nothing of the server (no access.denied noise)', async () => {
+    const before = (await p.api.listEvents({ type: 'access.denied' })).length;
+    const fresh = await newPage();
+    await fresh.goto(`${origin}/`);
+    await fresh.locator('#login').waitFor();
+    assert.equal((await p.api.listEvents({ type: 'access.denied' })).length, before);
+  });
+
+  test('sign out ends the session on the server: the old cookie no longer works', async () => {
+    const session = (await page.context().cookies()).find((c) => c.name === 'hs_session');
+    assert.ok(session);
+    await page.goto(`${origin}/ui/#/vms`);
+    await page.click('#logout');
+    await page.locator('#login').waitFor();
+    assert.equal(
+      (await page.context().cookies()).some((c) => c.name === 'hs_session'),
+      false,
+      'the cookie is cleared',
+    );
+    // Replaying the old session id is refused: it was deleted, not just forgotten by the browser.
+    const replay = await p.request(undefined, 'GET', '/session', undefined, {
+      cookie: `hs_session=${session.value}`,
+    });
+    assert.equal(replay.status, 401);
+    const out = await p.api.listEvents({ type: 'user.logged-out', limit: 1 });
+    assert.equal(out[0]?.user, admin.user);
+  });
+
   test('every request went to the manager; no script errors, no CSP violations', () => {
     assert.ok(requests.length > 20);
     assert.deepEqual(

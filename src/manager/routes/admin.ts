@@ -54,6 +54,25 @@ export function adminRoutes(s: ManagerServices): AnyRoute[] {
       },
     }),
     route({
+      method: 'DELETE',
+      url: '/session',
+      operationId: 'logout',
+      event: 'user.logged-out',
+      summary: 'Log out: end the browser session of the cookie sent, and clear the cookie',
+      tag: 'auth',
+      privilege: 'authenticated',
+      response: Type.Null(),
+      status: 204,
+      handler: async ({ request, reply, user, ip }) => {
+        if (user !== undefined) await s.users.endSession(request, user, ip);
+        void reply.header(
+          'set-cookie',
+          `${SESSION_COOKIE}=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0`,
+        );
+        return null;
+      },
+    }),
+    route({
       method: 'GET',
       url: '/session',
       summary: 'Who am I, with my privileges',
