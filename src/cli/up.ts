@@ -126,6 +126,7 @@ export async function upCommand(argv: string[]): Promise<number> {
         '',
         `Hyperseal is up (data in ${rel(dataDir)}).`,
         `  manager (REST API)            ${manager.url}/api/v1   CA ${rel(manager.caPath)}`,
+        `  web UI                        ${manager.url}/   (sign in: npx hyperseal user create NAME --role Administrator)`,
         `  embedded KMIP key server      ${kms.host}:${kms.port}`,
         ...agents.map(
           (a, i) => `  host agent ${i + 1}                  https://${a.host}:${a.port}  (host ${a.hostId})`,
