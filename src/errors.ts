@@ -531,6 +531,22 @@ export const ErrorCodes = {
     meaning:
       'Host Secure Boot: the agent’s own files or an installed bundle failed verification at start; the agent serves nothing but its facts.',
   },
+  // Desired state (posture files: hyperseal apply / export, docs/posture.md)
+  HS_ERR_POSTURE_INVALID: {
+    status: 400,
+    meaning:
+      'A posture file is not valid YAML or does not follow the posture format; the message names the path.',
+  },
+  HS_ERR_POSTURE_CONFLICT: {
+    status: 409,
+    meaning:
+      'Two rules of a posture file that select the same VM want different values for the same setting.',
+  },
+  HS_ERR_POSTURE_BLOCKED: {
+    status: 409,
+    meaning:
+      'Applying a posture reached a change the plan marked impossible; the changes before it were made.',
+  },
 } as const satisfies Record<string, { status: number; meaning: string }>;
 
 export type ErrorCode = keyof typeof ErrorCodes;

@@ -7,67 +7,23 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { HypersealError } from '../errors.js';
+import type { Event, ListEventsQuery, Task, Vm } from '../sdk/api.gen.js';
 import { ApiClient } from '../sdk/client.js';
 import { flag, int, need, parse, str, usageError } from './args.js';
 import { printResult, table } from './output.js';
 import { hostSecureBootCommand } from './secure-boot.js';
 
-interface Vm {
-  id: string;
-  name: string;
-  hostId: string;
-  state: string;
-  simulated: boolean;
-  pendingRestart: boolean;
-  encryption: { policyId: string; providerId: string; keyId: string } | null;
-  locked: boolean;
-  lockedReason: string | null;
-  config: {
-    cpus: number;
-    memoryMiB: number;
-    firmware: string;
-    secureBoot: boolean;
-    tags: string[];
-    migrationEncryption?: string;
-    nics: { id: string; network: string }[];
-    disks: { id: string; sizeMiB: number }[];
-  };
-}
-interface Task {
-  id: string;
-  kind: string;
-  state: string;
-  progress: number;
-  objectId: string;
-  error: { code: string; message: string } | null;
-  createdAt: number;
-}
-interface Host {
-  id: string;
-  name: string;
-  address: string;
-  state: string;
-  simulated: boolean;
-  facts: { accel?: string; qemuVersion?: string | null; uefiSecureBoot?: string } | null;
-}
-interface Event {
-  seq: number;
-  time: string;
-  type: string;
-  user: string;
-  message: string;
-  changes: { path: string; from: unknown; to: unknown }[];
-}
-
+/** What the CLI shows of a host's facts (the API types them as unknown: each agent reports its own). */
+type HostFacts = { accel?: string; qemuVersion?: string | null; uefiSecureBoot?: string } | null;
 export const INVENTORY_HELP = `inventory commands (credentials: --credentials FILE, $HYPERSEAL_CREDENTIALS, ./.hyperseal/credentials.json)
   login --manager URL --ca CA.pem (--token TOKEN | --user NAME with $HYPERSEAL_PASSWORD)
   host list [--json]
   vm list [--json] | vm show VM [--json]
-  vm create --name N [--host ID] [--cpus N] [--memory MIB] [--firmware efi|bios] [--network NAME …] [--disk MIB …] [--tag T …]
+  vm create --name N [--host ID] [--cpus N] [--memory MIB] [--firmware efi|bios] [--network NAME …] [--disk MIB …] [--tag T …] [--folder /PATH]
   vm power-on|power-off|shutdown|reset VM [--no-wait] [--json]
   vm reconfigure VM [--memory MIB] [--cpus N] [--name N] [--tag T …]
   vm set VM [--secure-boot on|off] [--key-set NAME|microsoft] [--vtpm on|off]
-         [--migration-encryption disabled|opportunistic|required]
+         [--migration-encryption disabled|opportunistic|required] [--folder /PATH ('' : none)]
   vm migrate VM --to HOST [--no-wait] [--json]   (live; encrypted per the VM's migration encryption)
   vm console VM
   vm delete VM
@@ -93,9 +49,9 @@ function client(p: ReturnType<typeof parse>): ApiClient {
 
 async function resolveVm(api: ApiClient, nameOrId: string | undefined): Promise<Vm> {
   if (nameOrId === undefined) throw usageError('a VM name or id is required');
-  const byName = await api.get<Vm[]>(`/vms?name=${encodeURIComponent(nameOrId)}`);
+  const byName = await api.listVms({ name: nameOrId });
   if (byName[0] !== undefined) return byName[0];
-  return api.get<Vm>(`/vms/${encodeURIComponent(nameOrId)}`);
+  return api.getVm(nameOrId);
 }
 
 function progressBar(t: Task): void {
@@ -152,7 +108,7 @@ export async function loginCommand(argv: string[]): Promise<number> {
     if (!password) throw usageError('set HYPERSEAL_PASSWORD (never pass a password on the command line)');
     const anon = new ApiClient({ managerUrl, caPem });
     try {
-      const session = await anon.post<{ session: string }>('/session', { user, password });
+      const session = await anon.login({ user, password });
       // A session is for browsers; the CLI keeps a named API token instead.
       token = await fetchToken(managerUrl, caPem, session.session);
     } finally {
@@ -161,7 +117,7 @@ export async function loginCommand(argv: string[]): Promise<number> {
   }
   const api = new ApiClient({ managerUrl, caPem, token });
   try {
-    const me = await api.get<{ user: string }>('/session');
+    const me = await api.getSession();
     const out =
       str(p, 'out') ??
       join(process.env.XDG_CONFIG_HOME ?? join(homedir(), '.config'), 'hyperseal', 'credentials.json');
@@ -207,7 +163,7 @@ async function fetchToken(managerUrl: string, caPem: Buffer, session: string): P
 
 /** Key-safety warnings for listing footers (docs/key-safety.md); none when unreadable. */
 async function keySafetyWarnings(api: ApiClient): Promise<string[]> {
-  return (await api.get<{ warnings: string[] }>('/key-safety').catch(() => ({ warnings: [] }))).warnings;
+  return (await api.getKeySafety().catch(() => ({ warnings: [] }))).warnings;
 }
 
 export async function hostCommand(argv: string[]): Promise<number> {
@@ -217,21 +173,24 @@ export async function hostCommand(argv: string[]): Promise<number> {
   if (verb !== 'list') throw usageError(`unknown host command '${verb ?? ''}'\n${INVENTORY_HELP}`);
   const api = client(p);
   try {
-    const hosts = await api.get<Host[]>('/hosts');
+    const hosts = await api.listHosts();
     const safety = flag(p, 'json') ? undefined : await keySafetyWarnings(api);
     printResult(hosts, flag(p, 'json'), () =>
       [
         table([
           ['NAME', 'STATE', 'ADDRESS', 'ACCEL', 'QEMU', 'UEFI SB', 'ID'],
-          ...hosts.map((h) => [
-            h.name + (h.simulated ? ' (simulated)' : ''),
-            h.state,
-            h.address,
-            h.facts?.accel ?? '-',
-            h.facts?.qemuVersion ?? '-',
-            h.facts?.uefiSecureBoot ?? '-',
-            h.id,
-          ]),
+          ...hosts.map((h) => {
+            const facts = h.facts as HostFacts;
+            return [
+              h.name + (h.simulated ? ' (simulated)' : ''),
+              h.state,
+              h.address,
+              facts?.accel ?? '-',
+              facts?.qemuVersion ?? '-',
+              facts?.uefiSecureBoot ?? '-',
+              h.id,
+            ];
+          }),
         ]),
         ...(safety ?? []).map((w) => `WARNING: ${w}`),
       ].join('\n'),
@@ -267,13 +226,14 @@ export async function vmCommand(argv: string[]): Promise<number> {
       vtpm: { type: 'string' },
       to: { type: 'string' },
       'migration-encryption': { type: 'string' },
+      folder: { type: 'string' },
     },
     INVENTORY_HELP,
   );
   const json = flag(p, 'json');
   const api = client(p);
-  const run = async (path: string, body: unknown = {}): Promise<number> => {
-    const task = await api.post<Task>(path, body);
+  const run = async (started: Promise<Task>): Promise<number> => {
+    const task = await started;
     if (flag(p, 'no-wait')) {
       printResult(task, json, () => task.id);
       return 0;
@@ -287,7 +247,7 @@ export async function vmCommand(argv: string[]): Promise<number> {
   try {
     switch (verb) {
       case 'list': {
-        const vms = await api.get<Vm[]>('/vms');
+        const vms = await api.listVms();
         // Footer: key-safety warnings (e.g. the key server holding these VMs' keys has no backup).
         const safety =
           json || !vms.some((v) => v.encryption !== null) ? undefined : await keySafetyWarnings(api);
@@ -313,7 +273,7 @@ export async function vmCommand(argv: string[]): Promise<number> {
         let datastoreId: string | undefined;
         const disks = list('disk');
         if (disks.length > 0) {
-          const ds = await api.get<{ id: string; hostId: string | null }[]>('/datastores');
+          const ds = await api.listDatastores();
           const host = str(p, 'host');
           datastoreId = (host === undefined ? ds[0] : ds.find((d) => d.hostId === host))?.id;
           if (datastoreId === undefined) throw usageError('no datastore for the disks; is a host joined?');
@@ -327,6 +287,9 @@ export async function vmCommand(argv: string[]): Promise<number> {
           nics: list('network').map((network, i) => ({ id: `nic${i}`, network })),
           disks: disks.map((size, i) => ({ id: `disk${i}`, sizeMiB: Number(size), datastoreId })),
           tags: list('tag'),
+          ...(str(p, 'folder') !== undefined
+            ? { folder: need(p, 'folder', 'vm create --folder /PATH') }
+            : {}),
           ...(str(p, 'encryption-policy') !== undefined
             ? { encryptionPolicyId: str(p, 'encryption-policy') }
             : {}),
@@ -338,30 +301,32 @@ export async function vmCommand(argv: string[]): Promise<number> {
       case 'encrypt': {
         const vm = await resolveVm(api, p.positionals[0]);
         const policy = str(p, 'policy');
-        return await run(`/vms/${vm.id}/actions/encrypt`, {
-          ...(policy === undefined ? {} : { policyId: policy }),
-          ...(flag(p, 'accept-no-backup') ? { acceptNoBackup: true } : {}),
-        });
+        return await run(
+          api.encryptVm(vm.id, {
+            ...(policy === undefined ? {} : { policyId: policy }),
+            ...(flag(p, 'accept-no-backup') ? { acceptNoBackup: true } : {}),
+          }),
+        );
       }
       case 'decrypt':
-        return await run(`/vms/${(await resolveVm(api, p.positionals[0])).id}/actions/decrypt`);
+        return await run(api.decryptVm((await resolveVm(api, p.positionals[0])).id));
       case 'rekey':
-        return await run(`/vms/${(await resolveVm(api, p.positionals[0])).id}/actions/rekey`, {
-          deep: flag(p, 'deep'),
-        });
+        return await run(api.rekeyVm((await resolveVm(api, p.positionals[0])).id, { deep: flag(p, 'deep') }));
       case 'clone':
-        return await run(`/vms/${(await resolveVm(api, p.positionals[0])).id}/actions/clone`, {
-          name: need(p, 'name', 'vm clone VM --name NEW'),
-        });
+        return await run(
+          api.cloneVm((await resolveVm(api, p.positionals[0])).id, {
+            name: need(p, 'name', 'vm clone VM --name NEW'),
+          }),
+        );
       case 'unlock': {
         const vm = await resolveVm(api, p.positionals[0]);
-        const after = await api.post<Vm>(`/vms/${vm.id}/actions/unlock`);
+        const after = await api.unlockVm(vm.id);
         printResult(after, json, () => `VM ${after.name} is unlocked: its host holds its key`);
         return 0;
       }
       case 'crypto-shred': {
         const vm = await resolveVm(api, p.positionals[0]);
-        const after = await api.post<Vm>(`/vms/${vm.id}/actions/crypto-shred`, {
+        const after = await api.cryptoShredVm(vm.id, {
           confirm: need(p, 'confirm', 'vm crypto-shred VM --confirm VM-NAME'),
         });
         printResult(after, json, () => `VM ${after.name}'s key was destroyed: its data is unrecoverable`);
@@ -370,17 +335,23 @@ export async function vmCommand(argv: string[]): Promise<number> {
       case 'migrate': {
         const vm = await resolveVm(api, p.positionals[0]);
         const to = need(p, 'to', 'vm migrate VM --to HOST');
-        const hosts = await api.get<Host[]>('/hosts');
+        const hosts = await api.listHosts();
         const host = hosts.find((h) => h.name === to) ?? hosts.find((h) => h.id === to);
         if (host === undefined) throw new HypersealError('HS_ERR_NOT_FOUND', `no host named ${to}`);
-        return await run(`/vms/${vm.id}/actions/migrate`, { hostId: host.id });
+        return await run(api.migrateVm(vm.id, { hostId: host.id }));
       }
       case 'power-on':
       case 'power-off':
       case 'shutdown':
       case 'reset': {
         const vm = await resolveVm(api, p.positionals[0]);
-        const task = await api.post<Task>(`/vms/${vm.id}/actions/${verb}`);
+        const task = await (verb === 'power-on'
+          ? api.powerOnVm(vm.id)
+          : verb === 'power-off'
+            ? api.powerOffVm(vm.id)
+            : verb === 'shutdown'
+              ? api.shutdownVm(vm.id)
+              : api.resetVm(vm.id));
         if (flag(p, 'no-wait')) {
           printResult(task, json, () => task.id);
           return 0;
@@ -403,7 +374,7 @@ export async function vmCommand(argv: string[]): Promise<number> {
             ? undefined
             : keySetName === 'microsoft'
               ? null
-              : (await api.get<{ id: string }>(`/secure-boot/key-sets/${encodeURIComponent(keySetName)}`)).id;
+              : (await api.getSecureBootKeySet(keySetName)).id;
         const migrationEncryption = str(p, 'migration-encryption');
         if (
           migrationEncryption !== undefined &&
@@ -416,9 +387,12 @@ export async function vmCommand(argv: string[]): Promise<number> {
           ...(secureBoot !== undefined ? { secureBoot } : {}),
           ...(vtpm !== undefined ? { vtpm } : {}),
           ...(keySet !== undefined ? { secureBootKeySet: keySet } : {}),
+          ...(str(p, 'folder') !== undefined ? { folder: str(p, 'folder') || null } : {}),
         };
         if (Object.keys(patch).length === 0)
-          throw usageError('nothing to set: give --secure-boot, --key-set, --vtpm or --migration-encryption');
+          throw usageError(
+            'nothing to set: give --secure-boot, --key-set, --vtpm, --migration-encryption or --folder',
+          );
         const after = await api.patch<Vm>(`/vms/${vm.id}`, patch);
         printResult(
           after,
@@ -452,13 +426,13 @@ export async function vmCommand(argv: string[]): Promise<number> {
       }
       case 'console': {
         const vm = await resolveVm(api, p.positionals[0]);
-        const c = await api.get<{ data: string }>(`/vms/${vm.id}/console?offset=0`);
+        const c = await api.getVmConsole(vm.id, { offset: 0 });
         process.stdout.write(c.data);
         return 0;
       }
       case 'delete': {
         const vm = await resolveVm(api, p.positionals[0]);
-        await api.delete(`/vms/${vm.id}`);
+        await api.deleteVm(vm.id);
         printResult({ deleted: vm.id }, json, () => `deleted VM ${vm.name}`);
         return 0;
       }
@@ -476,7 +450,7 @@ export async function taskCommand(argv: string[]): Promise<number> {
   const api = client(p);
   try {
     if (verb === 'list') {
-      const tasks = await api.get<Task[]>('/tasks');
+      const tasks = await api.listTasks();
       printResult(tasks, flag(p, 'json'), () =>
         table([
           ['ID', 'KIND', 'STATE', 'PROGRESS', 'CREATED'],
@@ -488,7 +462,7 @@ export async function taskCommand(argv: string[]): Promise<number> {
     if (verb === 'wait') {
       const id = p.positionals[0];
       if (id === undefined) throw usageError('task wait ID');
-      return await finish(api, await api.get<Task>(`/tasks/${encodeURIComponent(id)}`), flag(p, 'json'));
+      return await finish(api, await api.getTask(id), flag(p, 'json'));
     }
     throw usageError(`unknown task command '${verb ?? ''}'\n${INVENTORY_HELP}`);
   } finally {
@@ -518,27 +492,25 @@ export async function eventCommand(argv: string[]): Promise<number> {
   try {
     switch (verb) {
       case 'list': {
-        const q = new URLSearchParams();
-        q.set('limit', String(int(p, 'limit', 50)));
-        if (str(p, 'type')) q.set('type', str(p, 'type') ?? '');
-        if (str(p, 'user')) q.set('user', str(p, 'user') ?? '');
-        if (str(p, 'text')) q.set('text', str(p, 'text') ?? '');
-        if (str(p, 'since')) {
-          const t = Date.parse(str(p, 'since') ?? '');
-          if (Number.isNaN(t)) throw usageError('--since takes an ISO time, e.g. 2026-11-28T10:00:00Z');
-          q.set('since', String(t));
+        const query: ListEventsQuery = { limit: int(p, 'limit', 50) ?? 50 };
+        const [type, user, text, since, object] = ['type', 'user', 'text', 'since', 'object'].map((k) =>
+          str(p, k),
+        );
+        if (type) query.type = type;
+        if (user) query.user = user;
+        if (text) query.text = text;
+        if (since) {
+          query.since = Date.parse(since);
+          if (Number.isNaN(query.since))
+            throw usageError('--since takes an ISO time, e.g. 2026-11-28T10:00:00Z');
         }
-        if (str(p, 'object')) q.set('objectId', (await resolveVm(api, str(p, 'object'))).id);
-        const events = await api.get<Event[]>(`/events?${q.toString()}`);
+        if (object) query.objectId = (await resolveVm(api, object)).id;
+        const events = await api.listEvents(query);
         printResult(events, json, () => events.map(line).join('\n'));
         return 0;
       }
       case 'verify': {
-        const r = await api.get<{
-          ok: boolean;
-          count: number;
-          firstBad?: { index: number; id: string; reason: string; detail?: string };
-        }>('/events/verify');
+        const r = await api.verifyEvents();
         printResult(r, json, () =>
           r.ok
             ? `event chain intact: ${r.count} events verified`
@@ -552,20 +524,23 @@ export async function eventCommand(argv: string[]): Promise<number> {
         return 0;
       }
       case 'export': {
-        const text = (await api.request<string>('GET', '/events/export')).body;
+        const text = await api.exportEvents();
         process.stdout.write(typeof text === 'string' ? text : `${JSON.stringify(text)}\n`);
         return 0;
       }
       case 'tail': {
-        const recent = await api.get<Event[]>(`/events?limit=${int(p, 'limit', 10) ?? 10}`);
+        const recent = await api.listEvents({ limit: int(p, 'limit', 10) ?? 10 });
         const ordered = [...recent].reverse();
         for (const e of ordered) process.stdout.write((json ? JSON.stringify(e) : line(e)) + '\n');
         if (!flag(p, 'follow')) return 0;
         const after = ordered.at(-1)?.seq ?? -1;
-        await api.stream(`/events/stream?afterSeq=${after}`, (data) => {
-          const e = JSON.parse(data) as Event;
-          process.stdout.write((json ? JSON.stringify(e) : line(e)) + '\n');
-        });
+        await api.streamEvents(
+          (data) => {
+            const e = JSON.parse(data) as Event;
+            process.stdout.write((json ? JSON.stringify(e) : line(e)) + '\n');
+          },
+          { afterSeq: after },
+        );
         return 0;
       }
       default:

@@ -6,7 +6,9 @@ import { kmipCommand, KMIP_HELP } from './kmip.js';
 import { kmsCommand, KMS_HELP } from './kms.js';
 import { keyProviderCommand, KEY_PROVIDER_HELP } from './key-providers.js';
 import { ExitCode, exitCodeOf, printError } from './output.js';
+import { applyCommand, exportCommand, POSTURE_HELP } from './posture.js';
 import { upCommand } from './up.js';
+import { userCommand, USER_HELP } from './users.js';
 import { agentCommand, DAEMON_HELP, managerCommand } from './daemons.js';
 import {
   eventCommand,
@@ -28,6 +30,8 @@ usage: hyperseal <command> [options]
   manager serve      the control plane;  agent join|serve: a host agent
   login, host, vm, task, event
                      inventory and lifecycle over the REST API
+  user list|create|set-roles
+                     users, their roles, passwords for the web UI
   key-provider add|add-csr|set-cert|list|show|test|default|remove
                      KMIP key providers of the manager (VM keys)
   kms serve|client-cert|grant|backup|backup verify|backup-status|restore|rotate-master-key|init-replica
@@ -35,6 +39,8 @@ usage: hyperseal <command> [options]
   kmip <op>          talk KMIP 1.1 to any key manager
   secureboot, bundle, release
                      VM Secure Boot key sets, host bundles, the agent's signed manifest
+  apply -f FILE [--dry-run], export [-o FILE]
+                     desired state: VM security settings, key providers, alert rules, syslog
   version            print the version
 
 Every command takes --help. Exit codes: 0 ok, 1 failure, 2 usage, 3 not found,
@@ -44,9 +50,13 @@ ${DAEMON_HELP}
 
 ${INVENTORY_HELP}
 
+${USER_HELP}
+
 ${KEY_PROVIDER_HELP}
 
 ${SECURE_BOOT_HELP}
+
+${POSTURE_HELP}
 
 ${KMS_HELP}
 
@@ -110,6 +120,13 @@ async function main(argv: string[]): Promise<number> {
       return bundleCommand(rest);
     case 'release':
       return releaseCommand(rest);
+    case 'user':
+    case 'users':
+      return userCommand(rest);
+    case 'apply':
+      return applyCommand(rest);
+    case 'export':
+      return exportCommand(rest);
     default:
       throw usageError(`unknown command '${command}' (try: hyperseal help)`);
   }

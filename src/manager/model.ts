@@ -43,6 +43,14 @@ const SecureBootKeySetRef = Type.Optional(
   }),
 );
 
+/** A VM's folder: an inventory path such as /prod/payments (no meaning to the host). */
+export const Folder = Type.String({
+  minLength: 2,
+  maxLength: 255,
+  pattern: '^(/[A-Za-z0-9][A-Za-z0-9._-]{0,63})+$',
+  description: 'Inventory folder path, e.g. /prod/payments: segments of letters, digits, . _ -',
+});
+
 export const VmConfig = Type.Object(
   {
     cpus: Type.Integer({ minimum: 1, maximum: 64 }),
@@ -55,6 +63,7 @@ export const VmConfig = Type.Object(
     nics: Type.Array(Nic, { maxItems: 8 }),
     tags: Type.Array(Type.String({ minLength: 1, maxLength: 64 }), { maxItems: 32 }),
     migrationEncryption: Type.Optional(MigrationEncryption),
+    folder: Type.Optional(Folder),
   },
   { title: 'VmConfig' },
 );
@@ -106,6 +115,7 @@ export const VmCreate = Type.Object(
     nics: Type.Optional(Type.Array(Nic, { maxItems: 8 })),
     tags: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 64 }), { maxItems: 32 })),
     migrationEncryption: Type.Optional(MigrationEncryption),
+    folder: Type.Optional(Folder),
     encryptionPolicyId: Type.Optional(
       Type.String({ description: 'Create the VM encrypted under this policy (needs crypto.encryptNew)' }),
     ),
@@ -129,6 +139,9 @@ export const VmPatch = Type.Object(
     nics: Type.Optional(Type.Array(Nic, { maxItems: 8 })),
     tags: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 64 }), { maxItems: 32 })),
     migrationEncryption: Type.Optional(MigrationEncryption),
+    folder: Type.Optional(
+      Type.Union([Folder, Type.Null()], { description: 'Inventory folder path; null: no folder' }),
+    ),
   },
   { title: 'VmPatch', additionalProperties: false, minProperties: 1 },
 );

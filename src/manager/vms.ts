@@ -227,6 +227,7 @@ export class VmService {
       disks: input.disks ?? [],
       nics: (input.nics ?? []).map((n) => ({ ...n, mac: n.mac ?? randomMac() })),
       tags: [...new Set(input.tags ?? [])].sort(),
+      ...(input.folder !== undefined ? { folder: input.folder } : {}),
       // Encrypted VMs always migrate encrypted; say so in their setting from the start.
       ...(input.migrationEncryption !== undefined || encryption
         ? { migrationEncryption: input.migrationEncryption ?? 'required' }
@@ -365,10 +366,14 @@ export class VmService {
     const before = await this.get(id);
     // Checked before anything is written: a VM on a revoked host is not ours to change.
     await this.hosts.requireUsable(before.hostId);
-    const { name, ...configPatch } = patch;
+    const { name, folder, ...configPatch } = patch;
+    const { folder: oldFolder, ...beforeConfig } = before.config;
+    // A folder is an inventory label: null moves the VM out of any folder, absent keeps it.
+    const nextFolder = folder === undefined ? oldFolder : (folder ?? undefined);
     const config: VmConfig = {
-      ...before.config,
+      ...beforeConfig,
       ...configPatch,
+      ...(nextFolder !== undefined ? { folder: nextFolder } : {}),
       nics: (configPatch.nics ?? before.config.nics).map((n) => ({
         ...n,
         mac: n.mac ?? before.config.nics.find((o) => o.id === n.id)?.mac ?? randomMac(),

@@ -79,6 +79,11 @@ describe('SDK against a real manager', { concurrency: 1 }, () => {
     assert.deepEqual(e.changes, [{ path: 'memoryMiB', from: 64, to: 128 }]);
   });
 
+  test('an optional body may be left out (the SDK sends {})', async () => {
+    const t = await p.api.createEnrollmentToken();
+    assert.match(t.token, /\S{16,}/);
+  });
+
   test('exportEvents returns the NDJSON text; verifyEvents says the chain holds', async () => {
     const text = await p.api.exportEvents();
     assert.equal(typeof text, 'string');

@@ -77,21 +77,24 @@ export interface ExampleRun {
   stderr: string;
 }
 
+/** The compiled `hyperseal` command. */
+export const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.js');
+
 /**
- * Runs dist/examples/<name>.js with `args` and the credentials in
- * $HYPERSEAL_CREDENTIALS, in `cwd` (default: a fresh temporary directory, so nothing
- * lands in the checkout). Resolves with its exit code and output, whatever the code.
+ * Runs a compiled script with `args` and the credentials in $HYPERSEAL_CREDENTIALS (plus
+ * `env`), in `cwd` (default: a fresh temporary directory, so nothing lands in the
+ * checkout). Resolves with its exit code and output, whatever the code.
  */
-export function runExample(
-  name: string,
+export function runScript(
+  script: string,
   args: readonly string[],
   credentials: string,
-  cwd = mkdtempSync(join(process.env.XDG_CONFIG_HOME ?? '', 'cwd-')),
+  opts: { cwd?: string; env?: Record<string, string> } = {},
 ): Promise<ExampleRun> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join(EXAMPLES_DIR, `${name}.js`), ...args], {
-      cwd,
-      env: { ...process.env, HYPERSEAL_CREDENTIALS: credentials },
+    const child = spawn(process.execPath, [script, ...args], {
+      cwd: opts.cwd ?? mkdtempSync(join(process.env.XDG_CONFIG_HOME ?? '', 'cwd-')),
+      env: { ...process.env, ...opts.env, HYPERSEAL_CREDENTIALS: credentials },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
@@ -101,6 +104,25 @@ export function runExample(
     child.on('error', reject);
     child.on('close', (code) => resolve({ code, stdout, stderr }));
   });
+}
+
+/** Runs dist/examples/<name>.js (see runScript). */
+export function runExample(
+  name: string,
+  args: readonly string[],
+  credentials: string,
+  cwd?: string,
+): Promise<ExampleRun> {
+  return runScript(join(EXAMPLES_DIR, `${name}.js`), args, credentials, cwd !== undefined ? { cwd } : {});
+}
+
+/** Runs `hyperseal ARGS…` (see runScript). */
+export function runCli(
+  args: readonly string[],
+  credentials: string,
+  env: Record<string, string> = {},
+): Promise<ExampleRun> {
+  return runScript(CLI, args, credentials, { env });
 }
 
 /** runExample, failing with its stderr unless it exits 0; resolves with its stdout. */

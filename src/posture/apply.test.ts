@@ -1,0 +1,127 @@
+/**
+ * applyPlan against a recording fake of the SDK: steps run in order, the first refusal
+ * stops the run with done / not done reported, a blocked step is never sent, and a
+ * replacement whose secret file is missing deletes nothing.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { HypersealError } from '../errors.js';
+import type { AlertRule, Vm } from '../sdk/api.gen.js';
+import type { Hyperseal } from '../sdk/hyperseal.js';
+import { applyPlan } from './apply.js';
+import { planPosture, publicAlertRule } from './plan.js';
+import { parsePosture } from './schema.js';
+
+function vm(name: string, firmware: 'efi' | 'bios' = 'efi'): Vm {
+  return {
+    id: `id-${name}`,
+    name,
+    hostId: 'h',
+    state: 'stopped',
+    simulated: true,
+    pendingRestart: false,
+    encryption: null,
+    locked: false,
+    lockedReason: null,
+    version: 1,
+    createdAt: 0,
+    updatedAt: 0,
+    config: { cpus: 1, memoryMiB: 128, firmware, secureBoot: false, disks: [], nics: [], tags: [] },
+  };
+}
+
+/** Records calls; `refuse` names a method that answers with an error. */
+function fakeApi(refuse?: string): { api: Hyperseal; calls: string[] } {
+  const calls: string[] = [];
+  const handler: ProxyHandler<object> = {
+    get: (_t, method: string) =>
+      method === 'then'
+        ? undefined
+        : async (...args: unknown[]) => {
+            calls.push(`${method} ${typeof args[0] === 'string' ? args[0] : JSON.stringify(args[0])}`);
+            if (method === refuse) throw new HypersealError('HS_ERR_CONFLICT', `${method} refused`);
+            return {};
+          },
+  };
+  return { api: new Proxy({}, handler) as Hyperseal, calls };
+}
+
+const snap = (vms: Vm[], alertRules: AlertRule[] = []) => ({
+  vms,
+  policies: [],
+  keySets: [],
+  alertRules,
+});
+
+void test('steps run in order; the first refusal stops the run, reporting done and not done', async () => {
+  const posture = parsePosture(
+    'version: 1\nvms:\n  - { select: { namePattern: "*" }, vtpm: true }\n  - { select: { namePattern: "b" }, migrationEncryption: required }\n',
+    { baseDir: '/' },
+  );
+  const plan = planPosture(posture, snap([vm('a'), vm('b'), vm('c')]));
+  const ok = fakeApi();
+  const all = await applyPlan(ok.api, plan);
+  assert.equal(all.error, undefined);
+  assert.deepEqual(ok.calls, ['updateVm id-a', 'updateVm id-b', 'updateVm id-c', 'updateVm id-b']);
+  // A refusal at the first call: nothing done, every step not done, the server's error.
+  const refused = fakeApi('updateVm');
+  const out = await applyPlan(refused.api, plan);
+  assert.equal(out.error?.code, 'HS_ERR_CONFLICT');
+  assert.deepEqual(out.done, []);
+  assert.equal(out.notDone.length, 4);
+  assert.deepEqual(refused.calls, ['updateVm id-a']);
+});
+
+void test('a blocked step is not sent: the run stops before it with HS_ERR_POSTURE_BLOCKED', async () => {
+  const posture = parsePosture('version: 1\nvms:\n  - { select: { namePattern: "*" }, secureBoot: true }\n', {
+    baseDir: '/',
+  });
+  const plan = planPosture(posture, snap([vm('a'), vm('b', 'bios'), vm('c')]));
+  const { api, calls } = fakeApi();
+  const out = await applyPlan(api, plan);
+  assert.equal(out.error?.code, 'HS_ERR_POSTURE_BLOCKED');
+  assert.match(
+    out.error?.message ?? '',
+    /vm b: BIOS firmware, secure boot impossible \(vms\[0\]\); stopped after 1 of 3 steps/,
+  );
+  assert.deepEqual(calls, ['updateVm id-a']);
+  assert.deepEqual(
+    out.notDone.map((s) => s.object),
+    ['b', 'c'],
+  );
+});
+
+void test('replacing an alert rule reads its secret file first: missing, nothing is deleted', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'hs-posture-'));
+  const text = `version: 1
+alertRules:
+  - name: r
+    severity: critical
+    match: { types: [vm.secure-boot-disabled] }
+    actions: { webhook: { url: 'https://siem.example/hook', secretFile: hook.secret } }
+`;
+  const posture = parsePosture(text, { baseDir: dir });
+  const spec = posture.alertRules?.[0];
+  assert.ok(spec);
+  const stored = { id: 'r1', ...publicAlertRule(spec), severity: 'warning' } as AlertRule;
+  const plan = planPosture(posture, snap([], [stored]));
+  assert.equal(plan.steps[0]?.op, 'alert-rule.replace');
+  const missing = fakeApi();
+  const out = await applyPlan(missing.api, plan);
+  assert.equal(out.error?.code, 'HS_ERR_POSTURE_INVALID');
+  assert.match(
+    out.error?.message ?? '',
+    /alertRules\[0\]\.actions\.webhook\.secretFile: cannot read .*hook\.secret \(ENOENT\)/,
+  );
+  assert.deepEqual(missing.calls, [], 'the old rule is still there');
+  const secret = 'a-webhook-secret-of-some-length';
+  writeFileSync(join(dir, 'hook.secret'), `${secret}\n`, { mode: 0o600 });
+  const ok = fakeApi();
+  const done = await applyPlan(ok.api, plan);
+  assert.equal(done.error, undefined);
+  assert.equal(ok.calls[0], 'deleteAlertRule r1');
+  assert.match(ok.calls[1] ?? '', /^createAlertRule .*"secret":"a-webhook-secret-of-some-length"/);
+});

@@ -1,0 +1,234 @@
+/**
+ * Carrying out a plan through the typed SDK, one step at a time and in plan order. Every
+ * change goes through the ordinary API, so each records its ordinary event (from → to).
+ * The first step that is blocked (the plan says why) or that the manager refuses stops
+ * the run: the steps before it stay done, the ones after it are not tried, and the
+ * outcome lists both. Encryption and decryption run as tasks whose progress is reported.
+ */
+import { HypersealError } from '../errors.js';
+import type { AlertRuleCreate, Task } from '../sdk/api.gen.js';
+import type { Hyperseal } from '../sdk/hyperseal.js';
+import { taskError } from '../sdk/hyperseal.js';
+import { readReferenced } from './files.js';
+import type { Plan, Snapshot, Step } from './plan.js';
+import type { AlertRuleSpec, Posture, SyslogTargetSpec } from './schema.js';
+
+/** Reads what the posture manages (only that: a section it omits needs no privilege). */
+export async function readSnapshot(api: Hyperseal, posture: Posture): Promise<Snapshot> {
+  const vmsManaged = (posture.vms?.length ?? 0) > 0;
+  const [vms, policies, keySets, keyProviders, alertRules, syslogTargets] = await Promise.all([
+    vmsManaged ? api.listVms({ limit: 10_000 }) : Promise.resolve([]),
+    vmsManaged ? api.listEncryptionPolicies() : Promise.resolve([]),
+    vmsManaged && posture.vms?.some((r) => r.secureBoot?.keySet !== undefined)
+      ? api.listSecureBootKeySets()
+      : Promise.resolve([]),
+    posture.keyProviders ? api.listKeyProviders() : Promise.resolve(undefined),
+    posture.alertRules ? api.listAlertRules() : Promise.resolve(undefined),
+    posture.syslogTargets ? api.listSyslogTargets() : Promise.resolve(undefined),
+  ]);
+  return {
+    vms,
+    policies,
+    keySets: keySets.map((k) => ({ id: k.id, name: k.name })),
+    ...(keyProviders ? { keyProviders } : {}),
+    ...(alertRules ? { alertRules } : {}),
+    ...(syslogTargets ? { syslogTargets } : {}),
+  };
+}
+
+export interface StepOutcome {
+  step: Step;
+  /** The task that carried it out (encrypt, decrypt). */
+  taskId?: string;
+}
+
+export interface ApplyOutcome {
+  done: StepOutcome[];
+  /** The step that stopped the run (blocked or refused), first, then the ones not tried. */
+  notDone: Step[];
+  error?: HypersealError;
+}
+
+export interface ApplyOptions {
+  acceptNoBackup?: boolean;
+  /** Called as each step starts (index from 0), and with each task poll. */
+  onStep?: (index: number, step: Step) => void;
+  onTask?: (index: number, step: Step, task: Task) => void;
+  onStepDone?: (index: number, step: Step) => void;
+}
+
+/** One-line description of a step, for progress: `vm web-01: encrypt`. */
+export function describeStep(s: Step): string {
+  const what = s.changes
+    .filter((c) => c.implied !== true)
+    .map((c) => c.field)
+    .join(', ');
+  const verb: Record<Step['op'], string> = {
+    'vm.update': 'set',
+    'vm.encrypt': 'encrypt',
+    'vm.decrypt': 'decrypt',
+    'key-provider.create': 'create',
+    'key-provider.update': 'update',
+    'key-provider.set-certificate': 'install certificate',
+    'key-provider.set-default': 'make default',
+    'alert-rule.create': 'create',
+    'alert-rule.replace': 'replace (delete + create)',
+    'syslog-target.create': 'create',
+    'syslog-target.replace': 'replace (delete + create)',
+  };
+  return `${s.kind} ${s.object}: ${verb[s.op]}${s.op === 'vm.update' ? ` ${what}` : ''}`;
+}
+
+function alertRuleBody(spec: AlertRuleSpec): AlertRuleCreate {
+  const hook = spec.actions.webhook;
+  return {
+    name: spec.name,
+    enabled: spec.enabled,
+    severity: spec.severity,
+    match: spec.match,
+    actions: {
+      ...(spec.actions.event !== undefined ? { event: spec.actions.event } : {}),
+      ...(spec.actions.syslog !== undefined ? { syslog: spec.actions.syslog } : {}),
+      ...(hook
+        ? {
+            webhook: {
+              url: hook.url,
+              secret: readReferenced(hook.secretFile, `${spec.key}.actions.webhook.secretFile`).trim(),
+            },
+          }
+        : {}),
+    },
+  };
+}
+
+function syslogBody(spec: SyslogTargetSpec): Parameters<Hyperseal['createSyslogTarget']>[0] {
+  return {
+    name: spec.name,
+    host: spec.host,
+    port: spec.port,
+    transport: spec.transport,
+    format: spec.format,
+    ...(spec.caFile !== undefined ? { caPem: readReferenced(spec.caFile, `${spec.key}.caFile`) } : {}),
+  };
+}
+
+async function runTask(api: Hyperseal, started: Promise<Task>, onTask: (t: Task) => void): Promise<Task> {
+  const task = await started;
+  onTask(task);
+  const done = await api.waitTask(task, { onProgress: onTask, timeoutMs: 24 * 3600_000 });
+  if (done.state === 'failed') throw taskError(done);
+  return done;
+}
+
+async function runStep(
+  api: Hyperseal,
+  s: Step,
+  opts: ApplyOptions,
+  onTask: (t: Task) => void,
+): Promise<string | undefined> {
+  switch (s.op) {
+    case 'vm.update':
+      await api.updateVm(s.vmId, s.patch);
+      return undefined;
+    case 'vm.encrypt':
+      return (
+        await runTask(
+          api,
+          api.encryptVm(s.vmId, {
+            policyId: s.policyId,
+            ...(opts.acceptNoBackup === true ? { acceptNoBackup: true } : {}),
+          }),
+          onTask,
+        )
+      ).id;
+    case 'vm.decrypt':
+      return (await runTask(api, api.decryptVm(s.vmId), onTask)).id;
+    case 'key-provider.create': {
+      const spec = s.spec;
+      if (
+        spec.caFile === undefined ||
+        spec.clientCertFile === undefined ||
+        spec.clientKeyFile === undefined
+      ) {
+        throw new HypersealError(
+          'HS_ERR_POSTURE_BLOCKED',
+          `key provider ${spec.name}: ${s.blocked ?? 'files missing'}`,
+        );
+      }
+      const created = await api.createKeyProvider({
+        name: spec.name,
+        servers: spec.servers,
+        caPem: readReferenced(spec.caFile, `${spec.key}.caFile`),
+        clientCertPem: readReferenced(spec.clientCertFile, `${spec.key}.clientCertFile`),
+        // Read now, sent once over TLS, dropped with this scope: the manager stores it sealed.
+        clientKeyPem: readReferenced(spec.clientKeyFile, `${spec.key}.clientKeyFile`),
+      });
+      if (spec.default === true) await api.setDefaultKeyProvider(created.id);
+      return undefined;
+    }
+    case 'key-provider.update':
+      await api.updateKeyProvider(s.providerId, {
+        ...(s.servers !== undefined ? { servers: s.servers } : {}),
+        ...(s.caFile !== undefined ? { caPem: readReferenced(s.caFile, `${s.rule}.caFile`) } : {}),
+      });
+      return undefined;
+    case 'key-provider.set-certificate':
+      await api.setKeyProviderCertificate(s.providerId, {
+        certPem: readReferenced(s.certFile, `${s.rule}.clientCertFile`),
+      });
+      return undefined;
+    case 'key-provider.set-default':
+      await api.setDefaultKeyProvider(s.providerId);
+      return undefined;
+    case 'alert-rule.create':
+      await api.createAlertRule(alertRuleBody(s.spec));
+      return undefined;
+    case 'alert-rule.replace': {
+      // Built (and its secret read) before the old rule goes: a missing file stops here.
+      const body = alertRuleBody(s.spec);
+      await api.deleteAlertRule(s.ruleId);
+      await api.createAlertRule(body);
+      return undefined;
+    }
+    case 'syslog-target.create':
+      await api.createSyslogTarget(syslogBody(s.spec));
+      return undefined;
+    case 'syslog-target.replace': {
+      const body = syslogBody(s.spec);
+      await api.deleteSyslogTarget(s.targetId);
+      await api.createSyslogTarget(body);
+      return undefined;
+    }
+  }
+}
+
+/** Carries out the plan's steps in order; never throws for a step's failure (see ApplyOutcome). */
+export async function applyPlan(api: Hyperseal, plan: Plan, opts: ApplyOptions = {}): Promise<ApplyOutcome> {
+  const done: StepOutcome[] = [];
+  for (const [i, s] of plan.steps.entries()) {
+    if (s.blocked !== undefined) {
+      return {
+        done,
+        notDone: plan.steps.slice(i),
+        error: new HypersealError(
+          'HS_ERR_POSTURE_BLOCKED',
+          `${s.kind} ${s.object}: ${s.blocked} (${s.rule}); stopped after ${done.length} of ${plan.steps.length} steps`,
+          { rule: s.rule, object: s.object, done: done.length, total: plan.steps.length },
+        ),
+      };
+    }
+    opts.onStep?.(i, s);
+    try {
+      const taskId = await runStep(api, s, opts, (t) => opts.onTask?.(i, s, t));
+      done.push({ step: s, ...(taskId !== undefined ? { taskId } : {}) });
+      opts.onStepDone?.(i, s);
+    } catch (err) {
+      const error =
+        err instanceof HypersealError
+          ? err
+          : new HypersealError('HS_ERR_INTERNAL', err instanceof Error ? err.message : String(err));
+      return { done, notDone: plan.steps.slice(i), error };
+    }
+  }
+  return { done, notDone: [] };
+}
