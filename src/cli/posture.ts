@@ -16,6 +16,7 @@ import type { Selector } from '../posture/schema.js';
 import { parsePosture, validatePosture } from '../posture/schema.js';
 import { ApiClient } from '../sdk/client.js';
 import { flag, parse, str, usageError } from './args.js';
+import { ExitCode } from './output.js';
 
 export const POSTURE_HELP = `desired state (docs/posture.md)
   apply -f FILE [--dry-run] [--json] [--accept-no-backup]
@@ -78,7 +79,8 @@ export async function applyCommand(argv: string[]): Promise<number> {
       process.stdout.write(
         (json ? JSON.stringify({ dryRun, plan: planJson(plan) }, null, 2) : renderPlan(plan)) + '\n',
       );
-      return 0;
+      // A plan that apply could not finish exits 5, so a pipeline can gate on the dry run.
+      return plan.summary.blocked > 0 ? ExitCode.conflict : ExitCode.ok;
     }
     if (!json) process.stdout.write(renderPlan(plan) + '\n');
     const tty = process.stderr.isTTY;

@@ -208,9 +208,9 @@ void test('broken YAML and duplicate keys are refused with their line', () => {
   );
 });
 
-void test('examples/posture.yaml and the full example of docs/posture.md are valid, and the same', () => {
+void test('examples/posture-full.yaml and the full example of docs/posture.md are valid, and the same', () => {
   const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-  const example = readFileSync(join(root, 'examples', 'posture.yaml'), 'utf8');
+  const example = readFileSync(join(root, 'examples', 'posture-full.yaml'), 'utf8');
   const fromExample = parsePosture(example, { file: 'posture.yaml', baseDir: '/x' });
   assert.equal(fromExample.vms?.length, 3);
   assert.equal(fromExample.keyProviders?.[0]?.clientKeyFile, '/x/pki/hyperseal-manager.key');

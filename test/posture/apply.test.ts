@@ -247,7 +247,7 @@ vms:
 `,
     );
     const dry = await cli(['apply', '-f', file, '--dry-run']);
-    assert.equal(dry.code, 0, dry.stderr);
+    assert.equal(dry.code, 5, `a dry run of a plan apply cannot finish exits 5: ${dry.stderr}`);
     assert.match(
       dry.stdout,
       /vm web-03 +secureBoot +false → true +BLOCKED: BIOS firmware, secure boot impossible/,
