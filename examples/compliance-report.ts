@@ -17,7 +17,7 @@
 import { writeFileSync } from 'node:fs';
 import type { ApiClient, Vm } from '../src/index.js';
 import { HypersealError } from '../src/index.js';
-import { allVms, options, runExample } from './lib.js';
+import { options, runExample } from './lib.js';
 
 /** One line of the report. */
 interface Row {
@@ -66,7 +66,7 @@ await runExample('compliance-report', async (api) => {
 });
 
 async function report(api: ApiClient): Promise<Row[]> {
-  const [vms, hosts] = await Promise.all([allVms(api), api.listHosts()]);
+  const [vms, hosts] = await Promise.all([api.listAllVms(), api.listHosts()]);
   // Key provider names need crypto.manageKeyServers; without it the report shows ids.
   const providers = await api.listKeyProviders().catch((err: unknown) => {
     if (err instanceof HypersealError && err.code === 'HS_ERR_AUTH_FORBIDDEN') return [];

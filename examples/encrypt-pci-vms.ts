@@ -17,7 +17,7 @@
  */
 import type { ApiClient, Vm } from '../src/index.js';
 import { HypersealError } from '../src/index.js';
-import { allVms, options, progress, runExample, vmNamed } from './lib.js';
+import { options, progress, runExample, vmNamed } from './lib.js';
 
 const USAGE =
   'node dist/examples/encrypt-pci-vms.js [--tag TAG] [--decrypt VM] [--power-off] [--accept-no-backup]';
@@ -36,7 +36,7 @@ await runExample('encrypt-pci-vms', async (api) => {
   const powerOff = values['power-off'] === true;
 
   // 1. The VMs of the tag (GET /vms has no tag filter: filter here).
-  const tagged = (await allVms(api)).filter((vm) => vm.config.tags.includes(tag));
+  const tagged = (await api.listAllVms()).filter((vm) => vm.config.tags.includes(tag));
   if (tagged.length === 0) throw new HypersealError('HS_ERR_NOT_FOUND', `no VM is tagged '${tag}'`);
   const providers = await providerNames(api);
   console.log(`VMs tagged '${tag}': ${tagged.map((v) => v.name).join(', ')}`);
@@ -61,7 +61,9 @@ await runExample('encrypt-pci-vms', async (api) => {
   }
 
   // 3. Decrypt one again (its KEK stays on the key provider: only crypto-shred destroys keys).
-  const encrypted = (await allVms(api)).filter((v) => v.config.tags.includes(tag) && v.encryption !== null);
+  const encrypted = (await api.listAllVms()).filter(
+    (v) => v.config.tags.includes(tag) && v.encryption !== null,
+  );
   const target = values.decrypt !== undefined ? await vmNamed(api, values.decrypt) : encrypted[0];
   if (target === undefined) {
     console.log('No encrypted VM to decrypt.');

@@ -45,17 +45,6 @@ export function options<T extends NonNullable<ParseArgsConfig['options']>>(
   }
 }
 
-/** Every VM, however many: GET /vms answers at most `limit` per call. */
-export async function allVms(api: ApiClient): Promise<Vm[]> {
-  const pageSize = 1000;
-  const vms: Vm[] = [];
-  for (let offset = 0; ; offset += pageSize) {
-    const page = await api.listVms({ limit: pageSize, offset });
-    vms.push(...page);
-    if (page.length < pageSize) return vms;
-  }
-}
-
 /** One VM by exact name, or HS_ERR_NOT_FOUND. */
 export async function vmNamed(api: ApiClient, name: string): Promise<Vm> {
   const vm = (await api.listVms({ name }))[0];

@@ -10,7 +10,7 @@
  *
  * Credentials: $HYPERSEAL_CREDENTIALS or ./.hyperseal/credentials.json (written by `up`).
  */
-import { allVms, options, runExample } from './lib.js';
+import { options, runExample } from './lib.js';
 
 await runExample('secure-boot-efi-vms', async (api) => {
   const { values } = options(
@@ -18,7 +18,7 @@ await runExample('secure-boot-efi-vms', async (api) => {
     'node dist/examples/secure-boot-efi-vms.js [--no-vtpm]',
   );
   const vtpm = values['no-vtpm'] !== true;
-  const vms = await allVms(api);
+  const vms = await api.listAllVms();
 
   // 1. EFI VMs: Secure Boot on (Microsoft's keys unless a key set is chosen), and a vTPM.
   const efi = vms.filter((vm) => vm.config.firmware === 'efi');

@@ -17,7 +17,7 @@ import type { AlertRuleSpec, Posture, SyslogTargetSpec } from './schema.js';
 export async function readSnapshot(api: Hyperseal, posture: Posture): Promise<Snapshot> {
   const vmsManaged = (posture.vms?.length ?? 0) > 0;
   const [vms, policies, keySets, keyProviders, alertRules, syslogTargets] = await Promise.all([
-    vmsManaged ? api.listVms({ limit: 10_000 }) : Promise.resolve([]),
+    vmsManaged ? api.listAllVms() : Promise.resolve([]),
     vmsManaged ? api.listEncryptionPolicies() : Promise.resolve([]),
     vmsManaged && posture.vms?.some((r) => r.secureBoot?.keySet !== undefined)
       ? api.listSecureBootKeySets()
@@ -26,10 +26,23 @@ export async function readSnapshot(api: Hyperseal, posture: Posture): Promise<Sn
     posture.alertRules ? api.listAlertRules() : Promise.resolve(undefined),
     posture.syslogTargets ? api.listSyslogTargets() : Promise.resolve(undefined),
   ]);
+  return snapshotOf({ vms, policies, keySets, keyProviders, alertRules, syslogTargets });
+}
+
+/** A snapshot from what was read; a section left unread (undefined) is not managed. */
+export function snapshotOf(read: {
+  vms: Snapshot['vms'];
+  policies: Snapshot['policies'];
+  keySets: readonly { id: string; name: string }[];
+  keyProviders: Snapshot['keyProviders'] | undefined;
+  alertRules: Snapshot['alertRules'] | undefined;
+  syslogTargets: Snapshot['syslogTargets'] | undefined;
+}): Snapshot {
+  const { keyProviders, alertRules, syslogTargets } = read;
   return {
-    vms,
-    policies,
-    keySets: keySets.map((k) => ({ id: k.id, name: k.name })),
+    vms: read.vms,
+    policies: read.policies,
+    keySets: read.keySets.map((k) => ({ id: k.id, name: k.name })),
     ...(keyProviders ? { keyProviders } : {}),
     ...(alertRules ? { alertRules } : {}),
     ...(syslogTargets ? { syslogTargets } : {}),

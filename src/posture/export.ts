@@ -11,6 +11,7 @@ import { Document } from 'yaml';
 import { isHypersealError } from '../errors.js';
 import type { AlertRule, KeyProvider, SyslogTarget, Vm } from '../sdk/api.gen.js';
 import type { Hyperseal } from '../sdk/hyperseal.js';
+import { snapshotOf } from './apply.js';
 import type { Snapshot } from './plan.js';
 import type { Selector } from './schema.js';
 import { POSTURE_VERSION } from './schema.js';
@@ -31,21 +32,14 @@ export async function readFullSnapshot(
     }
   };
   const [vms, policies, keySets] = await Promise.all([
-    api.listVms({ limit: 10_000 }),
+    api.listAllVms(),
     api.listEncryptionPolicies(),
     api.listSecureBootKeySets(),
   ]);
   const keyProviders = await optional('keyProviders', () => api.listKeyProviders());
   const alertRules = await optional('alertRules', () => api.listAlertRules());
   const syslogTargets = await optional('syslogTargets', () => api.listSyslogTargets());
-  return {
-    vms,
-    policies,
-    keySets: keySets.map((k) => ({ id: k.id, name: k.name })),
-    ...(keyProviders ? { keyProviders } : {}),
-    ...(alertRules ? { alertRules } : {}),
-    ...(syslogTargets ? { syslogTargets } : {}),
-  };
+  return snapshotOf({ vms, policies, keySets, keyProviders, alertRules, syslogTargets });
 }
 
 /** A file-name-safe form of a name, for the paths export suggests. */

@@ -92,3 +92,26 @@ test('server-sent events split on blank lines; a partial event waits for the res
   assert.deepEqual(seen, ['{"a":1}', '{"b":2}']);
   assert.equal(rest, '');
 });
+
+test('listAllVms pages until a short page: no VM past the first page is missed', async () => {
+  const all = Array.from({ length: 7 }, (_, i) => ({ id: `vm-${i}` }));
+  const calls: string[] = [];
+  const transport: Transport = {
+    request<T>(_method: string, path: string, opts?: { query?: object | undefined }): Promise<T> {
+      calls.push(path + queryString(opts?.query));
+      const q = opts?.query as { limit: number; offset: number };
+      return Promise.resolve(all.slice(q.offset, q.offset + q.limit) as T);
+    },
+    stream: () => Promise.reject(new Error('no stream')),
+  };
+  const vms = await new Hyperseal(transport).listAllVms({ name: 'x' }, 3);
+  assert.deepEqual(
+    vms.map((v) => v.id),
+    all.map((v) => v.id),
+  );
+  assert.deepEqual(calls, [
+    '/vms?name=x&limit=3&offset=0',
+    '/vms?name=x&limit=3&offset=3',
+    '/vms?name=x&limit=3&offset=6',
+  ]);
+});

@@ -5,7 +5,7 @@
  */
 import type { ErrorCode } from '../errors.js';
 import { ErrorCodes, HypersealError } from '../errors.js';
-import type { Task } from './api.gen.js';
+import type { ListVmsQuery, Task, Vm } from './api.gen.js';
 import { HypersealApi } from './api.gen.js';
 
 export type TaskProgress = (task: Task) => void;
@@ -34,6 +34,16 @@ export class Hyperseal extends HypersealApi {
       if (Date.now() > deadline) {
         throw new HypersealError('HS_ERR_TASK_TIMEOUT', `task ${id} (${t.kind}) did not finish in time`);
       }
+    }
+  }
+
+  /** Every VM (matching `query`), page by page: one listVms call answers at most 1,000 by default. */
+  async listAllVms(query: Omit<ListVmsQuery, 'limit' | 'offset'> = {}, pageSize = 1000): Promise<Vm[]> {
+    const vms: Vm[] = [];
+    for (let offset = 0; ; offset += pageSize) {
+      const page = await this.listVms({ ...query, limit: pageSize, offset });
+      vms.push(...page);
+      if (page.length < pageSize) return vms;
     }
   }
 
