@@ -165,6 +165,8 @@ export class ManagerEvents implements EventRecorder {
     since?: number;
     until?: number;
     text?: string;
+    severity?: string;
+    beforeSeq?: number;
   }): Promise<Event[]> {
     const where: string[] = [];
     const params: (string | number)[] = [];
@@ -178,6 +180,8 @@ export class ManagerEvents implements EventRecorder {
     if (q.since !== undefined) add('time >= ?', q.since);
     if (q.until !== undefined) add('time < ?', q.until);
     if (q.text !== undefined) add('message LIKE ?', `%${q.text.replace(/[%_]/g, '')}%`);
+    if (q.severity !== undefined) add('severity = ?', q.severity);
+    if (q.beforeSeq !== undefined) add('seq < ?', q.beforeSeq);
     params.push(q.limit ?? 100);
     const rows = await this.db.query<EventRow>(
       `SELECT * FROM events ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY seq DESC LIMIT $${params.length}`,

@@ -573,6 +573,9 @@ export type ListEventsQuery = {
   /** ms since epoch */
   until?: number;
   text?: string;
+  severity?: "info" | "warning" | "error" | "critical";
+  /** Only events older than this one (the next page) */
+  beforeSeq?: number;
 };
 
 export type ListEventsResponse = Event[];

@@ -43,19 +43,43 @@ function tail(ctx: PageContext, afterSeq: number | undefined, onEvent: (e: Event
   void follow();
 }
 
+/** Events shown per page (newest first). */
+const PAGE = 200;
+
 export async function eventsPage(ctx: PageContext): Promise<void> {
   const reason = ctx.access.reason('listEvents');
   if (reason !== null) return ctx.show(h('h1', {}, 'Events'), h('p', { class: 'reason' }, reason));
-  const events = await ctx.api.listEvents({
-    limit: 200,
+  const query = {
+    limit: PAGE,
     ...(filters.type ? { type: filters.type } : {}),
+    ...(filters.severity ? { severity: filters.severity as (typeof SEVERITIES)[number] } : {}),
     ...(filters.object ? { objectId: filters.object } : {}),
-  });
+  };
+  const events = await ctx.api.listEvents(query);
   const matches = (e: Event): boolean =>
     (!filters.type || e.type === filters.type) &&
     (!filters.severity || e.severity === filters.severity) &&
     (!filters.object || e.object.id === filters.object);
   const list = h('ul', { class: 'events', id: 'events' }, ...events.filter(matches).map(eventView));
+  // Older events a page at a time, with the same filters (the server pages by seq).
+  let oldest = events.at(-1)?.seq;
+  const older: UiElement = h(
+    'button',
+    {
+      type: 'button',
+      id: 'older-events',
+      hidden: events.length < PAGE,
+      onclick: () =>
+        void (async () => {
+          if (oldest === undefined) return;
+          const page = await ctx.api.listEvents({ ...query, beforeSeq: oldest });
+          list.append(...page.map(eventView));
+          oldest = page.at(-1)?.seq ?? oldest;
+          older.hidden = page.length < PAGE;
+        })(),
+    },
+    'Older events',
+  );
 
   const type = h('input', {
     id: 'filter-type',
@@ -92,6 +116,7 @@ export async function eventsPage(ctx: PageContext): Promise<void> {
       h('button', { type: 'submit' }, 'Filter'),
     ),
     list,
+    older,
   );
   const newest = events[0]?.seq;
   tail(ctx, newest, (e) => {

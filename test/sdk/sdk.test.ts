@@ -79,6 +79,22 @@ describe('SDK against a real manager', { concurrency: 1 }, () => {
     assert.deepEqual(e.changes, [{ path: 'memoryMiB', from: 64, to: 128 }]);
   });
 
+  test('events filter by severity on the server and page with beforeSeq, without overlap or gap', async () => {
+    const reader = await p.userClient('Read-only', 'sdk-pager');
+    await assert.rejects(reader.api.powerOnVm('nope'), { code: 'HS_ERR_AUTH_FORBIDDEN' }); // a warning
+    reader.api.close();
+    const warnings = await p.api.listEvents({ severity: 'warning' });
+    assert.ok(warnings.length > 0);
+    assert.ok(warnings.every((e) => e.severity === 'warning'));
+    const all = await p.api.listEvents({ limit: 10_000 });
+    const first = await p.api.listEvents({ limit: 5 });
+    const next = await p.api.listEvents({ limit: 5, beforeSeq: first.at(-1)?.seq ?? 0 });
+    assert.deepEqual(
+      [...first, ...next].map((e) => e.seq),
+      all.slice(0, 10).map((e) => e.seq),
+    );
+  });
+
   test('an optional body may be left out (the SDK sends {})', async () => {
     const t = await p.api.createEnrollmentToken();
     assert.match(t.token, /\S{16,}/);

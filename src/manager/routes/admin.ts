@@ -253,6 +253,17 @@ export function adminRoutes(s: ManagerServices): AnyRoute[] {
         since: Type.Optional(Type.Integer({ description: 'ms since epoch' })),
         until: Type.Optional(Type.Integer({ description: 'ms since epoch' })),
         text: Type.Optional(Type.String({ maxLength: 200 })),
+        severity: Type.Optional(
+          Type.Union([
+            Type.Literal('info'),
+            Type.Literal('warning'),
+            Type.Literal('error'),
+            Type.Literal('critical'),
+          ]),
+        ),
+        beforeSeq: Type.Optional(
+          Type.Integer({ minimum: 0, description: 'Only events older than this one (the next page)' }),
+        ),
       }),
       response: Type.Array(Event),
       // Readonly arrays in the event model; the JSON is the same.
