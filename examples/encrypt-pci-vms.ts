@@ -35,8 +35,8 @@ await runExample('encrypt-pci-vms', async (api) => {
   const tag = values.tag ?? 'pci';
   const powerOff = values['power-off'] === true;
 
-  // 1. The VMs of the tag (GET /vms has no tag filter: filter here).
-  const tagged = (await api.listAllVms()).filter((vm) => vm.config.tags.includes(tag));
+  // 1. The VMs of the tag (the server filters: GET /vms?tag=…).
+  const tagged = await api.listAllVms({ tag });
   if (tagged.length === 0) throw new HypersealError('HS_ERR_NOT_FOUND', `no VM is tagged '${tag}'`);
   const providers = await providerNames(api);
   console.log(`VMs tagged '${tag}': ${tagged.map((v) => v.name).join(', ')}`);
@@ -61,9 +61,7 @@ await runExample('encrypt-pci-vms', async (api) => {
   }
 
   // 3. Decrypt one again (its KEK stays on the key provider: only crypto-shred destroys keys).
-  const encrypted = (await api.listAllVms()).filter(
-    (v) => v.config.tags.includes(tag) && v.encryption !== null,
-  );
+  const encrypted = (await api.listAllVms({ tag })).filter((v) => v.encryption !== null);
   const target = values.decrypt !== undefined ? await vmNamed(api, values.decrypt) : encrypted[0];
   if (target === undefined) {
     console.log('No encrypted VM to decrypt.');

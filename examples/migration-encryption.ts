@@ -26,7 +26,7 @@ await runExample('migration-encryption', async (api) => {
   const group = values.group ?? 'frontend';
 
   // 1. The group: every VM tagged with it.
-  const members = (await api.listAllVms()).filter((vm) => vm.config.tags.includes(group));
+  const members = await api.listAllVms({ tag: group });
   if (members.length === 0) throw new HypersealError('HS_ERR_NOT_FOUND', `no VM is tagged '${group}'`);
 
   // 2. migrationEncryption: required on each (an event per VM records the change).

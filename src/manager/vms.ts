@@ -126,7 +126,13 @@ export class VmService {
     }
   }
 
-  async list(opts: { limit: number; offset: number; name?: string; hostId?: string }): Promise<Vm[]> {
+  async list(opts: {
+    limit: number;
+    offset: number;
+    name?: string;
+    hostId?: string;
+    tag?: string;
+  }): Promise<Vm[]> {
     const where: string[] = [];
     const params: (string | number)[] = [];
     if (opts.name !== undefined) {
@@ -136,6 +142,15 @@ export class VmService {
     if (opts.hostId !== undefined) {
       params.push(opts.hostId);
       where.push(`host_id = $${params.length}`);
+    }
+    if (opts.tag !== undefined) {
+      // Tags live in the config JSON: each database's own JSON operator, exact match.
+      params.push(opts.tag);
+      where.push(
+        this.db.dialect === 'postgres'
+          ? `(config::jsonb -> 'tags') @> to_jsonb($${params.length}::text)`
+          : `EXISTS (SELECT 1 FROM json_each(vms.config, '$.tags') WHERE json_each.value = $${params.length})`,
+      );
     }
     params.push(opts.limit, opts.offset);
     const rows = await this.db.query<VmRow>(

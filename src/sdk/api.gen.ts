@@ -609,6 +609,8 @@ export type ListVmsQuery = {
   offset?: number;
   name?: string;
   hostId?: string;
+  /** Only VMs with this tag */
+  tag?: string;
 };
 
 export type ListVmsResponse = Vm[];

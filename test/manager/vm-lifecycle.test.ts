@@ -69,6 +69,18 @@ function lifecycleSuite(backend: 'sqlite' | 'postgres'): void {
       });
       assert.equal(vm.state, 'stopped');
       assert.equal(vm.simulated, true);
+      // The tag filter matches whole tags in the config, on this database's JSON.
+      const other = await api().createVm({ name: 'tag-probe', memoryMiB: 64, tags: ['pci-like', 'x'] });
+      assert.deepEqual(
+        (await api().listVms({ tag: 'pci' })).map((v) => v.name),
+        ['web-01'],
+      );
+      assert.deepEqual(
+        (await api().listVms({ tag: 'x' })).map((v) => v.name),
+        ['tag-probe'],
+      );
+      assert.deepEqual(await api().listVms({ tag: 'pc' }), []);
+      await api().deleteVm(other.id);
       assert.equal(vm.hostId, platform.agents[0]?.hostId);
       assert.deepEqual(
         vm.config.nics.map((n) => [n.id, n.network]),

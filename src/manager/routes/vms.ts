@@ -14,6 +14,7 @@ const ListQuery = Type.Object({
   offset: Type.Optional(Type.Integer({ minimum: 0, default: 0 })),
   name: Type.Optional(Type.String()),
   hostId: Type.Optional(Type.String()),
+  tag: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'Only VMs with this tag' })),
 });
 
 const ACTIONS: readonly { verb: VmAction; summary: string; event: EventType }[] = [
@@ -43,6 +44,7 @@ export function vmRoutes(s: ManagerServices): AnyRoute[] {
           offset: query.offset ?? 0,
           ...(query.name ? { name: query.name } : {}),
           ...(query.hostId ? { hostId: query.hostId } : {}),
+          ...(query.tag ? { tag: query.tag } : {}),
         }),
     }),
     route({
