@@ -1,5 +1,5 @@
 /** Activity: events (filters, live tail, from → to diffs), tasks (live progress), alerts. */
-import type { AlertRuleCreate, Event, Task } from '../sdk/api.gen.js';
+import type { AlertRule, AlertRuleCreate, Event, Task } from '../sdk/api.gen.js';
 import type { PageContext } from './app.js';
 import type { UiElement } from './dom.js';
 import { field, guarded, h, row, select, table } from './dom.js';
@@ -172,7 +172,7 @@ export async function alertsPage(ctx: PageContext): Promise<void> {
         { class: 'card' },
         h('h2', {}, 'Alert rules'),
         table(
-          ['Name', 'Severity', 'Enabled', 'Matches', 'Actions'],
+          ['Name', 'Severity', 'Enabled', 'Matches', 'Actions', ''],
           rules.map((r) =>
             row(
               h('span', { class: 'rule-name' }, r.name),
@@ -180,6 +180,7 @@ export async function alertsPage(ctx: PageContext): Promise<void> {
               r.enabled ? 'yes' : 'no',
               h('code', {}, JSON.stringify(r.match)),
               h('code', {}, JSON.stringify(r.actions)),
+              removeRuleButton(ctx, r),
             ),
           ),
           'No alert rules.',
@@ -211,6 +212,36 @@ export async function alertsPage(ctx: PageContext): Promise<void> {
   tail(ctx, newest, (e) => {
     if (e.type === 'alert.raised') raised.prepend(eventView(e));
   });
+}
+
+/** Remove, in two clicks: the first asks to confirm (the removal is an event, but not undoable). */
+function removeRuleButton(ctx: PageContext, rule: AlertRule): UiElement {
+  let armed = false;
+  const button: UiElement = h(
+    'button',
+    {
+      type: 'button',
+      class: 'rule-remove',
+      'data-rule': rule.id,
+      onclick: () => {
+        if (!armed) {
+          armed = true;
+          button.textContent = 'Confirm removal';
+          button.className = 'rule-remove danger';
+          return;
+        }
+        ctx.api
+          .deleteAlertRule(rule.id)
+          .then(() => {
+            ctx.flash(`Removed alert rule ${rule.name}.`);
+            ctx.refresh();
+          })
+          .catch(ctx.flash);
+      },
+    },
+    'Remove',
+  );
+  return guarded(button, ctx.access.reason('deleteAlertRule'));
 }
 
 function ruleForm(ctx: PageContext): UiElement {

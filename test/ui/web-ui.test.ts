@@ -122,6 +122,30 @@ describe('web UI in headless Chromium', { concurrency: 1 }, () => {
     assert.equal(await page.evaluate('globalThis.__xss'), undefined);
   });
 
+  test('an alert rule is removed in two clicks (the first only asks to confirm)', async () => {
+    await p.api.createAlertRule({
+      name: 'temporary rule',
+      severity: 'info',
+      match: { types: ['vm.reset'] },
+    });
+    await page.goto(`${origin}/ui/#/alerts`);
+    await page.reload(); // the same hash: load the page again to see the rule made through the API
+    const row = page.locator('tr', { hasText: 'temporary rule' });
+    await row.locator('button.rule-remove').click();
+    await row.locator('button.rule-remove', { hasText: 'Confirm removal' }).waitFor();
+    assert.ok(
+      (await p.api.listAlertRules()).some((r) => r.name === 'temporary rule'),
+      'not yet removed',
+    );
+    await row.locator('button.rule-remove').click();
+    await page.locator('#flash', { hasText: 'Removed alert rule temporary rule' }).waitFor();
+    assert.equal(
+      (await p.api.listAlertRules()).some((r) => r.name === 'temporary rule'),
+      false,
+    );
+    assert.equal((await p.api.listEvents({ type: 'alert.rule-removed', limit: 1 }))[0]?.user, admin.user);
+  });
+
   test('create a VM (EFI firmware) through the form', async () => {
     await page.goto(`${origin}/ui/#/vms`);
     await page.fill('#vm-name', 'ui-web-01');
