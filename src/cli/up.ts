@@ -86,7 +86,9 @@ export async function upCommand(argv: string[]): Promise<number> {
     // 3. Local agents, enrolled on first start.
     const driverKind = str(p, 'driver') ?? 'qemu';
     const basePort = Number(str(p, 'agent-port') ?? '9443');
-    const agentCount = flag(p, 'demo') ? 2 : 1;
+    // `npm run up --demo` (without `--`) reaches the script only as npm's config variable.
+    const wantDemo = flag(p, 'demo') || process.env.npm_config_demo === 'true';
+    const agentCount = wantDemo ? 2 : 1;
     const agents: AgentServer[] = [];
     for (let i = 0; i < agentCount; i++) {
       const agentDir = join(dataDir, `agent${i + 1}`);
@@ -113,7 +115,7 @@ export async function upCommand(argv: string[]): Promise<number> {
     }
 
     // 4. --demo: the networks and small VMs the examples use (src/cli/demo-data.ts).
-    const demo = flag(p, 'demo')
+    const demo = wantDemo
       ? await seedDemo(
           manager.services,
           agents.map((a) => a.hostId),

@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { request } from 'node:https';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -438,4 +439,49 @@ void test('hyperseal up prints commands that work, and stops on SIGINT', async (
 
   assert.equal(await stopDaemon(up, 'SIGINT'), 0, `up exit\nstderr: ${up.stderr()}`);
   assert.match(up.stdout(), /^hyperseal: stopped$/m);
+});
+
+void test('`npm run up --demo` (npm passes it as npm_config_demo): two hosts, the demo VMs, the web UI', async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'hyperseal-up-demo-'));
+  const env = childEnv(join(root, 'xdg'), { npm_config_demo: 'true' });
+  const daemons: Daemon[] = [];
+  t.after(async () => {
+    for (const d of daemons) if (d.child.exitCode === null) await stopDaemon(d, 'SIGKILL');
+    rmSync(root, { recursive: true, force: true });
+  });
+  const agentPort = await freePort();
+  const up = await startDaemon(
+    (port) => [
+      'up',
+      '--data-dir',
+      'hs',
+      '--kms-listen',
+      `${HOST}:${port}`,
+      '--manager-listen',
+      `${HOST}:0`,
+      '--agent-port',
+      String(agentPort),
+      '--driver',
+      'sim',
+    ],
+    /Ctrl-C stops everything/,
+    { env, cwd: root },
+  );
+  daemons.push(up);
+  const out = up.stdout();
+  assert.match(out, new RegExp(`host agent 2\\s+https://${HOST}:${agentPort + 1}`));
+  assert.match(out, /demo VMs\s+web-01, db-01, web-02, legacy-01/);
+  const ui = /web UI\s+(https:\/\/\S+)\//.exec(out)?.[1];
+  assert.ok(ui !== undefined, `the web UI's address in:\n${out}`);
+  const ca = readFileSync(join(root, 'hs', 'manager', 'ca.pem'));
+  const status = await new Promise<[number | undefined, string | undefined]>((resolveStatus, reject) => {
+    request(`${ui}/`, { ca }, (res) => {
+      res.resume();
+      resolveStatus([res.statusCode, res.headers.location]);
+    })
+      .on('error', reject)
+      .end();
+  });
+  assert.deepEqual(status, [302, '/ui/']);
+  assert.equal(await stopDaemon(up, 'SIGINT'), 0, `up exit\nstderr: ${up.stderr()}`);
 });
