@@ -7,7 +7,16 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { HypersealError } from '../errors.js';
-import type { Event, ListEventsQuery, Task, Vm } from '../sdk/api.gen.js';
+import type {
+  AlertRuleCreate,
+  Event,
+  ListEventsQuery,
+  SyslogTargetCreate,
+  Task,
+  Vm,
+  VmCreate,
+  VmPatch,
+} from '../sdk/api.gen.js';
 import { ApiClient } from '../sdk/client.js';
 import { flag, int, need, parse, str, usageError } from './args.js';
 import { printResult, table } from './output.js';
@@ -278,23 +287,24 @@ export async function vmCommand(argv: string[]): Promise<number> {
           datastoreId = (host === undefined ? ds[0] : ds.find((d) => d.hostId === host))?.id;
           if (datastoreId === undefined) throw usageError('no datastore for the disks; is a host joined?');
         }
-        const vm = await api.post<Vm>('/vms', {
+        const [hostId, folder, encryptionPolicyId] = ['host', 'folder', 'encryption-policy'].map((k) =>
+          str(p, k),
+        );
+        const body: VmCreate = {
           name: need(p, 'name', 'vm create --name N'),
-          ...(str(p, 'host') !== undefined ? { hostId: str(p, 'host') } : {}),
-          ...(cpus !== undefined ? { cpus } : {}),
-          ...(memoryMiB !== undefined ? { memoryMiB } : {}),
-          ...(firmware !== undefined ? { firmware } : {}),
           nics: list('network').map((network, i) => ({ id: `nic${i}`, network })),
-          disks: disks.map((size, i) => ({ id: `disk${i}`, sizeMiB: Number(size), datastoreId })),
           tags: list('tag'),
-          ...(str(p, 'folder') !== undefined
-            ? { folder: need(p, 'folder', 'vm create --folder /PATH') }
-            : {}),
-          ...(str(p, 'encryption-policy') !== undefined
-            ? { encryptionPolicyId: str(p, 'encryption-policy') }
-            : {}),
-          ...(flag(p, 'accept-no-backup') ? { acceptNoBackup: true } : {}),
-        });
+        };
+        if (hostId !== undefined) body.hostId = hostId;
+        if (cpus !== undefined) body.cpus = cpus;
+        if (memoryMiB !== undefined) body.memoryMiB = memoryMiB;
+        if (firmware !== undefined) body.firmware = firmware;
+        if (datastoreId !== undefined)
+          body.disks = disks.map((size, i) => ({ id: `disk${i}`, sizeMiB: Number(size), datastoreId }));
+        if (folder !== undefined) body.folder = folder;
+        if (encryptionPolicyId !== undefined) body.encryptionPolicyId = encryptionPolicyId;
+        if (flag(p, 'accept-no-backup')) body.acceptNoBackup = true;
+        const vm = await api.createVm(body);
         printResult(vm, json, () => `created VM ${vm.name} (${vm.id})${vm.encryption ? ', encrypted' : ''}`);
         return 0;
       }
@@ -382,18 +392,21 @@ export async function vmCommand(argv: string[]): Promise<number> {
         ) {
           throw usageError('--migration-encryption is disabled, opportunistic or required');
         }
-        const patch = {
-          ...(migrationEncryption !== undefined ? { migrationEncryption } : {}),
+        const folder = str(p, 'folder');
+        const patch: VmPatch = {
+          ...(migrationEncryption !== undefined
+            ? { migrationEncryption: migrationEncryption as NonNullable<VmPatch['migrationEncryption']> }
+            : {}),
           ...(secureBoot !== undefined ? { secureBoot } : {}),
           ...(vtpm !== undefined ? { vtpm } : {}),
           ...(keySet !== undefined ? { secureBootKeySet: keySet } : {}),
-          ...(str(p, 'folder') !== undefined ? { folder: str(p, 'folder') || null } : {}),
+          ...(folder !== undefined ? { folder: folder || null } : {}),
         };
         if (Object.keys(patch).length === 0)
           throw usageError(
             'nothing to set: give --secure-boot, --key-set, --vtpm, --migration-encryption or --folder',
           );
-        const after = await api.patch<Vm>(`/vms/${vm.id}`, patch);
+        const after = await api.updateVm(vm.id, patch);
         printResult(
           after,
           json,
@@ -407,15 +420,16 @@ export async function vmCommand(argv: string[]): Promise<number> {
         const cpus = int(p, 'cpus');
         const memoryMiB = int(p, 'memory');
         const tags = list('tag');
-        const patch = {
-          ...(str(p, 'name') !== undefined ? { name: str(p, 'name') } : {}),
+        const name = str(p, 'name');
+        const patch: VmPatch = {
+          ...(name !== undefined ? { name } : {}),
           ...(cpus !== undefined ? { cpus } : {}),
           ...(memoryMiB !== undefined ? { memoryMiB } : {}),
           ...(tags.length > 0 ? { tags } : {}),
         };
         if (Object.keys(patch).length === 0)
           throw usageError('nothing to change: give --memory, --cpus, --name or --tag');
-        const after = await api.patch<Vm>(`/vms/${vm.id}`, patch);
+        const after = await api.updateVm(vm.id, patch);
         printResult(
           after,
           json,
@@ -570,67 +584,76 @@ export async function loggingCommand(noun: 'syslog' | 'alert', argv: string[]): 
   );
   const api = client(p);
   const json = flag(p, 'json');
-  const base = noun === 'syslog' ? '/syslog-targets' : '/alert-rules';
   try {
     if (verb === 'list') {
-      const items = await api.get<Record<string, unknown>[]>(base);
-      printResult(items, json, () =>
-        noun === 'syslog'
-          ? table([
-              ['NAME', 'TARGET', 'FORMAT', 'CONNECTED', 'QUEUED', 'SENT', 'ID'],
-              ...items.map((t) => [
-                String(t.name),
-                `${String(t.transport)}://${String(t.host)}:${String(t.port)}`,
-                String(t.format),
-                String(t.connected),
-                String(t.queued),
-                String(t.sent),
-                String(t.id),
-              ]),
-            ])
-          : items.map((r) => `${String(r.name)}  ${String(r.id)}\n  ${JSON.stringify(r.match)}`).join('\n'),
-      );
+      if (noun === 'syslog') {
+        const targets = await api.listSyslogTargets();
+        printResult(targets, json, () =>
+          table([
+            ['NAME', 'TARGET', 'FORMAT', 'CONNECTED', 'QUEUED', 'SENT', 'ID'],
+            ...targets.map((t) => [
+              t.name,
+              `${t.transport}://${t.host}:${t.port}`,
+              t.format,
+              String(t.connected),
+              String(t.queued),
+              String(t.sent),
+              t.id,
+            ]),
+          ]),
+        );
+      } else {
+        const rules = await api.listAlertRules();
+        printResult(rules, json, () =>
+          rules.map((r) => `${r.name}  ${r.id}\n  ${JSON.stringify(r.match)}`).join('\n'),
+        );
+      }
       return 0;
     }
     if (verb === 'remove') {
       const id = p.positionals[0];
       if (id === undefined) throw usageError(`${noun} remove ID`);
-      await api.delete(`${base}/${encodeURIComponent(id)}`);
+      await (noun === 'syslog' ? api.deleteSyslogTarget(id) : api.deleteAlertRule(id));
       printResult({ removed: id }, json, () => `removed ${id}`);
       return 0;
     }
     if (verb === 'add') {
-      let body: unknown;
+      let created: { id: string; name: string };
       if (noun === 'syslog') {
         const transport = str(p, 'transport') ?? 'tcp';
+        const format = str(p, 'format') ?? 'rfc5424';
+        if (!['udp', 'tcp', 'tls'].includes(transport)) throw usageError('--transport is udp, tcp or tls');
+        if (!['rfc5424', 'json', 'ocsf'].includes(format))
+          throw usageError('--format is rfc5424, json or ocsf');
         const caPath = str(p, 'ca');
-        body = {
+        created = await api.createSyslogTarget({
           name: need(
             p,
             'name',
             'syslog add --name N --host H --port P [--transport udp|tcp|tls] [--format rfc5424|json|ocsf] [--ca CA.pem]',
           ),
           host: need(p, 'host', 'syslog add --host H'),
-          port: int(p, 'port', 514),
-          transport,
-          format: str(p, 'format') ?? 'rfc5424',
+          port: int(p, 'port', 514) ?? 514,
+          transport: transport as SyslogTargetCreate['transport'],
+          format: format as NonNullable<SyslogTargetCreate['format']>,
           ...(caPath !== undefined ? { caPem: readFileSync(caPath, 'utf8') } : {}),
-          ...(flag(p, 'history') ? { fromSeq: 'all' } : {}),
-        };
+          ...(flag(p, 'history') ? { fromSeq: 'all' as const } : {}),
+        });
       } else {
         const file = need(p, 'file', 'alert add --file RULE.json');
+        let rule: AlertRuleCreate;
         try {
-          body = JSON.parse(readFileSync(file, 'utf8')) as unknown;
+          // Checked in full by the manager (it answers which field is wrong).
+          rule = JSON.parse(readFileSync(file, 'utf8')) as AlertRuleCreate;
         } catch (err) {
           throw usageError(`cannot read the rule in ${file}: ${(err as Error).message}`);
         }
+        created = await api.createAlertRule(rule);
       }
-      const created = await api.post<Record<string, unknown>>(base, body);
       printResult(
         created,
         json,
-        () =>
-          `added ${noun === 'syslog' ? 'syslog target' : 'alert rule'} ${String(created.name)} (${String(created.id)})`,
+        () => `added ${noun === 'syslog' ? 'syslog target' : 'alert rule'} ${created.name} (${created.id})`,
       );
       return 0;
     }
