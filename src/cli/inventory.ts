@@ -119,7 +119,14 @@ export async function loginCommand(argv: string[]): Promise<number> {
     try {
       const session = await anon.login({ user, password });
       // A session is for browsers; the CLI keeps a named API token instead.
-      token = await fetchToken(managerUrl, caPem, session.session);
+      const asSession = new ApiClient({ managerUrl, caPem, session: session.session });
+      try {
+        token = (await asSession.createToken({ name: `cli-${Date.now()}` })).token;
+        // The session has served its purpose: end it rather than leave it valid for 12 hours.
+        await asSession.logout();
+      } finally {
+        asSession.close();
+      }
     } finally {
       anon.close();
     }
@@ -137,37 +144,6 @@ export async function loginCommand(argv: string[]): Promise<number> {
     api.close();
   }
   return 0;
-}
-
-async function fetchToken(managerUrl: string, caPem: Buffer, session: string): Promise<string> {
-  const https = await import('node:https');
-  const url = new URL('/api/v1/tokens', managerUrl);
-  const body = JSON.stringify({ name: `cli-${Date.now()}` });
-  return new Promise((resolveToken, reject) => {
-    const req = https.request(
-      url,
-      {
-        method: 'POST',
-        ca: caPem,
-        headers: { cookie: `hs_session=${session}`, 'content-type': 'application/json' },
-      },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
-          const parsed = JSON.parse(Buffer.concat(chunks).toString('utf8')) as {
-            token?: string;
-            message?: string;
-          };
-          if (parsed.token) resolveToken(parsed.token);
-          else
-            reject(new HypersealError('HS_ERR_AUTH_INVALID_CREDENTIALS', parsed.message ?? 'login failed'));
-        });
-      },
-    );
-    req.on('error', reject);
-    req.end(body);
-  });
 }
 
 /** Key-safety warnings for listing footers (docs/key-safety.md); none when unreadable. */

@@ -56,18 +56,32 @@ export function loadCredentials(path: string): Credentials {
   };
 }
 
+export interface ClientOptions {
+  managerUrl: string;
+  /** The manager's CA certificate: the only one trusted. */
+  caPem: string | Buffer;
+  /** An API token, sent as a bearer token. */
+  token?: string;
+  /** Or a session id from `login` (sent as the browser's cookie would be): for `hyperseal login`. */
+  session?: string;
+}
+
 /** Calls over https to one manager, trusting only its CA. */
 export class NodeTransport implements Transport {
   readonly agent: https.Agent;
   private readonly base: URL;
 
-  constructor(private readonly creds: { managerUrl: string; caPem: string | Buffer; token?: string }) {
+  constructor(private readonly creds: ClientOptions) {
     this.base = new URL(creds.managerUrl);
     this.agent = new https.Agent({ keepAlive: true, ca: creds.caPem });
   }
 
   private headers(extra: Record<string, string | number>): Record<string, string | number> {
-    return { ...(this.creds.token ? { authorization: `Bearer ${this.creds.token}` } : {}), ...extra };
+    return {
+      ...(this.creds.token ? { authorization: `Bearer ${this.creds.token}` } : {}),
+      ...(this.creds.session ? { cookie: `hs_session=${this.creds.session}` } : {}),
+      ...extra,
+    };
   }
 
   private unreachable(err: Error): HypersealError {
@@ -164,7 +178,7 @@ export class NodeTransport implements Transport {
 export class ApiClient extends Hyperseal {
   declare readonly transport: NodeTransport;
 
-  constructor(creds: { managerUrl: string; caPem: string | Buffer; token?: string }) {
+  constructor(creds: ClientOptions) {
     super(new NodeTransport(creds));
   }
 

@@ -2,7 +2,8 @@
 // (never argv), the user can then sign in with it (the web UI's way), roles change, and
 // bad input is refused with a usage error that creates nothing.
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ApiClient } from '../../src/sdk/client.js';
 import { runCli, writeCredentials } from '../support/examples.js';
@@ -45,6 +46,27 @@ describe('hyperseal user', { concurrency: 1 }, () => {
     const created = (await p.api.listEvents({ type: 'user.created', limit: 1 }))[0];
     assert.equal(created?.object.name, 'alice');
     assert.ok(!JSON.stringify(created).includes(password), 'the event redacts the password');
+  });
+
+  test('login with that password writes credentials (0600) holding a working token; the session is ended', async () => {
+    const out = join(process.env.XDG_CONFIG_HOME ?? '', 'alice-credentials.json');
+    const r = await runCli(
+      ['login', '--manager', p.manager.url, '--ca', p.manager.caPath, '--user', 'alice', '--out', out],
+      creds,
+      { HYPERSEAL_PASSWORD: password },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /logged in to .* as alice/);
+    assert.equal(statSync(out).mode & 0o777, 0o600);
+    assert.ok(!readFileSync(out, 'utf8').includes(password));
+    const asAlice = ApiClient.fromCredentials(out);
+    try {
+      assert.equal((await asAlice.getSession()).user, 'alice');
+    } finally {
+      asAlice.close();
+    }
+    const loggedOut = (await p.api.listEvents({ type: 'user.logged-out', limit: 1 }))[0];
+    assert.equal(loggedOut?.user, 'alice', 'the login session was ended once the token existed');
   });
 
   test('set-roles changes the roles; list shows them', async () => {
