@@ -163,7 +163,8 @@ export async function startManager(opts: ManagerOptions): Promise<RunningManager
     throw err;
   }
   const events = new ManagerEvents(db);
-  const tasks = new TaskEngine(db);
+  // One id per manager, the same across its restarts: where it runs and its data directory.
+  const tasks = new TaskEngine(db, { owner: `${hostname()}:${resolve(dataDir)}` });
   await tasks.recover();
   const hosts = new HostService(db, { ca: identity.ca, client: identity.client }, events);
   const users = new UserService(db, events);
@@ -273,6 +274,7 @@ export async function startManager(opts: ManagerOptions): Promise<RunningManager
     close: async () => {
       stopHealth();
       clearInterval(keySafetyTimer);
+      tasks.close();
       await app.close();
       await logging.close();
       keyProviders.close();

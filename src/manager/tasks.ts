@@ -1,8 +1,12 @@
 /**
  * Long work runs as tasks (CONVENTIONS §8): an API action answers 202 with a task id at
  * once, the work runs here with progress, and the row in `tasks` is the truth a client
- * polls. A manager that dies mid-task leaves the row `running`; on the next start those
- * rows are closed as failed with a reason, so no task ever stays running forever.
+ * polls. A manager that dies mid-task leaves the row `running`, so no task may stay
+ * running forever: each row names its owner (a manager's stable id: host name and data
+ * directory) and the owner refreshes `heartbeat_at` while it runs. A manager closes, as
+ * failed with the reason, its own previous process's unfinished tasks when it starts, and
+ * — at start and every heartbeat — any whose owner has gone quiet. Another live manager's
+ * tasks on the same PostgreSQL database are left alone.
  */
 import { randomUUID } from 'node:crypto';
 import { HypersealError, isHypersealError } from '../errors.js';
@@ -28,6 +32,8 @@ export interface Task {
 
 interface TaskRow {
   id: string;
+  owner?: string | null;
+  heartbeat_at?: number | null;
   kind: string;
   object_kind: string;
   object_id: string;
@@ -73,21 +79,86 @@ export class TaskEngine {
   /** Results live in memory only (they may be large); the row keeps state and errors. */
   private readonly results = new Map<string, unknown>();
 
+  private readonly owner: string;
+  private readonly heartbeatMs: number;
+  private readonly staleMs: number;
+  private heartbeat: NodeJS.Timeout | undefined;
+
   constructor(
     private readonly db: Db,
-    private readonly concurrency = 64,
-  ) {}
+    opts: {
+      /** This manager's stable id (the same across its restarts, distinct from other managers'). */
+      owner?: string;
+      concurrency?: number;
+      /** How often running tasks are marked alive (default 10 s). */
+      heartbeatMs?: number;
+      /** A task not marked alive for this long belongs to a manager that is gone (default 6 heartbeats). */
+      staleMs?: number;
+    } = {},
+  ) {
+    this.owner = opts.owner ?? 'manager';
+    this.concurrency = opts.concurrency ?? 64;
+    this.heartbeatMs = opts.heartbeatMs ?? 10_000;
+    this.staleMs = opts.staleMs ?? 6 * this.heartbeatMs;
+  }
 
-  /** Closes tasks a previous manager process left unfinished. */
+  private readonly concurrency: number;
+
+  /**
+   * Closes the unfinished tasks of a manager that is gone: this one's previous process,
+   * and any whose owner stopped marking them alive. Then keeps this manager's own tasks
+   * marked alive (and sweeps again) every heartbeat until `close()`.
+   */
   async recover(): Promise<number> {
-    const r = await this.db.run(
-      `UPDATE tasks SET state = 'failed', finished_at = $1, error = $2 WHERE state IN ('queued', 'running')`,
+    const now = Date.now();
+    const own = await this.db.run(
+      `UPDATE tasks SET state = 'failed', finished_at = $1, error = $2
+        WHERE state IN ('queued', 'running') AND (owner = $3 OR owner IS NULL)`,
       [
-        Date.now(),
+        now,
         toJson({ code: 'HS_ERR_INTERNAL', message: 'interrupted: the manager restarted while it ran' }),
+        this.owner,
+      ],
+    );
+    const stale = await this.sweep(now);
+    if (this.heartbeat === undefined) {
+      this.heartbeat = setInterval(() => void this.beat().catch(() => undefined), this.heartbeatMs);
+      this.heartbeat.unref();
+    }
+    return own.changes + stale;
+  }
+
+  /** Marks this manager's unfinished tasks alive, then closes those of managers gone quiet. */
+  private async beat(): Promise<void> {
+    const now = Date.now();
+    await this.db.run(
+      `UPDATE tasks SET heartbeat_at = $1 WHERE owner = $2 AND state IN ('queued', 'running')`,
+      [now, this.owner],
+    );
+    await this.sweep(now);
+  }
+
+  private async sweep(now: number): Promise<number> {
+    const r = await this.db.run(
+      `UPDATE tasks SET state = 'failed', finished_at = $1, error = $2
+        WHERE state IN ('queued', 'running') AND owner <> $3 AND (heartbeat_at IS NULL OR heartbeat_at < $4)`,
+      [
+        now,
+        toJson({
+          code: 'HS_ERR_INTERNAL',
+          message: 'interrupted: the manager running it stopped (no heartbeat)',
+        }),
+        this.owner,
+        now - this.staleMs,
       ],
     );
     return r.changes;
+  }
+
+  /** Stops the heartbeat (the manager is closing; its running tasks end with it). */
+  close(): void {
+    if (this.heartbeat !== undefined) clearInterval(this.heartbeat);
+    this.heartbeat = undefined;
   }
 
   /** Records a task and starts it (as soon as a slot is free); returns it queued. */
@@ -109,8 +180,8 @@ export class TaskEngine {
       finished_at: null,
     };
     await this.db.run(
-      `INSERT INTO tasks (id, kind, object_kind, object_id, user_name, state, progress, error, created_at, started_at, finished_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+      `INSERT INTO tasks (id, kind, object_kind, object_id, user_name, state, progress, error, created_at, started_at, finished_at, owner, heartbeat_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
       [
         row.id,
         row.kind,
@@ -123,6 +194,8 @@ export class TaskEngine {
         row.created_at,
         null,
         null,
+        this.owner,
+        row.created_at,
       ],
     );
     const start = (): void => void this.run(row.id, work);

@@ -251,11 +251,24 @@ CREATE TABLE secureboot_key_sets (
 );
 `;
 
+/**
+ * Which manager runs each task, and when it last said so: several managers share one
+ * PostgreSQL database, and one that starts (or sweeps) must close only the tasks of a
+ * manager that is gone — its own previous process's, or one whose heartbeat went stale —
+ * never those another live manager is running.
+ */
+const TASK_OWNERS_SCHEMA = `
+ALTER TABLE tasks ADD COLUMN owner TEXT;
+ALTER TABLE tasks ADD COLUMN heartbeat_at BIGINT;
+CREATE INDEX tasks_unfinished ON tasks (state, owner);
+`;
+
 export const MIGRATIONS: readonly Migration[] = [
   { id: 1, name: 'manager schema', sql: MANAGER_SCHEMA },
   { id: 2, name: 'syslog targets and alert rules', sql: LOGGING_SCHEMA },
   { id: 3, name: 'key providers, encryption policies, VM crypto state', sql: ENCRYPTION_SCHEMA },
   { id: 4, name: 'secure boot key sets', sql: SECURE_BOOT_SCHEMA },
+  { id: 5, name: 'task owners and heartbeats', sql: TASK_OWNERS_SCHEMA },
 ];
 
 const CREATE_MIGRATIONS_TABLE = `CREATE TABLE IF NOT EXISTS schema_migrations (
