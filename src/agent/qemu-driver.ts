@@ -37,21 +37,22 @@
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import {
-  createReadStream,
   createWriteStream,
   existsSync,
   mkdirSync,
   readFileSync,
   readdirSync,
-  renameSync,
   rmSync,
   rmdirSync,
+  statSync,
 } from 'node:fs';
 import net from 'node:net';
 import { open } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { HypersealError, isHypersealError } from '../errors.js';
 import { writeFileAtomic } from '../fsutil.js';
+import type { ColdEntry } from '../migration/cold-archive.js';
+import { COLD_ENTRY_NAME, decodeColdArchive, encodeColdArchive } from '../migration/cold-archive.js';
 import type { Accelerator, HostRuntime, NicBackend, VmSpec as QemuVmSpec } from '../qemu/command-line.js';
 import { buildQemuArgv } from '../qemu/command-line.js';
 import type { OvmfBuild } from '../qemu/firmware.js';
@@ -845,11 +846,6 @@ export class QemuDriver implements VmDriver {
   ): Promise<{ host: string; port: number; nbd?: { host: string; port: number } }> {
     try {
       if (this.vms.has(spec.id)) throw cryptoConflict(spec.id, 'is already defined on this host');
-      if (cold && spec.vtpm === true) {
-        throw new HypersealError('HS_ERR_MIGRATION_UNSUPPORTED', 'a stopped VM with a vTPM cannot move yet', {
-          vmId: spec.id,
-        });
-      }
       this.requireCipher(mig);
       if (copyDisks && cold)
         throw new HypersealError('HS_ERR_INVALID_ARGUMENT', 'a cold migration copies no disks');
@@ -917,8 +913,8 @@ export class QemuDriver implements VmDriver {
           });
           copy.tunnel = tunnel;
         } else if (cold) {
-          // A stopped VM: the stream is its NVRAM file (empty when it has none yet).
-          sink = await fileSink(incoming, join(home, `nvram.tmp-${mig.id}`));
+          // A stopped VM: the stream is an archive of its NVRAM and vTPM state (cold-archive.ts).
+          sink = await fileSink(incoming, join(home, `cold.tmp-${mig.id}`));
         } else {
           await this.startQemu(vm, true);
           const qmp = (vm.proc as VmProcess).qmp;
@@ -968,11 +964,18 @@ export class QemuDriver implements VmDriver {
       await receiver.done;
       if (sink) {
         const bytes = await sink.written;
-        const nvram = this.nvramPath(vm.home, vm.record.generation, vm.record.bundle !== undefined);
-        if (bytes > 0) renameSync(sink.path, nvram);
-        else rmSync(sink.path, { force: true });
+        const entries = decodeColdArchive(readFileSync(sink.path));
+        rmSync(sink.path, { force: true });
+        for (const e of entries) {
+          const path =
+            e.name === 'nvram'
+              ? this.nvramPath(vm.home, vm.record.generation, vm.record.bundle !== undefined)
+              : join(vm.home, e.name);
+          mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+          writeFileAtomic(path, e.data, 0o600);
+        }
         vm.operation = null;
-        trace('agent', 'cold migration received', { vmId: vm.id, bytes });
+        trace('agent', 'cold migration received', { vmId: vm.id, bytes, files: entries.map((e) => e.name) });
         return;
       }
       const proc = vm.proc;
@@ -1305,9 +1308,6 @@ export class QemuDriver implements VmDriver {
       this.requireCipher(mig);
       this.requireSpec(vm);
       await this.requireStopped(vm, 'migrate it stopped');
-      if (vm.spec?.vtpm === true) {
-        throw new HypersealError('HS_ERR_MIGRATION_UNSUPPORTED', 'a stopped VM with a vTPM cannot move yet');
-      }
       sender = await MigrationSender.open({
         migrationId: mig.id,
         cipher: mig.cipher,
@@ -1322,19 +1322,12 @@ export class QemuDriver implements VmDriver {
       zeroize(mig.nonce);
     }
     try {
-      const nvram = this.nvramPath(vm.home, vm.record.generation, vm.record.bundle !== undefined);
+      // The stopped VM's NVRAM and vTPM state, as they are on disk (ciphertext when encrypted).
+      const archive = encodeColdArchive(this.coldFiles(vm));
       await new Promise<void>((resolve, reject) => {
         const sock = net.connect(sender.qemuSocketPath);
         sock.once('error', reject);
-        sock.once('connect', () => {
-          if (!existsSync(nvram)) {
-            sock.end(resolve);
-            return;
-          }
-          const file = createReadStream(nvram);
-          file.once('error', reject);
-          file.pipe(sock).once('finish', resolve);
-        });
+        sock.once('connect', () => sock.end(archive, resolve));
       });
       const result = await sender.done;
       vm.serial?.close();
@@ -1352,6 +1345,23 @@ export class QemuDriver implements VmDriver {
       sender.abort();
       throw wrap(`migrating VM ${id}`, err);
     }
+  }
+
+  /** A stopped VM's files that travel on cold migration: its NVRAM, its vTPM's state files. */
+  private coldFiles(vm: Vm): ColdEntry[] {
+    const entries: ColdEntry[] = [];
+    const nvram = this.nvramPath(vm.home, vm.record.generation, vm.record.bundle !== undefined);
+    if (existsSync(nvram)) entries.push({ name: 'nvram', data: readFileSync(nvram) });
+    const tpmDir = join(vm.home, VTPM_FILES.stateDir);
+    if (existsSync(tpmDir)) {
+      for (const name of readdirSync(tpmDir).sort()) {
+        const entry = `${VTPM_FILES.stateDir}/${name}`;
+        // swtpm's lock file and anything else that is not state stay behind.
+        if (!COLD_ENTRY_NAME.test(entry) || !statSync(join(tpmDir, name)).isFile()) continue;
+        entries.push({ name: entry, data: readFileSync(join(tpmDir, name)) });
+      }
+    }
+    return entries;
   }
 
   private requireCipher(mig: ParsedMigration): void {

@@ -2,7 +2,8 @@
 // (encrypted) migration stream, and the destination's swtpm — started empty, or for an
 // encrypted VM with the state key derived from the VM's own home DEK — takes them. Shown
 // by the TPM's permanent state (its seeds, which a fresh TPM would draw anew) on the
-// destination being the source's, byte for byte, for a plain and an encrypted VM.
+// destination being the source's, byte for byte, for a plain and an encrypted VM. Then the
+// stopped VM moves back cold, its TPM state file (ciphertext for the encrypted one) with it.
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -110,6 +111,21 @@ describe(
           const c = await p.api.getVmConsole(vm.id, { offset: console });
           return /\S/.test(c.data);
         });
+        await p.api.run(p.api.powerOffVm(vm.id));
+
+        // Stopped, it moves back cold: its NVRAM and TPM state files go as they are on disk.
+        const atRest = readFileSync(permall(dst, vm.id) ?? '');
+        const cold = await p.api.waitTask(await p.api.migrateVm(vm.id, { hostId: host(0) }));
+        assert.equal(cold.state, 'succeeded', JSON.stringify(cold.error));
+        assert.equal((cold.result as { cold?: boolean }).cold, true);
+        const back = readFileSync(permall(src, vm.id) ?? '');
+        assert.ok(back.equals(atRest), 'the state file arrives byte for byte (ciphertext stays ciphertext)');
+        assert.equal(permall(dst, vm.id), undefined, 'nothing of the VM is left on the host it left');
+        await p.api.run(p.api.powerOnVm(vm.id));
+        const from = (await p.api.getVmConsole(vm.id)).next;
+        await waitFor('the firmware after the cold move', async () =>
+          /\S/.test((await p.api.getVmConsole(vm.id, { offset: from })).data),
+        );
         await p.api.run(p.api.powerOffVm(vm.id));
       });
     }
