@@ -11,6 +11,7 @@ import type { Hyperseal } from '../sdk/hyperseal.js';
 import { taskError } from '../sdk/hyperseal.js';
 import { readReferenced } from './files.js';
 import type { Plan, Snapshot, Step } from './plan.js';
+import { alertRuleInput } from './plan.js';
 import type { AlertRuleSpec, Posture, SyslogTargetSpec } from './schema.js';
 
 /** Reads what the posture manages (only that: a section it omits needs no privilege). */
@@ -93,25 +94,9 @@ export function describeStep(s: Step): string {
 }
 
 function alertRuleBody(spec: AlertRuleSpec): AlertRuleCreate {
-  const hook = spec.actions.webhook;
-  return {
-    name: spec.name,
-    enabled: spec.enabled,
-    severity: spec.severity,
-    match: spec.match,
-    actions: {
-      ...(spec.actions.event !== undefined ? { event: spec.actions.event } : {}),
-      ...(spec.actions.syslog !== undefined ? { syslog: spec.actions.syslog } : {}),
-      ...(hook
-        ? {
-            webhook: {
-              url: hook.url,
-              secret: readReferenced(hook.secretFile, `${spec.key}.actions.webhook.secretFile`).trim(),
-            },
-          }
-        : {}),
-    },
-  };
+  return alertRuleInput(spec, () =>
+    readReferenced(spec.actions.webhook?.secretFile ?? '', `${spec.key}.actions.webhook.secretFile`).trim(),
+  );
 }
 
 function syslogBody(spec: SyslogTargetSpec): Parameters<Hyperseal['createSyslogTarget']>[0] {

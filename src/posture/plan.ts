@@ -17,6 +17,7 @@ import { HypersealError } from '../errors.js';
 import { ruleToPublic, validateRule } from '../events/alerts/rule.js';
 import type {
   AlertRule,
+  AlertRuleCreate,
   EncryptionPolicy,
   KeyProvider,
   SecureBootKeySet,
@@ -429,10 +430,13 @@ function short(sha256: string): string {
   return `sha256:${sha256.slice(0, 16)}`;
 }
 
-/** A rule as the manager would show it once stored: its public form without the id. */
-export function publicAlertRule(spec: AlertRuleSpec): Record<string, unknown> {
-  const rule = validateRule({
-    id: 'posture',
+/**
+ * The alert rule a posture entry asks for, as the API takes it; `webhookSecret` is read
+ * from the entry's secret file only by the step that sends it (a placeholder for planning).
+ */
+export function alertRuleInput(spec: AlertRuleSpec, webhookSecret: () => string): AlertRuleCreate {
+  const hook = spec.actions.webhook;
+  return {
     name: spec.name,
     enabled: spec.enabled,
     severity: spec.severity,
@@ -440,9 +444,14 @@ export function publicAlertRule(spec: AlertRuleSpec): Record<string, unknown> {
     actions: {
       ...(spec.actions.event !== undefined ? { event: spec.actions.event } : {}),
       ...(spec.actions.syslog !== undefined ? { syslog: spec.actions.syslog } : {}),
-      ...(spec.actions.webhook ? { webhook: { url: spec.actions.webhook.url, secret: 'x'.repeat(16) } } : {}),
+      ...(hook ? { webhook: { url: hook.url, secret: webhookSecret() } } : {}),
     },
-  });
+  };
+}
+
+/** A rule as the manager would show it once stored: its public form without the id. */
+export function publicAlertRule(spec: AlertRuleSpec): Record<string, unknown> {
+  const rule = validateRule({ id: 'posture', ...alertRuleInput(spec, () => 'x'.repeat(16)) });
   const { id: _id, ...rest } = JSON.parse(JSON.stringify(ruleToPublic(rule))) as Record<string, unknown>;
   return rest;
 }

@@ -365,18 +365,9 @@ void test('hyperseal kms serve + kmip client, end to end through the binary', as
   }
 });
 
-void test('hyperseal up prints commands that work, and stops on SIGINT', async (t) => {
-  const root = mkdtempSync(join(tmpdir(), 'hyperseal-up-'));
-  const env = childEnv(join(root, 'xdg'));
-  const daemons: Daemon[] = [];
-  t.after(async () => {
-    for (const d of daemons) if (d.child.exitCode === null) await stopDaemon(d, 'SIGKILL');
-    rmSync(root, { recursive: true, force: true });
-  });
-
-  // The manager listens on a kernel-chosen port; the agent's port is fixed at join time.
-  const agentPort = await freePort();
-  const up = await startDaemon(
+/** `hyperseal up` (sim driver) in `root`: the key server on a free port, the manager on any. */
+function startUp(root: string, env: NodeJS.ProcessEnv, agentPort: number): Promise<Daemon> {
+  return startDaemon(
     (port) => [
       'up',
       '--data-dir',
@@ -393,6 +384,20 @@ void test('hyperseal up prints commands that work, and stops on SIGINT', async (
     /Ctrl-C stops everything/,
     { env, cwd: root },
   );
+}
+
+void test('hyperseal up prints commands that work, and stops on SIGINT', async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'hyperseal-up-'));
+  const env = childEnv(join(root, 'xdg'));
+  const daemons: Daemon[] = [];
+  t.after(async () => {
+    for (const d of daemons) if (d.child.exitCode === null) await stopDaemon(d, 'SIGKILL');
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  // The manager listens on a kernel-chosen port; the agent's port is fixed at join time.
+  const agentPort = await freePort();
+  const up = await startUp(root, env, agentPort);
   daemons.push(up);
   const out = up.stdout();
   assert.match(out, /Hyperseal is up/);
@@ -450,23 +455,7 @@ void test('`npm run up --demo` (npm passes it as npm_config_demo): two hosts, th
     rmSync(root, { recursive: true, force: true });
   });
   const agentPort = await freePort();
-  const up = await startDaemon(
-    (port) => [
-      'up',
-      '--data-dir',
-      'hs',
-      '--kms-listen',
-      `${HOST}:${port}`,
-      '--manager-listen',
-      `${HOST}:0`,
-      '--agent-port',
-      String(agentPort),
-      '--driver',
-      'sim',
-    ],
-    /Ctrl-C stops everything/,
-    { env, cwd: root },
-  );
+  const up = await startUp(root, env, agentPort);
   daemons.push(up);
   const out = up.stdout();
   assert.match(out, new RegExp(`host agent 2\\s+https://${HOST}:${agentPort + 1}`));

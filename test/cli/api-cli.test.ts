@@ -1,8 +1,11 @@
-// `hyperseal user …` against a real manager: the password comes from the environment
-// (never argv), the user can then sign in with it (the web UI's way), roles change, and
-// bad input is refused with a usage error that creates nothing.
+// The API commands of the CLI against one real manager, on the typed SDK:
+// - `hyperseal user …` and `login`: the password comes from the environment (never argv),
+//   the user can then sign in with it (the web UI's way), roles change, bad input is
+//   refused with a usage error that creates nothing;
+// - `hyperseal syslog …` and `alert …`: add, list, remove, each an event; bad flags
+//   refused before anything is sent.
 import assert from 'node:assert/strict';
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ApiClient } from '../../src/sdk/client.js';
@@ -90,5 +93,75 @@ describe('hyperseal user', { concurrency: 1 }, () => {
       (await p.api.listUsers()).some((u) => u.name === 'bob'),
       false,
     );
+  });
+});
+
+describe('hyperseal syslog / alert', { concurrency: 1 }, () => {
+  test('syslog add, list, remove; a bad transport is refused and adds nothing', async () => {
+    const bad = await runCli(
+      [
+        'syslog',
+        'add',
+        '--name',
+        'x',
+        '--host',
+        '127.0.0.1',
+        '--port',
+        '5514',
+        '--transport',
+        'carrier-pigeon',
+      ],
+      creds,
+    );
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--transport is udp, tcp or tls/);
+    assert.deepEqual(await p.api.listSyslogTargets(), []);
+
+    const add = await runCli(
+      [
+        'syslog',
+        'add',
+        '--name',
+        'siem',
+        '--host',
+        '127.0.0.1',
+        '--port',
+        '5514',
+        '--transport',
+        'udp',
+        '--format',
+        'json',
+        '--json',
+      ],
+      creds,
+    );
+    assert.equal(add.code, 0, add.stderr);
+    const created = JSON.parse(add.stdout) as { id: string; name: string; format: string };
+    assert.equal(created.format, 'json');
+    const list = await runCli(['syslog', 'list'], creds);
+    assert.match(list.stdout, /siem\s+udp:\/\/127\.0\.0\.1:5514\s+json/);
+    const removed = await runCli(['syslog', 'remove', created.id], creds);
+    assert.equal(removed.code, 0, removed.stderr);
+    assert.deepEqual(await p.api.listSyslogTargets(), []);
+  });
+
+  test('alert add from a file, list, remove: each an event', async () => {
+    const file = join(process.env.XDG_CONFIG_HOME ?? '', 'rule.json');
+    writeFileSync(
+      file,
+      JSON.stringify({ name: 'resets', severity: 'warning', match: { types: ['vm.reset'] } }),
+    );
+    const add = await runCli(['alert', 'add', '--file', file], creds);
+    assert.equal(add.code, 0, add.stderr);
+    const rule = (await p.api.listAlertRules()).find((r) => r.name === 'resets');
+    assert.ok(rule);
+    assert.match(
+      (await runCli(['alert', 'list'], creds)).stdout,
+      /resets {2}\S+\n {2}\{"types":\["vm\.reset"\]\}/,
+    );
+    assert.equal((await runCli(['alert', 'remove', rule.id], creds)).code, 0);
+    assert.equal((await p.api.listAlertRules()).length, 0);
+    const types = (await p.api.listEvents({ limit: 20 })).map((e) => e.type);
+    assert.ok(types.includes('alert.rule-added') && types.includes('alert.rule-removed'));
   });
 });
