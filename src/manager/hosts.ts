@@ -285,7 +285,13 @@ export class HostService {
    */
   startHealthLoop(
     intervalMs: number,
-    syncVmState: (hostId: string, states: Map<string, string>, runtimes: VmRuntime[]) => Promise<void>,
+    syncVmState: (
+      hostId: string,
+      states: Map<string, string>,
+      runtimes: VmRuntime[],
+      /** When the listing was asked for: what changed since is newer than it. */
+      listedAt: number,
+    ) => Promise<void>,
   ): () => void {
     let running = false;
     const tick = async (): Promise<void> => {
@@ -298,9 +304,10 @@ export class HostService {
           let ok = false;
           try {
             if (client === undefined) throw new Error('no client');
+            const listedAt = Date.now();
             const vms = await client.listVms();
             ok = true;
-            await syncVmState(before.id, new Map(vms.map((v) => [v.id, v.state])), vms);
+            await syncVmState(before.id, new Map(vms.map((v) => [v.id, v.state])), vms, listedAt);
           } catch {
             ok = false;
           }

@@ -222,13 +222,13 @@ export async function startManager(opts: ManagerOptions): Promise<RunningManager
   // Host health and VM state sync (a crashed VM, an agent that went away).
   const stopHealth = hosts.startHealthLoop(
     opts.healthIntervalMs ?? 5_000,
-    async (hostId, states, runtimes) => {
+    async (hostId, states, runtimes, listedAt) => {
       for (const vm of await vms.list({ limit: 100_000, offset: 0, hostId })) {
         const actual = states.get(vm.id);
         if (actual !== undefined && actual !== vm.state) await vms.setState(vm.id, actual);
       }
       // Encryption the host reports, and keys for VMs locked by an agent restart.
-      await crypto.sync(hostId, runtimes);
+      await crypto.sync(hostId, runtimes, listedAt);
     },
   );
   // Whether the default key server's keys are all in a backup (one event per change).

@@ -279,12 +279,16 @@ export class VmCryptoService {
    * delivers keys to VMs the host reports locked (after an agent restart), at most every
    * UNLOCK_RETRY_MS per VM. Never throws: the loop must go on for other hosts.
    */
-  async sync(hostId: string, runtimes: readonly VmRuntime[]): Promise<void> {
+  async sync(hostId: string, runtimes: readonly VmRuntime[], listedAt = Date.now()): Promise<void> {
     for (const rt of runtimes) {
       try {
         let vm = await this.vms.get(rt.id);
         if (vm.hostId !== hostId) continue;
-        vm = await this.reconcile(vm, rt);
+        // A listing asked for before this manager last set the VM's encryption may predate
+        // an operation that has since committed (host first, then the record): following it
+        // would undo that operation. The next tick's listing is newer.
+        const changed = this.vms.encryptionChangedAt.get(vm.id);
+        if (changed === undefined || changed < listedAt) vm = await this.reconcile(vm, rt);
         const now = Date.now();
         if (rt.locked && vm.encryption) {
           // A failed delivery is retried every UNLOCK_RETRY_MS, not at every tick: a key
@@ -307,6 +311,7 @@ export class VmCryptoService {
   }
 
   private async reconcile(vm: Vm, rt: VmRuntime): Promise<Vm> {
+    if (rt.operation !== undefined) return vm; // under way on the host: its end sets the record
     const hostRef = rt.encryption?.kekRef ?? null;
     const ourRef = vm.encryption ? kekRefOf(vm.encryption) : null;
     if (hostRef === ourRef) return vm;

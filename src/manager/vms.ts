@@ -323,7 +323,11 @@ export class VmService {
       `UPDATE vms SET crypto = $1, locked_reason = NULL, version = version + 1 WHERE id = $2`,
       [encryption ? toJson(encryption) : null, id],
     );
+    this.encryptionChangedAt.set(id, Date.now());
   }
+
+  /** When this manager last set the VM's encryption (ms), if it did since it started. */
+  encryptionChangedAt = new Map<string, number>();
 
   async setLockedReason(id: string, reason: string | null): Promise<void> {
     await this.db.run(`UPDATE vms SET locked_reason = $1 WHERE id = $2`, [reason, id]);

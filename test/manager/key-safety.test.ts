@@ -362,9 +362,18 @@ describe('high availability: two key servers on one PostgreSQL', { concurrency: 
     await first.stop('SIGKILL');
     const done = await p.api.waitTask(task.id);
     assert.equal(done.state, 'succeeded', JSON.stringify(done));
+    const failures = async (): Promise<string> =>
+      JSON.stringify(
+        (await p.api.listEvents({ type: 'vm.encrypted', limit: 100 }))
+          .filter((e) => e.result === 'failure')
+          .map((e) => e.message),
+      );
     for (const vm of vms) {
       const v = await p.api.get<Vm>(`/vms/${vm.id}`);
-      assert.ok(v.encryption, `${v.name} is encrypted`);
+      assert.ok(
+        v.encryption,
+        `${v.name} is encrypted; task ${JSON.stringify(done.result)}; ${await failures()}`,
+      );
       // Its key is served by the surviving server.
       const kek = await p.manager.services.keyProviders.fetchKek(v.encryption.providerId, v.encryption.keyId);
       assert.equal(kek.length, 32);
