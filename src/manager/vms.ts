@@ -524,18 +524,25 @@ export class VmService {
   async migrate(actor: Actor, id: string, hostId: string): Promise<Task> {
     const vm = await this.get(id);
     const object = { kind: 'vm' as const, id, name: vm.name };
+    // Messages name hosts as operators do (the changes keep the ids).
+    const nameOf = (hid: string): Promise<string> =>
+      this.hosts.get(hid).then(
+        (h) => h.name,
+        () => hid,
+      );
+    const [fromName, toName] = await Promise.all([nameOf(vm.hostId), nameOf(hostId)]);
     const refuse = async (err: HypersealError): Promise<never> => {
       await this.events.record(actor, {
         type: 'vm.migrated',
         object,
         changes: [{ path: 'hostId', from: vm.hostId, to: hostId }],
         result: 'failure',
-        message: `migration of VM ${vm.name} to host ${hostId} refused: ${err.message}`,
+        message: `migration of VM ${vm.name} to host ${toName} refused: ${err.message}`,
       });
       throw err;
     };
     if (hostId === vm.hostId) {
-      throw new HypersealError('HS_ERR_INVALID_ARGUMENT', `VM ${vm.name} is already on host ${hostId}`);
+      throw new HypersealError('HS_ERR_INVALID_ARGUMENT', `VM ${vm.name} is already on host ${toName}`);
     }
     await this.hosts.requireUsable(vm.hostId);
     await this.hosts.requireUsable(hostId);
@@ -731,7 +738,7 @@ export class VmService {
             type: 'vm.migrated',
             object,
             changes,
-            message: `${actor.user} migrated VM ${vm.name} from host ${vm.hostId} to ${hostId} (${cold ? 'stopped, ' : ''}${cipher === 'none' ? 'plaintext' : 'encrypted, aes-256-gcm'}, migration ${migrationId})`,
+            message: `${actor.user} migrated VM ${vm.name} from host ${fromName} to ${toName} (${cold ? 'stopped, ' : ''}${cipher === 'none' ? 'plaintext' : 'encrypted, aes-256-gcm'}, migration ${migrationId})`,
           });
           return {
             migrationId,
@@ -751,7 +758,7 @@ export class VmService {
             object,
             changes,
             result: 'failure',
-            message: `migration ${migrationId} of VM ${vm.name} from host ${vm.hostId} to ${hostId} failed; it keeps running on ${vm.hostId}: ${why}`,
+            message: `migration ${migrationId} of VM ${vm.name} from host ${fromName} to ${toName} failed; it keeps running on ${fromName}: ${why}`,
           });
           throw err;
         } finally {

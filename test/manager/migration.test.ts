@@ -55,10 +55,14 @@ describe('vm migrate (sim agents)', { concurrency: 1 }, () => {
         result: string;
         object: { id: string };
         changes: { path: string; from: unknown; to: unknown }[];
+        message: string;
       }[]
     >('/events?type=vm.migrated');
     const ok = events.filter((e) => e.object.id === vm.id && e.result === 'success');
     assert.equal(ok.length, 3, 'cold there and back, then live');
+    // The message names the hosts as operators know them; the change keeps their ids.
+    const names = await Promise.all([0, 1].map(async (i) => (await p.api.getHost(host(i))).name));
+    assert.ok(ok[2]?.message.includes(`from host ${names[0]} to ${names[1]}`), ok[2]?.message);
     assert.deepEqual(
       ok[2]?.changes.find((c) => c.path === 'hostId'),
       { path: 'hostId', from: host(0), to: host(1) },
