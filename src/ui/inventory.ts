@@ -36,16 +36,67 @@ export async function hostsPage(ctx: PageContext): Promise<void> {
   );
 }
 
+/** VMs shown per page, and what the list is filtered by (kept while the user moves around). */
+const VM_PAGE = 200;
+const vmList = { tag: '', offset: 0 };
+
 export async function vmsPage(ctx: PageContext): Promise<void> {
   const reason = ctx.access.reason('listVms');
   if (reason !== null) return ctx.show(h('h1', {}, 'Virtual machines'), h('p', { class: 'reason' }, reason));
-  const [vms, hosts] = await Promise.all([
-    ctx.api.listVms({ limit: 1000 }),
+  // One more than a page: whether there is a next page.
+  const [found, hosts] = await Promise.all([
+    ctx.api.listVms({
+      limit: VM_PAGE + 1,
+      offset: vmList.offset,
+      ...(vmList.tag ? { tag: vmList.tag } : {}),
+    }),
     ctx.access.can('listHosts') ? ctx.api.listHosts() : Promise.resolve([]),
   ]);
+  const vms = found.slice(0, VM_PAGE);
   const hostName = (id: string): string => hosts.find((x) => x.id === id)?.name ?? id;
+  const tag = h('input', { id: 'vm-filter-tag', value: vmList.tag, placeholder: 'any tag' });
+  const go = (offset: number): void => {
+    vmList.offset = Math.max(0, offset);
+    ctx.refresh();
+  };
+  const first = vms.length === 0 ? 0 : vmList.offset + 1;
   ctx.show(
     h('h1', {}, 'Virtual machines'),
+    h(
+      'form',
+      {
+        class: 'filters',
+        id: 'vm-filters',
+        onsubmit: (ev) => {
+          ev.preventDefault();
+          vmList.tag = tag.value.trim();
+          go(0);
+        },
+      },
+      field('Tag', tag),
+      h('button', { type: 'submit' }, 'Filter'),
+      h('span', { class: 'muted', id: 'vm-range' }, `${first}–${vmList.offset + vms.length}`),
+      h(
+        'button',
+        {
+          type: 'button',
+          id: 'vms-prev',
+          disabled: vmList.offset === 0,
+          onclick: () => go(vmList.offset - VM_PAGE),
+        },
+        'Previous',
+      ),
+      h(
+        'button',
+        {
+          type: 'button',
+          id: 'vms-next',
+          disabled: found.length <= VM_PAGE,
+          onclick: () => go(vmList.offset + VM_PAGE),
+        },
+        'Next',
+      ),
+    ),
     table(
       ['Name', 'Host', 'CPUs', 'Memory', 'Firmware', 'Status'],
       vms.map((vm) =>
@@ -58,7 +109,7 @@ export async function vmsPage(ctx: PageContext): Promise<void> {
           vmBadges(vm),
         ),
       ),
-      'No VMs yet.',
+      vmList.tag ? `No VMs tagged ${vmList.tag}.` : 'No VMs yet.',
     ),
     createVmForm(ctx, hosts),
   );

@@ -229,6 +229,21 @@ describe('web UI in headless Chromium', { concurrency: 1 }, () => {
     await shot(page, '04-vms');
   });
 
+  test('the VM list filters by tag on the server and pages', async () => {
+    await p.api.createVm({ name: 'ui-tagged', memoryMiB: 64, tags: ['ui-only'] });
+    await page.goto(`${origin}/ui/#/vms`);
+    await page.reload();
+    await page.fill('#vm-filter-tag', 'ui-only');
+    await page.click('#vm-filters button[type=submit]');
+    await page.locator('#vm-range', { hasText: '1–1' }).waitFor();
+    assert.deepEqual(await page.locator('main a.vm-link').allTextContents(), ['ui-tagged']);
+    assert.equal(await page.locator('#vms-next').isDisabled(), true);
+    assert.equal(await page.locator('#vms-prev').isDisabled(), true);
+    await page.fill('#vm-filter-tag', '');
+    await page.click('#vm-filters button[type=submit]');
+    await page.locator('main a.vm-link', { hasText: 'ui-web-01' }).waitFor();
+  });
+
   test('events: the change as a diff (old struck, new inserted), filters and the live tail', async () => {
     await page.goto(`${origin}/ui/#/events`);
     const sb = page.locator('#events > li[data-type="vm.secure-boot-enabled"]');
