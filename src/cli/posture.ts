@@ -15,13 +15,14 @@ import { planPosture, renderPlan } from '../posture/plan.js';
 import type { Selector } from '../posture/schema.js';
 import { parsePosture, validatePosture } from '../posture/schema.js';
 import { ApiClient } from '../sdk/client.js';
-import { flag, parse, str, usageError } from './args.js';
+import { flag, int, parse, str, usageError } from './args.js';
 import { ExitCode } from './output.js';
 
 export const POSTURE_HELP = `desired state (docs/posture.md)
-  apply -f FILE [--dry-run] [--json] [--accept-no-backup]
+  apply -f FILE [--dry-run] [--json] [--accept-no-backup] [--parallel N]
         plan the changes that make VMs, key providers, alert rules and syslog targets
-        match FILE; --dry-run prints the plan and changes nothing
+        match FILE; --dry-run prints the plan and changes nothing; --parallel: encrypt or
+        decrypt up to N VMs at once (default 4)
   export [-o FILE] [--select namePattern=web-* --select tag=pci …] [--json]
         the current posture as such a file (no secrets: file paths instead)`;
 
@@ -43,7 +44,7 @@ function planJson(plan: Plan): unknown {
 }
 
 export async function applyCommand(argv: string[]): Promise<number> {
-  const usage = 'hyperseal apply -f FILE [--dry-run] [--json] [--accept-no-backup]';
+  const usage = 'hyperseal apply -f FILE [--dry-run] [--json] [--accept-no-backup] [--parallel N]';
   const p = parse(
     argv,
     {
@@ -51,9 +52,12 @@ export async function applyCommand(argv: string[]): Promise<number> {
       file: { type: 'string', short: 'f' },
       'dry-run': { type: 'boolean' },
       'accept-no-backup': { type: 'boolean' },
+      parallel: { type: 'string' },
     },
     usage,
   );
+  const parallel = int(p, 'parallel', 4) ?? 4;
+  if (parallel < 1 || parallel > 64) throw usageError('--parallel is 1 to 64');
   const file = str(p, 'file');
   if (file === undefined || file === '') throw usageError(`-f FILE is required\nusage: ${usage}`);
   const json = flag(p, 'json');
@@ -88,6 +92,7 @@ export async function applyCommand(argv: string[]): Promise<number> {
     const shown = new Map<string, number>();
     const outcome = await applyPlan(api, plan, {
       acceptNoBackup: flag(p, 'accept-no-backup'),
+      parallel,
       onStep: (i, s) => {
         if (!tty) process.stderr.write(`[${i + 1}/${total}] ${describeStep(s)} …\n`);
       },

@@ -125,3 +125,65 @@ alertRules:
   assert.equal(ok.calls[0], 'deleteAlertRule r1');
   assert.match(ok.calls[1] ?? '', /^createAlertRule .*"secret":"a-webhook-secret-of-some-length"/);
 });
+
+/** Encrypt tasks that take a little while; `fail` names a VM whose task fails. Counts overlap. */
+function taskApi(fail?: string): { api: Hyperseal; started: string[]; maxAtOnce: () => number } {
+  const started: string[] = [];
+  let now = 0;
+  let max = 0;
+  const api = {
+    encryptVm: (id: string) => {
+      started.push(id);
+      now++;
+      max = Math.max(max, now);
+      return Promise.resolve({ id: `t-${id}`, objectId: id, kind: 'vm.encrypt' });
+    },
+    waitTask: async (task: { id: string; objectId: string }) => {
+      await new Promise((r) => setTimeout(r, 20));
+      now--;
+      const failed = task.objectId === `id-${fail}`;
+      return {
+        ...task,
+        objectKind: 'vm',
+        state: failed ? 'failed' : 'succeeded',
+        error: failed ? { code: 'HS_ERR_KEY_PROVIDER_UNAVAILABLE', message: 'no key server' } : null,
+      };
+    },
+  };
+  return { api: api as unknown as Hyperseal, started, maxAtOnce: () => max };
+}
+
+void test('encryptions run `parallel` at a time; a failure starts no more, and done / not done are exact', async () => {
+  const names = ['a', 'b', 'c', 'd', 'e', 'f'];
+  const posture = parsePosture(
+    'version: 1\nvms:\n  - { select: { namePattern: "*" }, encryption: { policy: P } }\n',
+    { baseDir: '/' },
+  );
+  const policies = [{ id: 'p1', name: 'P', description: '', providerId: null, builtin: false, createdAt: 0 }];
+  const plan = planPosture(posture, { ...snap(names.map((n) => vm(n))), policies });
+  assert.equal(plan.steps.length, 6);
+
+  const fine = taskApi();
+  const all = await applyPlan(fine.api, plan, { parallel: 3 });
+  assert.equal(all.error, undefined);
+  assert.equal(all.done.length, 6);
+  assert.equal(fine.maxAtOnce(), 3, 'three at once, never more');
+
+  const one = taskApi();
+  await applyPlan(one.api, plan);
+  assert.equal(one.maxAtOnce(), 1, 'one at a time by default');
+
+  const failing = taskApi('b');
+  const out = await applyPlan(failing.api, plan, { parallel: 2 });
+  assert.equal(out.error?.code, 'HS_ERR_KEY_PROVIDER_UNAVAILABLE');
+  // a and b started together; b failed, so only what was already under way may finish.
+  assert.ok(failing.started.length <= 3, `started after the failure: ${failing.started.join(',')}`);
+  const doneNames = out.done.map((s) => s.step.object);
+  assert.ok(doneNames.includes('a') && !doneNames.includes('b'));
+  assert.deepEqual(
+    [...doneNames, ...out.notDone.map((s) => s.object)].sort(),
+    names,
+    'every step is either done or not done',
+  );
+  assert.ok(out.notDone.some((s) => s.object === 'b'));
+});

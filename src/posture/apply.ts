@@ -65,6 +65,12 @@ export interface ApplyOutcome {
 
 export interface ApplyOptions {
   acceptNoBackup?: boolean;
+  /**
+   * How many encrypt/decrypt tasks (the long steps) run at once when the plan has several
+   * in a row (default 1). The first refusal still stops the run: no new one starts, those
+   * under way finish, and done / not done say exactly which.
+   */
+  parallel?: number;
   /** Called as each step starts (index from 0), and with each task poll. */
   onStep?: (index: number, step: Step) => void;
   onTask?: (index: number, step: Step, task: Task) => void;
@@ -202,31 +208,87 @@ async function runStep(
 
 /** Carries out the plan's steps in order; never throws for a step's failure (see ApplyOutcome). */
 export async function applyPlan(api: Hyperseal, plan: Plan, opts: ApplyOptions = {}): Promise<ApplyOutcome> {
+  const steps = plan.steps;
   const done: StepOutcome[] = [];
-  for (const [i, s] of plan.steps.entries()) {
+  const parallel = Math.max(1, Math.floor(opts.parallel ?? 1));
+  const isTask = (s: Step): boolean => s.op === 'vm.encrypt' || s.op === 'vm.decrypt';
+  let i = 0;
+  while (i < steps.length) {
+    const s = steps[i] as Step;
     if (s.blocked !== undefined) {
       return {
         done,
-        notDone: plan.steps.slice(i),
+        notDone: steps.slice(i),
         error: new HypersealError(
           'HS_ERR_POSTURE_BLOCKED',
-          `${s.kind} ${s.object}: ${s.blocked} (${s.rule}); stopped after ${done.length} of ${plan.steps.length} steps`,
-          { rule: s.rule, object: s.object, done: done.length, total: plan.steps.length },
+          `${s.kind} ${s.object}: ${s.blocked} (${s.rule}); stopped after ${done.length} of ${steps.length} steps`,
+          { rule: s.rule, object: s.object, done: done.length, total: steps.length },
         ),
       };
     }
-    opts.onStep?.(i, s);
-    try {
-      const taskId = await runStep(api, s, opts, (t) => opts.onTask?.(i, s, t));
-      done.push({ step: s, ...(taskId !== undefined ? { taskId } : {}) });
-      opts.onStepDone?.(i, s);
-    } catch (err) {
-      const error =
-        err instanceof HypersealError
-          ? err
-          : new HypersealError('HS_ERR_INTERNAL', err instanceof Error ? err.message : String(err));
-      return { done, notDone: plan.steps.slice(i), error };
+    // A run of encrypt/decrypt steps may go `parallel` at a time; any other step alone.
+    let end = i + 1;
+    if (isTask(s)) {
+      while (end < steps.length && isTask(steps[end] as Step) && steps[end]?.blocked === undefined) end++;
     }
+    const batch = await runBatch(api, steps, i, end, parallel, opts);
+    for (const [index, r] of batch.entries()) {
+      if (r?.ok)
+        done.push({ step: steps[index] as Step, ...(r.taskId !== undefined ? { taskId: r.taskId } : {}) });
+    }
+    const failed = batch.find((r) => r !== undefined && !r.ok);
+    if (failed !== undefined && !failed.ok) {
+      const notDone = steps.slice(i, end).filter((_s, k) => batch[i + k]?.ok !== true);
+      return { done, notDone: [...notDone, ...steps.slice(end)], error: failed.error };
+    }
+    i = end;
   }
   return { done, notDone: [] };
+}
+
+type BatchResult = { ok: true; taskId: string | undefined } | { ok: false; error: HypersealError };
+
+/** Runs steps[from..to) with at most `parallel` under way; after a failure starts no more. */
+async function runBatch(
+  api: Hyperseal,
+  steps: readonly Step[],
+  from: number,
+  to: number,
+  parallel: number,
+  opts: ApplyOptions,
+): Promise<(BatchResult | undefined)[]> {
+  const results: (BatchResult | undefined)[] = [];
+  let next = from;
+  let stopped = false;
+  const worker = async (): Promise<void> => {
+    while (!stopped && next < to) {
+      const index = next++;
+      const s = steps[index] as Step;
+      opts.onStep?.(index, s);
+      try {
+        const taskId = await runStep(api, s, opts, (t) => opts.onTask?.(index, s, t));
+        results[index] = { ok: true, taskId };
+        opts.onStepDone?.(index, s);
+      } catch (err) {
+        stopped = true;
+        results[index] = {
+          ok: false,
+          error:
+            err instanceof HypersealError
+              ? err
+              : new HypersealError('HS_ERR_INTERNAL', err instanceof Error ? err.message : String(err)),
+        };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(parallel, to - from) }, worker));
+  // The first failure in plan order is the one reported.
+  const firstFailed = results.findIndex((r) => r !== undefined && !r.ok);
+  if (firstFailed >= 0) {
+    const first = results[firstFailed];
+    for (let k = firstFailed + 1; k < to; k++)
+      if (results[k] !== undefined && !results[k]?.ok) results[k] = undefined;
+    results[firstFailed] = first;
+  }
+  return results;
 }
