@@ -14,23 +14,10 @@ import type { Hyperseal } from '../sdk/hyperseal.js';
 import { applyPlan } from './apply.js';
 import { planPosture, publicAlertRule } from './plan.js';
 import { parsePosture } from './schema.js';
+import { testVm } from './testing.js';
 
 function vm(name: string, firmware: 'efi' | 'bios' = 'efi'): Vm {
-  return {
-    id: `id-${name}`,
-    name,
-    hostId: 'h',
-    state: 'stopped',
-    simulated: true,
-    pendingRestart: false,
-    encryption: null,
-    locked: false,
-    lockedReason: null,
-    version: 1,
-    createdAt: 0,
-    updatedAt: 0,
-    config: { cpus: 1, memoryMiB: 128, firmware, secureBoot: false, disks: [], nics: [], tags: [] },
-  };
+  return testVm(name, {}, { firmware, nics: [], tags: [] });
 }
 
 /** Records calls; `refuse` names a method that answers with an error. */

@@ -12,34 +12,9 @@ import { planPosture, publicAlertRule, renderPlan, summaryLine } from './plan.js
 import { parsePosture } from './schema.js';
 import { folderGlob } from './select.js';
 import { exportPosture } from './export.js';
+import { testVm } from './testing.js';
 
-function vm(name: string, over: Partial<Vm> = {}, config: Partial<Vm['config']> = {}): Vm {
-  return {
-    id: `id-${name}`,
-    name,
-    hostId: 'h1',
-    state: 'stopped',
-    simulated: true,
-    pendingRestart: false,
-    encryption: null,
-    locked: false,
-    lockedReason: null,
-    version: 1,
-    createdAt: 0,
-    updatedAt: 0,
-    ...over,
-    config: {
-      cpus: 1,
-      memoryMiB: 128,
-      firmware: 'efi',
-      secureBoot: false,
-      disks: [],
-      nics: [{ id: 'nic0', network: 'PCI' }],
-      tags: ['pci'],
-      ...config,
-    },
-  };
-}
+const vm = testVm;
 
 const POLICY = {
   id: 'vm-encryption-policy',
