@@ -24,8 +24,10 @@ export async function vmPage(ctx: PageContext, id: string): Promise<void> {
   const last = lastTask.get(vm.id);
   if (last !== undefined) taskPanel.append(taskView(last.task, last.label));
 
+  let busy = false;
   /** Starts an action that answers with a task, and follows it in the task panel. */
   const runTask = async (label: string, started: () => Promise<Task>): Promise<void> => {
+    busy = true;
     const show = (t: Task): void => {
       lastTask.set(vm.id, { task: t, label });
       taskPanel.replaceChildren(taskView(t, label));
@@ -39,11 +41,29 @@ export async function vmPage(ctx: PageContext, id: string): Promise<void> {
     } catch (err) {
       ctx.flash(err);
     }
+    busy = false;
     if (!ctx.signal.aborted) ctx.refresh();
   };
 
   const hostName = (hostId: string): string => hosts.find((x) => x.id === hostId)?.name ?? hostId;
+  // Changed elsewhere (the CLI, a script, another user)? Say so rather than re-render under
+  // the user's hands: the banner's button loads the page again.
+  const stale = h('div', { id: 'vm-stale' });
+  const seen = fingerprint(vm);
+  ctx.every(3000, async () => {
+    if (busy || stale.childElementCount > 0) return;
+    if (fingerprint(await ctx.api.getVm(id)) === seen) return;
+    stale.replaceChildren(
+      h(
+        'p',
+        { class: 'stale' },
+        'This VM was changed elsewhere. ',
+        h('button', { type: 'button', id: 'vm-reload', onclick: () => ctx.refresh() }, 'Reload'),
+      ),
+    );
+  });
   ctx.show(
+    stale,
     h('p', { class: 'crumbs' }, h('a', { href: '#/vms' }, 'Virtual machines'), ' / ', vm.name),
     h('h1', { id: 'vm-title' }, vm.name, ' ', vmBadges(vm)),
     details(vm, hostName, policies),
@@ -53,6 +73,11 @@ export async function vmPage(ctx: PageContext, id: string): Promise<void> {
     migration(ctx, vm, hosts, runTask),
     consoleView(ctx, vm),
   );
+}
+
+/** What the page shows of a VM that can change under it. */
+function fingerprint(vm: Vm): string {
+  return JSON.stringify([vm.version, vm.state, vm.hostId, vm.encryption, vm.locked, vm.pendingRestart]);
 }
 
 function details(vm: Vm, hostName: (id: string) => string, policies: readonly EncryptionPolicy[]): UiElement {

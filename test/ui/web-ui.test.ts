@@ -213,6 +213,15 @@ describe('web UI in headless Chromium', { concurrency: 1 }, () => {
     assert.equal((await p.api.getVm(vmId)).config.migrationEncryption, 'required');
   });
 
+  test('a change made elsewhere is announced on the VM page, and Reload shows it', async () => {
+    assert.equal(await page.locator('#vm-reload').count(), 0, 'nothing changed yet');
+    await p.api.updateVm(vmId, { memoryMiB: 96 }); // as the CLI or a script would
+    await page.locator('#vm-reload').waitFor();
+    await page.click('#vm-reload');
+    await page.locator('main dd', { hasText: '1 / 96 MiB' }).waitFor();
+    assert.equal(await page.locator('#vm-reload').count(), 0);
+  });
+
   test('the VM list shows each VM with its badges', async () => {
     await page.goto(`${origin}/ui/#/vms`);
     const row = page.locator('main tbody tr', { has: page.locator('a.vm-link', { hasText: 'ui-web-01' }) });
