@@ -311,7 +311,6 @@ export class VmCryptoService {
   }
 
   private async reconcile(vm: Vm, rt: VmRuntime): Promise<Vm> {
-    if (rt.operation !== undefined) return vm; // under way on the host: its end sets the record
     const hostRef = rt.encryption?.kekRef ?? null;
     const ourRef = vm.encryption ? kekRefOf(vm.encryption) : null;
     if (hostRef === ourRef) return vm;
