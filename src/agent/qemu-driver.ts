@@ -1229,13 +1229,7 @@ export class QemuDriver implements VmDriver {
       for (const m of mirrors) removeImage(m.path);
       this.vms.delete(id);
       trace('agent', 'migrated out', { vmId: id, migrationId: mig.id, bytes: result.bytes });
-      return {
-        bytes: result.bytes,
-        wireBytes: result.wireBytes,
-        elapsedMs: Math.round(result.elapsedMs),
-        bytesPerSecond: Math.round(result.bytesPerSecond),
-        cipher: result.cipher,
-      };
+      return outgoingResult(result);
     } catch (err) {
       sender.abort();
       await qmp.execute('migrate_cancel').catch(() => undefined);
@@ -1334,13 +1328,7 @@ export class QemuDriver implements VmDriver {
       rmSync(vm.home, { recursive: true, force: true });
       this.vms.delete(id);
       trace('agent', 'migrated out (stopped)', { vmId: id, migrationId: mig.id, bytes: result.bytes });
-      return {
-        bytes: result.bytes,
-        wireBytes: result.wireBytes,
-        elapsedMs: Math.round(result.elapsedMs),
-        bytesPerSecond: Math.round(result.bytesPerSecond),
-        cipher: result.cipher,
-      };
+      return outgoingResult(result);
     } catch (err) {
       sender.abort();
       throw wrap(`migrating VM ${id}`, err);
@@ -1808,6 +1796,17 @@ interface FileSink {
   /** Bytes written, once the one connection closed and the file is flushed. */
   written: Promise<number>;
   close(): void;
+}
+
+/** What the source reports of a finished outgoing migration (live or cold). */
+function outgoingResult(result: Awaited<MigrationSender['done']>): MigrationOutgoingResponse {
+  return {
+    bytes: result.bytes,
+    wireBytes: result.wireBytes,
+    elapsedMs: Math.round(result.elapsedMs),
+    bytesPerSecond: Math.round(result.bytesPerSecond),
+    cipher: result.cipher,
+  };
 }
 
 /** A unix socket that writes what its one connection sends into `path` (0600). */

@@ -287,7 +287,7 @@ export class VmCryptoService {
         // A listing asked for before this manager last set the VM's encryption may predate
         // an operation that has since committed (host first, then the record): following it
         // would undo that operation. The next tick's listing is newer.
-        const changed = this.vms.encryptionChangedAt.get(vm.id);
+        const changed = this.vms.encryptionChangedAt(vm.id);
         if (changed === undefined || changed < listedAt) vm = await this.reconcile(vm, rt);
         const now = Date.now();
         if (rt.locked && vm.encryption) {

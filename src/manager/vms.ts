@@ -323,11 +323,16 @@ export class VmService {
       `UPDATE vms SET crypto = $1, locked_reason = NULL, version = version + 1 WHERE id = $2`,
       [encryption ? toJson(encryption) : null, id],
     );
-    this.encryptionChangedAt.set(id, Date.now());
+    this.encryptionChanges.set(id, Date.now());
   }
 
+  /** When this manager last set each VM's encryption (ms), since it started. */
+  private readonly encryptionChanges = new Map<string, number>();
+
   /** When this manager last set the VM's encryption (ms), if it did since it started. */
-  encryptionChangedAt = new Map<string, number>();
+  encryptionChangedAt(id: string): number | undefined {
+    return this.encryptionChanges.get(id);
+  }
 
   async setLockedReason(id: string, reason: string | null): Promise<void> {
     await this.db.run(`UPDATE vms SET locked_reason = $1 WHERE id = $2`, [reason, id]);

@@ -12,6 +12,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { test } from 'node:test';
+import type { TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { KmipClient } from '../../src/kmip/client.js';
 
@@ -365,7 +366,27 @@ void test('hyperseal kms serve + kmip client, end to end through the binary', as
   }
 });
 
-/** `hyperseal up` (sim driver) in `root`: the key server on a free port, the manager on any. */
+/**
+ * `hyperseal up` (sim driver) in a fresh directory: the key server on a free port, the
+ * manager on any (the agent's port is fixed at join time); killed and removed after `t`.
+ */
+async function upInTemp(
+  t: TestContext,
+  extraEnv: Record<string, string>,
+): Promise<{ root: string; env: NodeJS.ProcessEnv; up: Daemon; agentPort: number }> {
+  const root = mkdtempSync(join(tmpdir(), 'hyperseal-up-'));
+  const env = childEnv(join(root, 'xdg'), extraEnv);
+  const started: Daemon[] = [];
+  t.after(async () => {
+    for (const d of started) if (d.child.exitCode === null) await stopDaemon(d, 'SIGKILL');
+    rmSync(root, { recursive: true, force: true });
+  });
+  const agentPort = await freePort();
+  const up = await startUp(root, env, agentPort);
+  started.push(up);
+  return { root, env, up, agentPort };
+}
+
 function startUp(root: string, env: NodeJS.ProcessEnv, agentPort: number): Promise<Daemon> {
   return startDaemon(
     (port) => [
@@ -387,18 +408,7 @@ function startUp(root: string, env: NodeJS.ProcessEnv, agentPort: number): Promi
 }
 
 void test('hyperseal up prints commands that work, and stops on SIGINT', async (t) => {
-  const root = mkdtempSync(join(tmpdir(), 'hyperseal-up-'));
-  const env = childEnv(join(root, 'xdg'));
-  const daemons: Daemon[] = [];
-  t.after(async () => {
-    for (const d of daemons) if (d.child.exitCode === null) await stopDaemon(d, 'SIGKILL');
-    rmSync(root, { recursive: true, force: true });
-  });
-
-  // The manager listens on a kernel-chosen port; the agent's port is fixed at join time.
-  const agentPort = await freePort();
-  const up = await startUp(root, env, agentPort);
-  daemons.push(up);
+  const { root, env, up, agentPort } = await upInTemp(t, {});
   const out = up.stdout();
   assert.match(out, /Hyperseal is up/);
   assert.match(out, new RegExp(`embedded KMIP key server\\s+${HOST}:${up.port}`));
@@ -447,16 +457,7 @@ void test('hyperseal up prints commands that work, and stops on SIGINT', async (
 });
 
 void test('`npm run up --demo` (npm passes it as npm_config_demo): two hosts, the demo VMs, the web UI', async (t) => {
-  const root = mkdtempSync(join(tmpdir(), 'hyperseal-up-demo-'));
-  const env = childEnv(join(root, 'xdg'), { npm_config_demo: 'true' });
-  const daemons: Daemon[] = [];
-  t.after(async () => {
-    for (const d of daemons) if (d.child.exitCode === null) await stopDaemon(d, 'SIGKILL');
-    rmSync(root, { recursive: true, force: true });
-  });
-  const agentPort = await freePort();
-  const up = await startUp(root, env, agentPort);
-  daemons.push(up);
+  const { root, up, agentPort } = await upInTemp(t, { npm_config_demo: 'true' });
   const out = up.stdout();
   assert.match(out, new RegExp(`host agent 2\\s+https://${HOST}:${agentPort + 1}`));
   assert.match(out, /demo VMs\s+web-01, db-01, web-02, legacy-01/);
