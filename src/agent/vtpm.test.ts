@@ -90,7 +90,7 @@ describe(
     void test(
       'an encrypted Secure Boot VM with vtpm: QEMU reports the TPM, swtpm outlives the agent, its state and NVRAM are encrypted',
       { timeout: 300_000 },
-      async () => {
+      async (t) => {
         const dataDir = join(work, 'agent');
         mkdirSync(dataDir);
         let driver = await openQemuDriver(dataDir, { accel: 'tcg' });
@@ -133,7 +133,7 @@ describe(
             assert.equal(tpms.length, 1, JSON.stringify(tpms));
             assert.equal(tpms[0]?.model, 'tpm-crb');
             assert.equal(tpms[0]?.options.type, 'emulator');
-            await qmp.execute('quit').catch(() => undefined);
+            await qmp.execute('quit').catch((err: unknown) => t.diagnostic(`quit: ${String(err)}`));
             quit = true;
           } finally {
             await qmp.close().catch(() => undefined);

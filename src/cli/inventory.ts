@@ -9,9 +9,11 @@ import { dirname, join, resolve } from 'node:path';
 import { HypersealError } from '../errors.js';
 import type {
   AlertRuleCreate,
+  AlertRuleUpdate,
   Event,
   ListEventsQuery,
   SyslogTargetCreate,
+  SyslogTargetUpdate,
   Task,
   Vm,
   VmCreate,
@@ -47,7 +49,10 @@ export const INVENTORY_HELP = `inventory commands (credentials: --credentials FI
   events verify | events tail [-f] [--json] | events export > events.jsonl
   syslog add --name N --host H --port P [--transport udp|tcp|tls] [--format rfc5424|json|ocsf] [--ca CA.pem] [--history]
   syslog list | syslog remove ID
+  syslog set ID [--name N] [--host H] [--port P] [--transport T] [--format F] [--ca CA.pem]
   alert add --file RULE.json | alert list | alert remove ID
+  alert set ID [--enable | --disable] [--severity S] [--name N] [--file FIELDS.json]
+      (ID may be the name; a webhook in FIELDS.json without its secret keeps the current one)
   (VM is a name or an id)`;
 
 const common = { json: { type: 'boolean' }, credentials: { type: 'string' } } as const;
@@ -555,6 +560,9 @@ export async function loggingCommand(noun: 'syslog' | 'alert', argv: string[]): 
       ca: { type: 'string' },
       file: { type: 'string' },
       history: { type: 'boolean' },
+      enable: { type: 'boolean' },
+      disable: { type: 'boolean' },
+      severity: { type: 'string' },
     },
     INVENTORY_HELP,
   );
@@ -581,7 +589,75 @@ export async function loggingCommand(noun: 'syslog' | 'alert', argv: string[]): 
       } else {
         const rules = await api.listAlertRules();
         printResult(rules, json, () =>
-          rules.map((r) => `${r.name}  ${r.id}\n  ${JSON.stringify(r.match)}`).join('\n'),
+          rules
+            .map(
+              (r) =>
+                `${r.name}  [${r.severity}${r.enabled ? '' : ', disabled'}]  ${r.id}\n  ${JSON.stringify(r.match)}`,
+            )
+            .join('\n'),
+        );
+      }
+      return 0;
+    }
+    if (verb === 'set') {
+      const given = p.positionals[0];
+      if (given === undefined) throw usageError(`${noun} set ID …`);
+      if (noun === 'syslog') {
+        const target = (await api.listSyslogTargets()).find((t) => t.id === given || t.name === given);
+        if (target === undefined) throw new HypersealError('HS_ERR_NOT_FOUND', `no syslog target ${given}`);
+        const transport = str(p, 'transport');
+        const format = str(p, 'format');
+        if (transport !== undefined && !['udp', 'tcp', 'tls'].includes(transport))
+          throw usageError('--transport is udp, tcp or tls');
+        if (format !== undefined && !['rfc5424', 'json', 'ocsf'].includes(format))
+          throw usageError('--format is rfc5424, json or ocsf');
+        const caPath = str(p, 'ca');
+        const name = str(p, 'name');
+        const host = str(p, 'host');
+        const port = int(p, 'port');
+        const patch: SyslogTargetUpdate = {
+          ...(name !== undefined ? { name } : {}),
+          ...(host !== undefined ? { host } : {}),
+          ...(port !== undefined ? { port } : {}),
+          ...(transport !== undefined ? { transport: transport as SyslogTargetCreate['transport'] } : {}),
+          ...(format !== undefined ? { format: format as NonNullable<SyslogTargetCreate['format']> } : {}),
+          ...(caPath !== undefined ? { caPem: readFileSync(caPath, 'utf8') } : {}),
+        };
+        if (Object.keys(patch).length === 0) throw usageError('syslog set ID: say what to change');
+        const t = await api.updateSyslogTarget(target.id, patch);
+        printResult(
+          t,
+          json,
+          () => `syslog target ${t.name}: ${t.transport}://${t.host}:${t.port} (${t.format})`,
+        );
+      } else {
+        const rule = (await api.listAlertRules()).find((r) => r.id === given || r.name === given);
+        if (rule === undefined) throw new HypersealError('HS_ERR_NOT_FOUND', `no alert rule ${given}`);
+        if (flag(p, 'enable') && flag(p, 'disable')) throw usageError('--enable or --disable, not both');
+        let fields: AlertRuleUpdate = {};
+        const file = str(p, 'file');
+        if (file !== undefined) {
+          try {
+            fields = JSON.parse(readFileSync(file, 'utf8')) as AlertRuleUpdate;
+          } catch (err) {
+            throw usageError(`cannot read the fields in ${file}: ${(err as Error).message}`);
+          }
+        }
+        const severity = str(p, 'severity');
+        const name = str(p, 'name');
+        const patch: AlertRuleUpdate = {
+          ...fields,
+          ...(flag(p, 'enable') ? { enabled: true } : {}),
+          ...(flag(p, 'disable') ? { enabled: false } : {}),
+          ...(severity !== undefined ? { severity } : {}),
+          ...(name !== undefined ? { name } : {}),
+        };
+        if (Object.keys(patch).length === 0) throw usageError('alert set ID: say what to change');
+        const r = await api.updateAlertRule(rule.id, patch);
+        printResult(
+          r,
+          json,
+          () => `alert rule ${r.name}: ${r.enabled ? 'enabled' : 'disabled'}, ${r.severity}`,
         );
       }
       return 0;

@@ -3,7 +3,7 @@
  * blob to its context (so a sealed value cannot be moved to another record). Layout:
  * version (1 byte) ‖ IV (12) ‖ tag (16) ‖ ciphertext. Uses OpenSSL (AES-NI) via node:crypto.
  */
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
 import { HypersealError } from '../errors.js';
 
 const VERSION = 1;
@@ -18,6 +18,16 @@ function checkKey(key: Buffer): void {
       `a sealing key must be ${KEY_BYTES} bytes, got ${key.length}`,
     );
   }
+}
+
+/**
+ * A 32-byte sealing key for one purpose, derived from the manager's master key
+ * (HKDF-SHA-256, the label as info): the master key itself never seals rows, each kind of
+ * row has its own key, and a leak of one gives neither the master key nor the others.
+ */
+export function deriveSealingKey(masterKey: Buffer, label: string): Buffer {
+  checkKey(masterKey);
+  return Buffer.from(hkdfSync('sha256', masterKey, Buffer.alloc(0), label, KEY_BYTES));
 }
 
 export function seal(key: Buffer, plaintext: Buffer, aad: Buffer): Buffer {

@@ -263,6 +263,12 @@ export const EventTypes = {
     done: '{user} added {object}',
     failed: '{user} failed to add {object}',
   },
+  'syslog.target-changed': {
+    severity: 'warning',
+    description: 'A syslog target was changed (address, transport, format or CA); changes show from → to.',
+    done: '{user} changed {object}',
+    failed: '{user} failed to change {object}',
+  },
   'syslog.target-removed': {
     severity: 'warning',
     description: 'A syslog target was removed; events no longer stream to it.',
@@ -274,6 +280,13 @@ export const EventTypes = {
     description: 'An alert rule was added (its webhook secret is never recorded).',
     done: '{user} added {object}',
     failed: '{user} failed to add {object}',
+  },
+  'alert.rule-changed': {
+    severity: 'warning',
+    description:
+      'An alert rule was changed (enabled, disabled, edited); changes show from → to, a new webhook secret only as changed.',
+    done: '{user} changed {object}',
+    failed: '{user} failed to change {object}',
   },
   'alert.rule-removed': {
     severity: 'warning',

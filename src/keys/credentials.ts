@@ -7,9 +7,9 @@
  * a key derived from the manager's master key, with the provider id as associated data,
  * so a sealed blob copied onto another provider's row does not open.
  */
-import { X509Certificate, createPrivateKey, createPublicKey, hkdfSync } from 'node:crypto';
+import { X509Certificate, createPrivateKey, createPublicKey } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
-import { KEY_BYTES, open, seal } from '../crypto/aead.js';
+import { deriveSealingKey, open, seal } from '../crypto/aead.js';
 import { HypersealError } from '../errors.js';
 
 /** One certificate as the API shows it (never the PEM of a key). */
@@ -35,10 +35,7 @@ const HKDF_INFO = 'hyperseal manager: key provider client keys v1';
  * leak of this key does not give the master key.
  */
 export function deriveKeyProviderSealingKey(masterKey: Buffer): Buffer {
-  if (masterKey.length !== KEY_BYTES) {
-    throw new HypersealError('HS_ERR_INTERNAL', `the master key must be ${KEY_BYTES} bytes`);
-  }
-  return Buffer.from(hkdfSync('sha256', masterKey, Buffer.alloc(0), HKDF_INFO, KEY_BYTES));
+  return deriveSealingKey(masterKey, HKDF_INFO);
 }
 
 function aad(providerId: string): Buffer {

@@ -99,11 +99,14 @@ export class HostService {
       this.simulated.set(h.id, facts.simulated);
       // An agent whose Secure Boot check failed answers facts only: the host is failed.
       const failed = facts.secureBoot?.enabled === true && facts.secureBoot.verification.result === 'failed';
+      // The event first: a crash between the two repeats it on the next connect rather than
+      // leaving a failed host whose failure was never reported, and whoever sees the state
+      // 'failed' finds its event already there.
+      if (failed && h.state !== 'failed') await this.recordVerificationFailure({ ...h, facts });
       await this.db.run(
         `UPDATE hosts SET facts = $1, simulated = $2, state = $3 WHERE id = $4 AND revoked_at IS NULL`,
         [toJson(facts), facts.simulated, failed ? 'failed' : 'connected', h.id],
       );
-      if (failed && h.state !== 'failed') await this.recordVerificationFailure({ ...h, facts });
     } catch {
       await this.db.run(`UPDATE hosts SET state = 'disconnected' WHERE id = $1 AND revoked_at IS NULL`, [
         h.id,
@@ -351,7 +354,7 @@ export class HostService {
       {
         type: 'host.verification-failed',
         object: { kind: 'host', id: h.id, name: h.name },
-        changes: [{ path: 'state', from: 'connected', to: 'failed' }],
+        changes: [{ path: 'state', from: h.state, to: 'failed' }],
         result: 'failure',
         message: `host ${h.name} failed Secure Boot verification and refuses to serve: ${v?.subject ?? '?'}${v?.file !== undefined ? ` at ${v.file}` : ''}: ${v?.message ?? ''} [${v?.code ?? '?'}]`,
       },

@@ -8,16 +8,25 @@
  * queueing it catches up from the store on its next start; a collector that is down only
  * makes the queue grow (it drains in order when the collector returns).
  */
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Event } from '../events/index.js';
 import type { AlertRule } from '../events/alerts/index.js';
-import { alertFor, compileRule, ruleToPublic, sendWebhook, validateRule } from '../events/alerts/index.js';
+import {
+  alertFor,
+  compileRule,
+  ruleFromStored,
+  ruleToPublic,
+  ruleToStored,
+  sendWebhook,
+  validateRule,
+} from '../events/alerts/index.js';
+import { diff } from '../events/diff.js';
+import { REDACTED } from '../events/redact.js';
 import { SyslogSink } from '../events/syslog/sink.js';
 import { HypersealError } from '../errors.js';
 import type { Db } from '../store/db.js';
-import { fromJson, toJson } from '../store/db.js';
 import { trace } from '../trace.js';
 import type { Actor, ManagerEvents } from './events.js';
 
@@ -62,9 +71,12 @@ export class LoggingService {
     private readonly db: Db,
     private readonly events: ManagerEvents,
     private readonly dataDir: string,
+    /** Seals webhook secrets in alert_rules (deriveSealingKey of the master key). */
+    private readonly secretsKey: Buffer,
   ) {}
 
   async start(): Promise<void> {
+    await this.resealLegacyRules();
     await this.reloadRules();
     for (const row of await this.db.query<TargetRow>(`SELECT * FROM syslog_targets ORDER BY name`)) {
       await this.open(row);
@@ -272,21 +284,101 @@ export class LoggingService {
     });
   }
 
+  /**
+   * Changes a target's name, address, transport, format or CA in place. The target keeps
+   * its id, its on-disk queue and its place in the event store, so nothing queued or not
+   * yet queued is lost (records already queued go out as they were formatted). The row is
+   * written first: a crash before the sink reopens leaves the new settings for the next start.
+   */
+  async updateTarget(
+    actor: Actor,
+    id: string,
+    patch: Partial<Omit<SyslogTarget, 'id'>>,
+  ): Promise<SyslogTarget> {
+    const row = await this.db.one<TargetRow>(`SELECT * FROM syslog_targets WHERE id = $1`, [id]);
+    if (row === undefined) throw new HypersealError('HS_ERR_NOT_FOUND', `no syslog target ${id}`);
+    const next: TargetRow = {
+      ...row,
+      name: patch.name ?? row.name,
+      host: patch.host ?? row.host,
+      port: patch.port ?? row.port,
+      transport: patch.transport ?? row.transport,
+      format: patch.format ?? row.format,
+      ca_pem: patch.caPem === undefined ? row.ca_pem : patch.caPem,
+    };
+    if (next.transport === 'tls' && !next.ca_pem) {
+      throw new HypersealError(
+        'HS_ERR_INVALID_ARGUMENT',
+        'a TLS syslog target needs caPem: the CA that signed the collector',
+      );
+    }
+    const changes = diff(targetView(row), targetView(next));
+    if (changes.length === 0) return publicTarget(row);
+    try {
+      await this.db.run(
+        `UPDATE syslog_targets SET name = $1, host = $2, port = $3, transport = $4, format = $5, ca_pem = $6
+         WHERE id = $7`,
+        [next.name, next.host, next.port, next.transport, next.format, next.ca_pem, id],
+      );
+    } catch (err) {
+      if (err instanceof HypersealError && err.code === 'HS_ERR_DB_CONFLICT') {
+        throw new HypersealError('HS_ERR_CONFLICT', `a syslog target named '${next.name}' already exists`);
+      }
+      throw err;
+    }
+    const t = this.targets.get(id);
+    if (t !== undefined) {
+      this.targets.delete(id);
+      await t.tail.catch(() => undefined);
+      await this.saveSeq(t);
+      await t.sink.close();
+    }
+    const reread = await this.db.one<TargetRow>(`SELECT * FROM syslog_targets WHERE id = $1`, [id]);
+    if (reread !== undefined) await this.open(reread);
+    await this.events.record(actor, {
+      type: 'syslog.target-changed',
+      object: { kind: 'syslog-target', id, name: next.name },
+      changes,
+    });
+    return publicTarget(next);
+  }
+
   // -- alert rules ---------------------------------------------------------------------
 
+  /**
+   * Rules stored before webhook secrets were sealed hold theirs in clear: seal them now.
+   * One UPDATE per rule, each complete in itself, so a crash midway leaves every rule
+   * readable and the next start finishes the job.
+   */
+  private async resealLegacyRules(): Promise<void> {
+    for (const row of await this.db.query<{ id: string; rule: string }>(`SELECT id, rule FROM alert_rules`)) {
+      const { rule, legacy } = ruleFromStored(row.rule, this.secretsKey);
+      if (!legacy) continue;
+      await this.db.run(`UPDATE alert_rules SET rule = $1 WHERE id = $2`, [
+        ruleToStored(rule, this.secretsKey),
+        row.id,
+      ]);
+      trace('events', 'alert rule webhook secret sealed', { rule: row.id });
+    }
+  }
+
+  private async loadRule(id: string): Promise<AlertRule> {
+    const row = await this.db.one<{ rule: string }>(`SELECT rule FROM alert_rules WHERE id = $1`, [id]);
+    if (row === undefined) throw new HypersealError('HS_ERR_NOT_FOUND', `no alert rule ${id}`);
+    return ruleFromStored(row.rule, this.secretsKey).rule;
+  }
+
   private async reloadRules(): Promise<void> {
-    const rows = await this.db.query<{ rule: string; enabled: boolean }>(
-      `SELECT rule, enabled FROM alert_rules`,
-    );
+    const rows = await this.db.query<{ rule: string }>(`SELECT rule FROM alert_rules`);
     this.rules = rows
-      .map((r) => validateRule(fromJson(r.rule)))
+      .map((r) => ruleFromStored(r.rule, this.secretsKey).rule)
       .filter((r) => r.enabled)
       .map((rule) => ({ rule, matcher: compileRule(rule) }));
   }
 
   async listRules(): Promise<unknown[]> {
     const rows = await this.db.query<{ rule: string }>(`SELECT rule FROM alert_rules ORDER BY name`);
-    return rows.map((r) => ruleToPublic(validateRule(fromJson(r.rule))));
+    return rows.map((r) => ruleToPublic(ruleFromStored(r.rule, this.secretsKey).rule));
   }
 
   async addRule(actor: Actor, input: unknown): Promise<unknown> {
@@ -299,13 +391,10 @@ export class LoggingService {
     try {
       await this.db.run(
         `INSERT INTO alert_rules (id, name, rule, enabled, created_at) VALUES ($1, $2, $3, $4, $5)`,
-        [rule.id, rule.name, toJson(rule), rule.enabled, Date.now()],
+        [rule.id, rule.name, ruleToStored(rule, this.secretsKey), rule.enabled, Date.now()],
       );
     } catch (err) {
-      if (err instanceof HypersealError && err.code === 'HS_ERR_DB_CONFLICT') {
-        throw new HypersealError('HS_ERR_CONFLICT', `an alert rule named '${rule.name}' already exists`);
-      }
-      throw err;
+      throw nameTaken(err, rule.name);
     }
     await this.reloadRules();
     const pub = ruleToPublic(rule);
@@ -315,6 +404,61 @@ export class LoggingService {
       changes: [{ path: 'rule', from: null, to: JSON.parse(JSON.stringify(pub)) as never }],
     });
     return pub;
+  }
+
+  /**
+   * Changes some of a rule's fields (name, enabled, severity, match, actions) in one write.
+   * A webhook given without its secret (or with '[redacted]', as the API shows it) keeps the
+   * rule's current secret, so a client can send back what it read. The event carries each
+   * changed field from → to; a new secret shows as a change of a redacted value, never the
+   * value. A patch that changes nothing records nothing.
+   */
+  async updateRule(actor: Actor, id: string, patch: Record<string, unknown>): Promise<unknown> {
+    const before = await this.loadRule(id);
+    if (patch['id'] !== undefined && patch['id'] !== id) {
+      throw new HypersealError('HS_ERR_INVALID_ARGUMENT', 'rule.id: a rule keeps its id');
+    }
+    let actions: unknown = patch['actions'] ?? before.actions;
+    const hook = (actions as { webhook?: Record<string, unknown> }).webhook;
+    if (
+      typeof hook === 'object' &&
+      hook !== null &&
+      (hook['secret'] === undefined || hook['secret'] === REDACTED)
+    ) {
+      const current = before.actions.webhook;
+      if (current === undefined) {
+        throw new HypersealError(
+          'HS_ERR_INVALID_ARGUMENT',
+          'rule.actions.webhook.secret: a new webhook needs its secret',
+        );
+      }
+      actions = { ...(actions as object), webhook: { ...hook, secret: current.secret } };
+    }
+    const after = validateRule({ ...before, ...patch, id, actions });
+    const changes = diff(withoutId(ruleToPublic(before)), withoutId(ruleToPublic(after)));
+    const oldHook = before.actions.webhook;
+    const newHook = after.actions.webhook;
+    if (oldHook !== undefined && newHook !== undefined && oldHook.secret !== newHook.secret) {
+      changes.push({ path: 'actions.webhook.secret', from: REDACTED, to: REDACTED });
+    }
+    if (changes.length === 0) return ruleToPublic(before);
+    try {
+      await this.db.run(`UPDATE alert_rules SET name = $1, rule = $2, enabled = $3 WHERE id = $4`, [
+        after.name,
+        ruleToStored(after, this.secretsKey),
+        after.enabled,
+        id,
+      ]);
+    } catch (err) {
+      throw nameTaken(err, after.name);
+    }
+    await this.reloadRules();
+    await this.events.record(actor, {
+      type: 'alert.rule-changed',
+      object: { kind: 'alert-rule', id, name: after.name },
+      changes,
+    });
+    return ruleToPublic(after);
   }
 
   async removeRule(actor: Actor, id: string): Promise<void> {
@@ -328,4 +472,32 @@ export class LoggingService {
       changes: [],
     });
   }
+}
+
+function withoutId(rule: object): object {
+  const { id: _id, ...rest } = rule as { id: string };
+  return rest;
+}
+
+/** The store's unique-name conflict as the API says it; anything else unchanged. */
+function nameTaken(err: unknown, name: string): unknown {
+  return err instanceof HypersealError && err.code === 'HS_ERR_DB_CONFLICT'
+    ? new HypersealError('HS_ERR_CONFLICT', `an alert rule named '${name}' already exists`)
+    : err;
+}
+
+/** What an event shows of a target's settings: the CA as a fingerprint, not the PEM. */
+function targetView(r: TargetRow): Record<string, unknown> {
+  return {
+    name: r.name,
+    host: r.host,
+    port: r.port,
+    transport: r.transport,
+    format: r.format,
+    ca: r.ca_pem ? `sha256:${createHash('sha256').update(r.ca_pem).digest('hex').slice(0, 16)}` : null,
+  };
+}
+
+function publicTarget(r: TargetRow): SyslogTarget {
+  return { id: r.id, name: r.name, host: r.host, port: r.port, transport: r.transport, format: r.format };
 }

@@ -15,6 +15,7 @@ import { isIP } from 'node:net';
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { MANAGER_IDENTITY } from '../agent/api.js';
+import { deriveSealingKey } from '../crypto/aead.js';
 import { readSealedFile, writeSealedFile } from '../crypto/sealed-file.js';
 import { HypersealError } from '../errors.js';
 import { writeFileAtomic } from '../fsutil.js';
@@ -78,6 +79,8 @@ export function managerOpenApi(): Record<string, unknown> {
 }
 
 const API_TITLE = 'Hyperseal manager API';
+/** HKDF label of the key that seals alert rules' webhook secrets in the database. */
+const ALERT_SECRETS_KEY_LABEL = 'hyperseal manager: alert rule webhook secrets v1';
 const API_VERSION = '1';
 
 export interface ManagerIdentityFiles {
@@ -171,7 +174,12 @@ export async function startManager(opts: ManagerOptions): Promise<RunningManager
   await users.ensureBuiltInRoles();
   const vms = new VmService(db, hosts, events, tasks);
   await vms.recoverPending();
-  const logging = new LoggingService(db, events, dataDir);
+  const logging = new LoggingService(
+    db,
+    events,
+    dataDir,
+    deriveSealingKey(masterKey, ALERT_SECRETS_KEY_LABEL),
+  );
   await logging.start();
   const keyProviders = new KeyProviderService(db, events, keyProviderSealingKey);
   keyProviderSealingKey.fill(0);

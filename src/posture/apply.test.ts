@@ -21,19 +21,21 @@ function vm(name: string, firmware: 'efi' | 'bios' = 'efi'): Vm {
 }
 
 /** Records calls; `refuse` names a method that answers with an error. */
-function fakeApi(refuse?: string): { api: Hyperseal; calls: string[] } {
+function fakeApi(refuse?: string): { api: Hyperseal; calls: string[]; args: unknown[][] } {
   const calls: string[] = [];
+  const argsOf: unknown[][] = [];
   const handler: ProxyHandler<object> = {
     get: (_t, method: string) =>
       method === 'then'
         ? undefined
         : async (...args: unknown[]) => {
             calls.push(`${method} ${typeof args[0] === 'string' ? args[0] : JSON.stringify(args[0])}`);
+            argsOf.push(args);
             if (method === refuse) throw new HypersealError('HS_ERR_CONFLICT', `${method} refused`);
             return {};
           },
   };
-  return { api: new Proxy({}, handler) as Hyperseal, calls };
+  return { api: new Proxy({}, handler) as Hyperseal, calls, args: argsOf };
 }
 
 const snap = (vms: Vm[], alertRules: AlertRule[] = []) => ({
@@ -81,7 +83,7 @@ void test('a blocked step is not sent: the run stops before it with HS_ERR_POSTU
   );
 });
 
-void test('replacing an alert rule reads its secret file first: missing, nothing is deleted', async () => {
+void test('updating an alert rule reads its secret file first: missing, nothing is called', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'hs-posture-'));
   const text = `version: 1
 alertRules:
@@ -95,7 +97,7 @@ alertRules:
   assert.ok(spec);
   const stored = { id: 'r1', ...publicAlertRule(spec), severity: 'warning' } as AlertRule;
   const plan = planPosture(posture, snap([], [stored]));
-  assert.equal(plan.steps[0]?.op, 'alert-rule.replace');
+  assert.equal(plan.steps[0]?.op, 'alert-rule.update');
   const missing = fakeApi();
   const out = await applyPlan(missing.api, plan);
   assert.equal(out.error?.code, 'HS_ERR_POSTURE_INVALID');
@@ -103,14 +105,17 @@ alertRules:
     out.error?.message ?? '',
     /alertRules\[0\]\.actions\.webhook\.secretFile: cannot read .*hook\.secret \(ENOENT\)/,
   );
-  assert.deepEqual(missing.calls, [], 'the old rule is still there');
+  assert.deepEqual(missing.calls, [], 'the rule is left as it was');
   const secret = 'a-webhook-secret-of-some-length';
   writeFileSync(join(dir, 'hook.secret'), `${secret}\n`, { mode: 0o600 });
   const ok = fakeApi();
   const done = await applyPlan(ok.api, plan);
   assert.equal(done.error, undefined);
-  assert.equal(ok.calls[0], 'deleteAlertRule r1');
-  assert.match(ok.calls[1] ?? '', /^createAlertRule .*"secret":"a-webhook-secret-of-some-length"/);
+  assert.deepEqual(ok.calls, ['updateAlertRule r1'], 'one call, in place');
+  assert.match(
+    JSON.stringify(ok.args[0]?.[1]),
+    /"severity":"critical".*"secret":"a-webhook-secret-of-some-length"/,
+  );
 });
 
 /** Encrypt tasks that take a little while; `fail` names a VM whose task fails. Counts overlap. */

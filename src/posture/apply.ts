@@ -92,9 +92,9 @@ export function describeStep(s: Step): string {
     'key-provider.set-certificate': 'install certificate',
     'key-provider.set-default': 'make default',
     'alert-rule.create': 'create',
-    'alert-rule.replace': 'replace (delete + create)',
+    'alert-rule.update': 'update',
     'syslog-target.create': 'create',
-    'syslog-target.replace': 'replace (delete + create)',
+    'syslog-target.update': 'update',
   };
   return `${s.kind} ${s.object}: ${verb[s.op]}${s.op === 'vm.update' ? ` ${what}` : ''}`;
 }
@@ -187,20 +187,16 @@ async function runStep(
     case 'alert-rule.create':
       await api.createAlertRule(alertRuleBody(s.spec));
       return undefined;
-    case 'alert-rule.replace': {
-      // Built (and its secret read) before the old rule goes: a missing file stops here.
-      const body = alertRuleBody(s.spec);
-      await api.deleteAlertRule(s.ruleId);
-      await api.createAlertRule(body);
+    case 'alert-rule.update':
+      // One call: the rule keeps its id, and the event shows each field from → to.
+      await api.updateAlertRule(s.ruleId, alertRuleBody(s.spec));
       return undefined;
-    }
     case 'syslog-target.create':
       await api.createSyslogTarget(syslogBody(s.spec));
       return undefined;
-    case 'syslog-target.replace': {
-      const body = syslogBody(s.spec);
-      await api.deleteSyslogTarget(s.targetId);
-      await api.createSyslogTarget(body);
+    case 'syslog-target.update': {
+      // In place: the target keeps its queue and its place in the event log.
+      await api.updateSyslogTarget(s.targetId, syslogBody(s.spec));
       return undefined;
     }
   }

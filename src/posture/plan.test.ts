@@ -69,14 +69,14 @@ function simulate(snap: Snapshot, plan: Plan): Snapshot {
         if (v) v.encryption = null;
         break;
       case 'alert-rule.create':
-      case 'alert-rule.replace':
+      case 'alert-rule.update':
         next.alertRules = [
           ...(next.alertRules ?? []).filter((r) => r.name !== s.spec.name),
           { id: `r-${s.spec.name}`, ...publicAlertRule(s.spec) } as AlertRule,
         ];
         break;
       case 'syslog-target.create':
-      case 'syslog-target.replace':
+      case 'syslog-target.update':
         next.syslogTargets = [
           ...(next.syslogTargets ?? []).filter((t) => t.name !== s.spec.name),
           {
@@ -181,8 +181,8 @@ syslogTargets:
   const plan = planPosture(p, snap);
   assert.ok(plan.steps.length > 0);
   assert.equal(plan.summary.blocked, 0, renderPlan(plan));
-  assert.deepEqual(plan.summary.alertRules, { create: 1, replace: 0 });
-  assert.deepEqual(plan.summary.syslogTargets, { create: 0, replace: 1 });
+  assert.deepEqual(plan.summary.alertRules, { create: 1, update: 0 });
+  assert.deepEqual(plan.summary.syslogTargets, { create: 0, update: 1 });
   const after = simulate(snap, plan);
   const again = planPosture(p, after);
   assert.deepEqual(again.steps, [], renderPlan(again));
@@ -340,7 +340,7 @@ void test('key providers: created with their files, servers and default updated,
   assert.match(summaryLine(plan.summary), /1 key provider to create, 1 key provider to update/);
 });
 
-void test('alert rules differing from the file are replaced (delete + create), the plan says so', () => {
+void test('alert rules and syslog targets differing from the file are updated in place', () => {
   const p = posture(`alertRules:
   - name: sb-off
     severity: critical
@@ -359,10 +359,9 @@ void test('alert rules differing from the file are replaced (delete + create), t
   const plan = planPosture(p, snapshot([], { alertRules: [older] }));
   assert.deepEqual(
     plan.steps.map((s) => [s.op, s.changes.map((c) => [c.field, c.from, c.to])]),
-    [['alert-rule.replace', [['severity', 'warning', 'critical']]]],
+    [['alert-rule.update', [['severity', 'warning', 'critical']]]],
   );
-  assert.match(renderPlan(plan), /alert rules are replaced: delete, then create/);
-  assert.equal(summaryLine(plan.summary), '1 alert rule to replace (delete + create)');
+  assert.equal(summaryLine(plan.summary), '1 alert rule to update');
   const syslog: SyslogTarget = {
     id: 't',
     name: 'x',
@@ -378,4 +377,21 @@ void test('alert rules differing from the file are replaced (delete + create), t
     ).steps,
     [],
   );
+  const moved = planPosture(
+    posture('syslogTargets: [{ name: x, host: h2, port: 6514, transport: udp }]\n'),
+    snapshot([], { syslogTargets: [syslog] }),
+  );
+  assert.deepEqual(
+    moved.steps.map((s) => [s.op, s.changes.map((c) => [c.field, c.from, c.to])]),
+    [
+      [
+        'syslog-target.update',
+        [
+          ['host', 'h', 'h2'],
+          ['port', 514, 6514],
+        ],
+      ],
+    ],
+  );
+  assert.equal(summaryLine(moved.summary), '1 syslog target to update');
 });

@@ -10,8 +10,8 @@
  * - What the manager would refuse is found here and marked `blocked` with the reason
  *   (Secure Boot or a vTPM on a BIOS VM, encrypting a running VM, …): the plan shows it
  *   up front, and apply stops when it reaches it.
- * - Nothing the posture does not mention is changed, and nothing is ever deleted
- *   (except an alert rule or syslog target replaced by one of the same name).
+ * - Nothing the posture does not mention is changed, and nothing is ever deleted: an alert
+ *   rule or syslog target that differs is updated in place (one call, same id).
  */
 import { HypersealError } from '../errors.js';
 import { ruleToPublic, validateRule } from '../events/alerts/rule.js';
@@ -61,7 +61,7 @@ export interface PlannedChange {
   note?: string;
 }
 
-/** One API operation (or two, for a replacement) that carries out some changes. */
+/** One API operation that carries out some changes. */
 export type StepOp =
   | { op: 'vm.update'; vmId: string; patch: VmPatch }
   | { op: 'vm.encrypt'; vmId: string; policyId: string }
@@ -76,9 +76,9 @@ export type StepOp =
   | { op: 'key-provider.set-certificate'; providerId: string; certFile: string }
   | { op: 'key-provider.set-default'; providerId: string }
   | { op: 'alert-rule.create'; spec: AlertRuleSpec }
-  | { op: 'alert-rule.replace'; ruleId: string; spec: AlertRuleSpec }
+  | { op: 'alert-rule.update'; ruleId: string; spec: AlertRuleSpec }
   | { op: 'syslog-target.create'; spec: SyslogTargetSpec }
-  | { op: 'syslog-target.replace'; targetId: string; spec: SyslogTargetSpec };
+  | { op: 'syslog-target.update'; targetId: string; spec: SyslogTargetSpec };
 
 export type Step = StepOp & {
   /** The rule it comes from: `vms[0]`, `keyProviders[1]`, … */
@@ -106,8 +106,8 @@ export interface PlanSummary {
   vms: number;
   blocked: number;
   keyProviders: { create: number; update: number };
-  alertRules: { create: number; replace: number };
-  syslogTargets: { create: number; replace: number };
+  alertRules: { create: number; update: number };
+  syslogTargets: { create: number; update: number };
 }
 
 export interface Plan {
@@ -477,13 +477,12 @@ function planAlertRule(spec: AlertRuleSpec, current: AlertRule[]): Step[] {
         field,
         from: haveRest[field] ?? null,
         to: want[field] ?? null,
-        note: 'alert rules are replaced: delete, then create',
       });
     }
   }
   return changes.length === 0
     ? []
-    : [step({ op: 'alert-rule.replace', ruleId: id, spec }, spec.key, base, changes)];
+    : [step({ op: 'alert-rule.update', ruleId: id, spec }, spec.key, base, changes)];
 }
 
 function planSyslogTarget(spec: SyslogTargetSpec, current: SyslogTarget[]): Step[] {
@@ -510,13 +509,12 @@ function planSyslogTarget(spec: SyslogTargetSpec, current: SyslogTarget[]): Step
         field,
         from: have[field],
         to: want[field],
-        note: 'syslog targets are replaced: delete, then create (its queue starts afresh)',
       });
     }
   }
   return changes.length === 0
     ? []
-    : [step({ op: 'syslog-target.replace', targetId: have.id, spec }, spec.key, base, changes)];
+    : [step({ op: 'syslog-target.update', targetId: have.id, spec }, spec.key, base, changes)];
 }
 
 /** The plan that makes `snap` match `posture`. Throws HS_ERR_POSTURE_CONFLICT. */
@@ -588,8 +586,8 @@ export function planPosture(posture: Posture, snap: Snapshot): Plan {
             .map((s) => s.object),
         ).size,
       },
-      alertRules: { create: count('alert-rule.create'), replace: count('alert-rule.replace') },
-      syslogTargets: { create: count('syslog-target.create'), replace: count('syslog-target.replace') },
+      alertRules: { create: count('alert-rule.create'), update: count('alert-rule.update') },
+      syslogTargets: { create: count('syslog-target.create'), update: count('syslog-target.update') },
     },
   };
 }
@@ -602,11 +600,9 @@ export function summaryLine(s: PlanSummary): string {
   if (s.keyProviders.create > 0) parts.push(`${n(s.keyProviders.create, 'key provider')} to create`);
   if (s.keyProviders.update > 0) parts.push(`${n(s.keyProviders.update, 'key provider')} to update`);
   if (s.alertRules.create > 0) parts.push(`${n(s.alertRules.create, 'alert rule')} to create`);
-  if (s.alertRules.replace > 0)
-    parts.push(`${n(s.alertRules.replace, 'alert rule')} to replace (delete + create)`);
+  if (s.alertRules.update > 0) parts.push(`${n(s.alertRules.update, 'alert rule')} to update`);
   if (s.syslogTargets.create > 0) parts.push(`${n(s.syslogTargets.create, 'syslog target')} to create`);
-  if (s.syslogTargets.replace > 0)
-    parts.push(`${n(s.syslogTargets.replace, 'syslog target')} to replace (delete + create)`);
+  if (s.syslogTargets.update > 0) parts.push(`${n(s.syslogTargets.update, 'syslog target')} to update`);
   if (parts.length === 0) return 'nothing to change: the state matches the posture';
   if (s.blocked > 0) parts.push(`${n(s.blocked, 'change')} blocked (apply stops at the first)`);
   return parts.join(', ');

@@ -390,11 +390,30 @@ export interface KeyServerTestResult {
   };
 }
 
+/** The fields to change; the others keep their values */
+export interface AlertRuleUpdate {
+  name?: string;
+  enabled?: boolean;
+  severity?: string;
+  match?: Record<string, unknown>;
+  actions?: Record<string, unknown>;
+}
+
 export interface SecureBootKeySetUpdate {
   pk: SecureBootKeyEntry;
   kek: SecureBootKeyEntry[];
   db: SecureBootKeyEntry[];
   dbx?: SecureBootKeyEntry[];
+}
+
+/** The fields to change; the others keep their values */
+export interface SyslogTargetUpdate {
+  name?: string;
+  host?: string;
+  port?: number;
+  transport?: "udp" | "tcp" | "tls";
+  format?: "rfc5424" | "json" | "ocsf";
+  caPem?: string | null;
 }
 
 export interface VmPatch {
@@ -768,8 +787,10 @@ export const operations = {
   streamEvents: { method: 'GET', path: '/events/stream', privilege: "event.read" },
   testKeyProvider: { method: 'POST', path: '/key-providers/{id}/actions/test', privilege: "crypto.manageKeyServers" },
   unlockVm: { method: 'POST', path: '/vms/{id}/actions/unlock', privilege: "crypto.registerVm" },
+  updateAlertRule: { method: 'PATCH', path: '/alert-rules/{id}', privilege: "alert.manage" },
   updateKeyProvider: { method: 'PATCH', path: '/key-providers/{id}', privilege: "crypto.manageKeyServers" },
   updateSecureBootKeySet: { method: 'PUT', path: '/secure-boot/key-sets/{id}', privilege: "secureboot.manage" },
+  updateSyslogTarget: { method: 'PATCH', path: '/syslog-targets/{id}', privilege: "syslog.manage" },
   updateVm: { method: 'PATCH', path: '/vms/{id}', privilege: "vm.reconfigure" },
   verifyEvents: { method: 'GET', path: '/events/verify', privilege: "event.read" },
 } as const;
@@ -1109,6 +1130,11 @@ export class HypersealApi {
     return this.transport.request<Vm>('POST', `/vms/${encodeURIComponent(id)}/actions/unlock`);
   }
 
+  /** Change an alert rule (enable, disable, edit) in one step; a webhook sent without its secret keeps the current one. `PATCH /alert-rules/{id}` (privilege: alert.manage). */
+  updateAlertRule(id: string, body: AlertRuleUpdate = {}): Promise<AlertRule> {
+    return this.transport.request<AlertRule>('PATCH', `/alert-rules/${encodeURIComponent(id)}`, { body });
+  }
+
   /** Replace a key provider’s servers and/or CA bundle. `PATCH /key-providers/{id}` (privilege: crypto.manageKeyServers). */
   updateKeyProvider(id: string, body: UpdateKeyProviderBody = {}): Promise<KeyProvider> {
     return this.transport.request<KeyProvider>('PATCH', `/key-providers/${encodeURIComponent(id)}`, { body });
@@ -1117,6 +1143,11 @@ export class HypersealApi {
   /** Replace the keys of a key set (VMs using it get a new variable store at their next power-on). `PUT /secure-boot/key-sets/{id}` (privilege: secureboot.manage). */
   updateSecureBootKeySet(id: string, body: SecureBootKeySetUpdate): Promise<SecureBootKeySet> {
     return this.transport.request<SecureBootKeySet>('PUT', `/secure-boot/key-sets/${encodeURIComponent(id)}`, { body });
+  }
+
+  /** Change a syslog target in place; its queue and position in the event log are kept. `PATCH /syslog-targets/{id}` (privilege: syslog.manage). */
+  updateSyslogTarget(id: string, body: SyslogTargetUpdate = {}): Promise<SyslogTarget> {
+    return this.transport.request<SyslogTarget>('PATCH', `/syslog-targets/${encodeURIComponent(id)}`, { body });
   }
 
   /** Reconfigure a VM (hardware changes on a running VM apply at its next power-on). `PATCH /vms/{id}` (privilege: vm.reconfigure). */

@@ -140,6 +140,13 @@ describe('hyperseal syslog / alert', { concurrency: 1 }, () => {
     assert.equal(created.format, 'json');
     const list = await runCli(['syslog', 'list'], creds);
     assert.match(list.stdout, /siem\s+udp:\/\/127\.0\.0\.1:5514\s+json/);
+    const set = await runCli(['syslog', 'set', 'siem', '--port', '5515', '--format', 'ocsf'], creds);
+    assert.equal(set.code, 0, set.stderr);
+    assert.match(set.stdout, /syslog target siem: udp:\/\/127\.0\.0\.1:5515 \(ocsf\)/);
+    const same = (await p.api.listSyslogTargets())[0];
+    assert.equal(same?.id, created.id, 'changed in place');
+    const nothing = await runCli(['syslog', 'set', 'siem'], creds);
+    assert.equal(nothing.code, 2);
     const removed = await runCli(['syslog', 'remove', created.id], creds);
     assert.equal(removed.code, 0, removed.stderr);
     assert.deepEqual(await p.api.listSyslogTargets(), []);
@@ -157,7 +164,21 @@ describe('hyperseal syslog / alert', { concurrency: 1 }, () => {
     assert.ok(rule);
     assert.match(
       (await runCli(['alert', 'list'], creds)).stdout,
-      /resets {2}\S+\n {2}\{"types":\["vm\.reset"\]\}/,
+      /resets {2}\[warning\] {2}\S+\n {2}\{"types":\["vm\.reset"\]\}/,
+    );
+    const off = await runCli(['alert', 'set', 'resets', '--disable', '--severity', 'critical'], creds);
+    assert.equal(off.code, 0, off.stderr);
+    assert.match(off.stdout, /alert rule resets: disabled, critical/);
+    assert.match((await runCli(['alert', 'list'], creds)).stdout, /resets {2}\[critical, disabled\]/);
+    const both = await runCli(['alert', 'set', 'resets', '--enable', '--disable'], creds);
+    assert.equal(both.code, 2);
+    const changed = (await p.api.listEvents({ type: 'alert.rule-changed', limit: 5 }))[0];
+    assert.deepEqual(
+      changed?.changes.map((c) => [c.path, c.from, c.to]),
+      [
+        ['enabled', true, false],
+        ['severity', 'warning', 'critical'],
+      ],
     );
     assert.equal((await runCli(['alert', 'remove', rule.id], creds)).code, 0);
     assert.equal((await p.api.listAlertRules()).length, 0);

@@ -39,3 +39,4 @@ export {
   type WebhookOptions,
 } from './webhook.js';
 export { compileGlob } from './glob.js';
+export { ruleFromStored, ruleToStored } from './stored.js';

@@ -19,6 +19,23 @@ const SyslogTargetBody = Type.Object(
   { title: 'SyslogTargetCreate', additionalProperties: false },
 );
 
+const SyslogTargetPatch = Type.Object(
+  {
+    name: Type.Optional(Name),
+    host: Type.Optional(Type.String({ minLength: 1, maxLength: 253 })),
+    port: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535 })),
+    transport: Type.Optional(Type.Union([Type.Literal('udp'), Type.Literal('tcp'), Type.Literal('tls')])),
+    format: Type.Optional(Type.Union([Type.Literal('rfc5424'), Type.Literal('json'), Type.Literal('ocsf')])),
+    caPem: Type.Optional(Type.Union([Type.String({ maxLength: 65_536 }), Type.Null()])),
+  },
+  {
+    title: 'SyslogTargetUpdate',
+    additionalProperties: false,
+    minProperties: 1,
+    description: 'The fields to change; the others keep their values',
+  },
+);
+
 const SyslogTarget = Type.Object(
   {
     id: Type.String(),
@@ -68,6 +85,22 @@ const AlertRuleBody = Type.Object(
   },
 );
 
+const AlertRulePatch = Type.Object(
+  {
+    name: Type.Optional(Type.String({ minLength: 1, maxLength: 120 })),
+    enabled: Type.Optional(Type.Boolean()),
+    severity: Type.Optional(Type.String()),
+    match: Type.Optional(Type.Object({}, { additionalProperties: true })),
+    actions: Type.Optional(Type.Object({}, { additionalProperties: true })),
+  },
+  {
+    title: 'AlertRuleUpdate',
+    additionalProperties: false,
+    minProperties: 1,
+    description: 'The fields to change; the others keep their values',
+  },
+);
+
 export function loggingRoutes(s: ManagerServices): AnyRoute[] {
   return [
     route({
@@ -98,6 +131,26 @@ export function loggingRoutes(s: ManagerServices): AnyRoute[] {
           format: body.format ?? 'rfc5424',
           ...(body.caPem !== undefined ? { caPem: body.caPem } : {}),
           ...(body.fromSeq !== undefined ? { fromSeq: body.fromSeq } : {}),
+        }),
+    }),
+    route({
+      method: 'PATCH',
+      url: '/syslog-targets/:id',
+      summary: 'Change a syslog target in place; its queue and position in the event log are kept',
+      tag: 'logging',
+      privilege: 'syslog.manage',
+      event: 'syslog.target-changed',
+      params: IdParams,
+      body: SyslogTargetPatch,
+      response: SyslogTarget,
+      handler: ({ params, body, user, ip }) =>
+        s.logging.updateTarget(actorOf(user, ip), params.id, {
+          ...(body.name !== undefined ? { name: body.name } : {}),
+          ...(body.host !== undefined ? { host: body.host } : {}),
+          ...(body.port !== undefined ? { port: body.port } : {}),
+          ...(body.transport !== undefined ? { transport: body.transport } : {}),
+          ...(body.format !== undefined ? { format: body.format } : {}),
+          ...(body.caPem !== undefined ? { caPem: body.caPem } : {}),
         }),
     }),
     route({
@@ -135,6 +188,20 @@ export function loggingRoutes(s: ManagerServices): AnyRoute[] {
       response: AlertRule,
       status: 201,
       handler: async ({ body, user, ip }) => (await s.logging.addRule(actorOf(user, ip), body)) as never,
+    }),
+    route({
+      method: 'PATCH',
+      url: '/alert-rules/:id',
+      summary:
+        'Change an alert rule (enable, disable, edit) in one step; a webhook sent without its secret keeps the current one',
+      tag: 'logging',
+      privilege: 'alert.manage',
+      event: 'alert.rule-changed',
+      params: IdParams,
+      body: AlertRulePatch,
+      response: AlertRule,
+      handler: async ({ params, body, user, ip }) =>
+        (await s.logging.updateRule(actorOf(user, ip), params.id, body)) as never,
     }),
     route({
       method: 'DELETE',
