@@ -8,7 +8,7 @@ import { keyProviderCommand, KEY_PROVIDER_HELP } from './key-providers.js';
 import { ExitCode, exitCodeOf, printError } from './output.js';
 import { applyCommand, exportCommand, POSTURE_HELP } from './posture.js';
 import { upCommand } from './up.js';
-import { userCommand, USER_HELP } from './users.js';
+import { tokenCommand, userCommand, TOKEN_HELP, USER_HELP } from './users.js';
 import { agentCommand, DAEMON_HELP, managerCommand } from './daemons.js';
 import {
   eventCommand,
@@ -32,6 +32,8 @@ usage: hyperseal <command> [options]
                      inventory and lifecycle over the REST API
   user list|create|set-roles
                      users, their roles, passwords for the web UI
+  token list|create|revoke
+                     API tokens: yours, or another user's with --user
   key-provider add|add-csr|set-cert|list|show|test|default|remove
                      KMIP key providers of the manager (VM keys)
   kms serve|client-cert|grant|backup|backup verify|backup-status|restore|rotate-master-key|init-replica
@@ -51,6 +53,8 @@ ${DAEMON_HELP}
 ${INVENTORY_HELP}
 
 ${USER_HELP}
+
+${TOKEN_HELP}
 
 ${KEY_PROVIDER_HELP}
 
@@ -123,6 +127,9 @@ async function main(argv: string[]): Promise<number> {
     case 'user':
     case 'users':
       return userCommand(rest);
+    case 'token':
+    case 'tokens':
+      return tokenCommand(rest);
     case 'apply':
       return applyCommand(rest);
     case 'export':

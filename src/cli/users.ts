@@ -6,7 +6,7 @@
 import { HypersealError } from '../errors.js';
 import type { User } from '../sdk/api.gen.js';
 import { ApiClient } from '../sdk/client.js';
-import { flag, need, parse, str, usageError } from './args.js';
+import { flag, int, need, parse, str, usageError } from './args.js';
 import { printResult, table } from './output.js';
 import { readSecret } from './secret.js';
 
@@ -17,11 +17,21 @@ export const USER_HELP = `users (web UI sign-in and API tokens; needs user.manag
       hidden prompt; roles: Administrator, No Cryptography Administrator, Read-only, Auditor, or custom
   user set-roles NAME --role ROLE …`;
 
+export const TOKEN_HELP = `API tokens (your own; another user's with --user, which needs user.read / user.manage)
+  token list [--user NAME] [--json]
+      name, first characters, created, expires, last used (to the minute); never the token
+  token create NAME [--ttl-days N] [--user NAME]
+      prints the new token once: store it like a password
+  token revoke ID [--user NAME]
+      requests with it are refused from then on`;
+
 const OPTIONS = {
   json: { type: 'boolean' },
   credentials: { type: 'string' },
   role: { type: 'string', multiple: true },
   'no-password': { type: 'boolean' },
+  user: { type: 'string' },
+  'ttl-days': { type: 'string' },
 } as const;
 
 function roles(p: ReturnType<typeof parse>, usage: string): string[] {
@@ -85,6 +95,61 @@ export async function userCommand(argv: string[]): Promise<number> {
       }
       default:
         throw usageError(`unknown user command '${verb ?? ''}'\n${USER_HELP}`);
+    }
+  } finally {
+    api.close();
+  }
+}
+
+function day(ms: number | null): string {
+  return ms === null ? '' : new Date(ms).toISOString().slice(0, 16).replace('T', ' ');
+}
+
+export async function tokenCommand(argv: string[]): Promise<number> {
+  const [verb, ...rest] = argv;
+  const p = parse(rest, OPTIONS, TOKEN_HELP);
+  const json = flag(p, 'json');
+  const api = ApiClient.fromCredentials(str(p, 'credentials'));
+  try {
+    const userName = str(p, 'user');
+    const user = userName === undefined ? undefined : await findUser(api, userName);
+    switch (verb) {
+      case 'list': {
+        const tokens = user === undefined ? await api.listTokens() : await api.listUserTokens(user.id);
+        printResult(tokens, json, () =>
+          table([
+            ['NAME', 'TOKEN', 'CREATED', 'EXPIRES', 'LAST USED', 'ID'],
+            ...tokens.map((t) => [
+              t.name,
+              t.hint,
+              day(t.createdAt),
+              day(t.expiresAt),
+              day(t.lastUsedAt),
+              t.id,
+            ]),
+          ]),
+        );
+        return 0;
+      }
+      case 'create': {
+        const name = p.positionals[0] ?? need(p, 'name', 'token create NAME [--ttl-days N]');
+        const days = int(p, 'ttl-days');
+        if (days !== undefined && days < 1) throw usageError('--ttl-days must be 1 or more');
+        const body = { name, ...(days !== undefined ? { ttlMs: days * 86_400_000 } : {}) };
+        const created =
+          user === undefined ? await api.createToken(body) : await api.createUserToken(user.id, body);
+        printResult(created, json, () => `${created.token}\n(token ${name}, id ${created.id}: shown once)`);
+        return 0;
+      }
+      case 'revoke': {
+        const id = p.positionals[0];
+        if (id === undefined) throw usageError('token revoke ID [--user NAME]');
+        await (user === undefined ? api.deleteToken(id) : api.deleteUserToken(user.id, id));
+        printResult({ revoked: id }, json, () => `revoked token ${id}`);
+        return 0;
+      }
+      default:
+        throw usageError(`unknown token command '${verb ?? ''}'\n${TOKEN_HELP}`);
     }
   } finally {
     api.close();

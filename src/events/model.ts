@@ -373,6 +373,12 @@ export const EventTypes = {
     done: '{user} created an API token for {object}',
     failed: '{user} failed to create an API token for {object}',
   },
+  'user.token-revoked': {
+    severity: 'warning',
+    description: 'An API token was revoked; requests with it are refused from then on.',
+    done: '{user} revoked an API token of {object}',
+    failed: '{user} failed to revoke an API token of {object}',
+  },
   'user.roles-changed': {
     severity: 'warning',
     description: 'A user’s roles or privileges changed; changes show from → to.',

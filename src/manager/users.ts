@@ -32,6 +32,9 @@ export interface UserView {
 }
 
 export class UserService {
+  /** When each token's last_used_at was last written: at most one write a minute per token. */
+  private readonly usageWritten = new Map<string, number>();
+
   constructor(
     private readonly db: Db,
     private readonly events: EventRecorder,
@@ -276,8 +279,9 @@ export class UserService {
     const t = newApiToken(new Date(), ttlMs);
     const id = randomUUID();
     await this.db.run(
-      `INSERT INTO api_tokens (id, user_id, token_hash, name, created_at, last_used_at, expires_at) VALUES ($1, $2, $3, $4, $5, NULL, $6)`,
-      [id, userId, t.record.tokenHash, name, Date.now(), t.record.expiresAt?.getTime() ?? null],
+      `INSERT INTO api_tokens (id, user_id, token_hash, name, created_at, last_used_at, expires_at, hint)
+       VALUES ($1, $2, $3, $4, $5, NULL, $6, $7)`,
+      [id, userId, t.record.tokenHash, name, Date.now(), t.record.expiresAt?.getTime() ?? null, t.hint],
     );
     const user = await this.get(userId);
     await this.events.record(actor, {
@@ -286,6 +290,64 @@ export class UserService {
       changes: [{ path: `tokens[${name}]`, from: null, to: t.hint }],
     });
     return { id, token: t.token };
+  }
+
+  /** A user's API tokens: names, dates and the first characters, never the token or its hash. */
+  async listTokens(userId: string): Promise<ApiTokenInfo[]> {
+    await this.get(userId);
+    const rows = await this.db.query<{
+      id: string;
+      name: string;
+      hint: string | null;
+      created_at: number;
+      expires_at: number | null;
+      last_used_at: number | null;
+    }>(
+      `SELECT id, name, hint, created_at, expires_at, last_used_at FROM api_tokens WHERE user_id = $1
+       ORDER BY created_at, id`,
+      [userId],
+    );
+    return rows.map((r) => ({
+      id: r.id,
+      name: r.name,
+      hint: r.hint ?? '',
+      createdAt: Number(r.created_at),
+      expiresAt: r.expires_at === null ? null : Number(r.expires_at),
+      lastUsedAt: r.last_used_at === null ? null : Number(r.last_used_at),
+    }));
+  }
+
+  /**
+   * Revokes one of a user's API tokens: deleted, so the next request with it is refused
+   * (401). A token id of another user is not found: nobody revokes a token through the
+   * wrong user.
+   */
+  async revokeToken(actor: Actor, userId: string, tokenId: string): Promise<void> {
+    const user = await this.get(userId);
+    const row = await this.db.one<{ name: string; hint: string | null }>(
+      `SELECT name, hint FROM api_tokens WHERE id = $1 AND user_id = $2`,
+      [tokenId, userId],
+    );
+    if (row === undefined) {
+      throw new HypersealError('HS_ERR_NOT_FOUND', `user ${user.name} has no API token ${tokenId}`);
+    }
+    await this.db.run(`DELETE FROM api_tokens WHERE id = $1 AND user_id = $2`, [tokenId, userId]);
+    await this.events.record(actor, {
+      type: 'user.token-revoked',
+      object: { kind: 'user', id: userId, name: user.name },
+      changes: [{ path: `tokens[${row.name}]`, from: row.hint ?? tokenId, to: null }],
+    });
+  }
+
+  /** Records when a token was last used, at most once a minute per token (a write per call would cost). */
+  private noteTokenUse(tokenHash: string, now: number): void {
+    const last = this.usageWritten.get(tokenHash) ?? 0;
+    if (now - last < 60_000) return;
+    this.usageWritten.set(tokenHash, now);
+    if (this.usageWritten.size > 10_000) this.usageWritten.clear();
+    void this.db
+      .run(`UPDATE api_tokens SET last_used_at = $1 WHERE token_hash = $2`, [now, tokenHash])
+      .catch(() => undefined);
   }
 
   /** Bearer API token or session cookie → the caller, or undefined (then the route answers 401). */
@@ -314,7 +376,9 @@ export class UserService {
             },
         now,
       );
-      return this.principal(row?.user_id ?? '', 'token');
+      const principal = await this.principal(row?.user_id ?? '', 'token');
+      if (principal !== undefined && row !== undefined) this.noteTokenUse(row.token_hash, now.getTime());
+      return principal;
     }
     const cookie = parseCookie(request.headers.cookie ?? '')[SESSION_COOKIE];
     if (cookie !== undefined) {
@@ -353,6 +417,16 @@ export class UserService {
     }
     return { userId, name: user.name, privileges: await this.privilegesOf(userId), via };
   }
+}
+
+export interface ApiTokenInfo {
+  id: string;
+  name: string;
+  /** The token's first characters (`hs_abcd…`), to tell tokens apart. */
+  hint: string;
+  createdAt: number;
+  expiresAt: number | null;
+  lastUsedAt: number | null;
 }
 
 export function parseCookie(header: string): Record<string, string> {

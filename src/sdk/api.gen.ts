@@ -362,6 +362,17 @@ export interface Change {
   to: unknown;
 }
 
+export interface ApiToken {
+  id: string;
+  name: string;
+  /** the token's first characters, to tell tokens apart */
+  hint: string;
+  createdAt: number;
+  expiresAt: number | null;
+  /** to the minute */
+  lastUsedAt: number | null;
+}
+
 /** The destination host */
 export interface MigrateBody {
   hostId: string;
@@ -621,7 +632,11 @@ export type ListTasksQuery = {
 
 export type ListTasksResponse = Task[];
 
+export type ListTokensResponse = ApiToken[];
+
 export type ListUsersResponse = User[];
+
+export type ListUserTokensResponse = ApiToken[];
 
 export type ListVmsQuery = {
   limit?: number;
@@ -744,6 +759,8 @@ export const operations = {
   deleteKeyProvider: { method: 'DELETE', path: '/key-providers/{id}', privilege: "crypto.manageKeyServers" },
   deleteSecureBootKeySet: { method: 'DELETE', path: '/secure-boot/key-sets/{id}', privilege: "secureboot.manage" },
   deleteSyslogTarget: { method: 'DELETE', path: '/syslog-targets/{id}', privilege: "syslog.manage" },
+  deleteToken: { method: 'DELETE', path: '/tokens/{id}', privilege: "authenticated" },
+  deleteUserToken: { method: 'DELETE', path: '/users/{id}/tokens/{tokenId}', privilege: "user.manage" },
   deleteVm: { method: 'DELETE', path: '/vms/{id}', privilege: "vm.delete" },
   encryptVm: { method: 'POST', path: '/vms/{id}/actions/encrypt', privilege: "crypto.encrypt" },
   enrollHost: { method: 'POST', path: '/hosts/enroll', privilege: "public" },
@@ -770,7 +787,9 @@ export const operations = {
   listSecureBootKeySets: { method: 'GET', path: '/secure-boot/key-sets', privilege: "vm.read" },
   listSyslogTargets: { method: 'GET', path: '/syslog-targets', privilege: "syslog.manage" },
   listTasks: { method: 'GET', path: '/tasks', privilege: "task.read" },
+  listTokens: { method: 'GET', path: '/tokens', privilege: "authenticated" },
   listUsers: { method: 'GET', path: '/users', privilege: "user.read" },
+  listUserTokens: { method: 'GET', path: '/users/{id}/tokens', privilege: "user.read" },
   listVms: { method: 'GET', path: '/vms', privilege: "vm.read" },
   login: { method: 'POST', path: '/session', privilege: "public" },
   logout: { method: 'DELETE', path: '/session', privilege: "authenticated" },
@@ -915,6 +934,16 @@ export class HypersealApi {
     return this.transport.request<void>('DELETE', `/syslog-targets/${encodeURIComponent(id)}`);
   }
 
+  /** Revoke one of your own API tokens. `DELETE /tokens/{id}` (privilege: authenticated). */
+  deleteToken(id: string): Promise<void> {
+    return this.transport.request<void>('DELETE', `/tokens/${encodeURIComponent(id)}`);
+  }
+
+  /** Revoke a user's API token. `DELETE /users/{id}/tokens/{tokenId}` (privilege: user.manage). */
+  deleteUserToken(id: string, tokenId: string): Promise<void> {
+    return this.transport.request<void>('DELETE', `/users/${encodeURIComponent(id)}/tokens/${encodeURIComponent(tokenId)}`);
+  }
+
   /** Delete a powered-off VM and its disks. `DELETE /vms/{id}` (privilege: vm.delete). */
   deleteVm(id: string): Promise<void> {
     return this.transport.request<void>('DELETE', `/vms/${encodeURIComponent(id)}`);
@@ -1045,9 +1074,19 @@ export class HypersealApi {
     return this.transport.request<ListTasksResponse>('GET', `/tasks`, { query });
   }
 
+  /** List your own API tokens (never the tokens themselves). `GET /tokens` (privilege: authenticated). */
+  listTokens(): Promise<ListTokensResponse> {
+    return this.transport.request<ListTokensResponse>('GET', `/tokens`);
+  }
+
   /** List users. `GET /users` (privilege: user.read). */
   listUsers(): Promise<ListUsersResponse> {
     return this.transport.request<ListUsersResponse>('GET', `/users`);
+  }
+
+  /** List a user's API tokens (never the tokens themselves). `GET /users/{id}/tokens` (privilege: user.read). */
+  listUserTokens(id: string): Promise<ListUserTokensResponse> {
+    return this.transport.request<ListUserTokensResponse>('GET', `/users/${encodeURIComponent(id)}/tokens`);
   }
 
   /** List VMs. `GET /vms` (privilege: vm.read). */

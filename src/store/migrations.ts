@@ -263,12 +263,21 @@ ALTER TABLE tasks ADD COLUMN heartbeat_at BIGINT;
 CREATE INDEX tasks_unfinished ON tasks (state, owner);
 `;
 
+/**
+ * API tokens can be listed and revoked: each keeps the first characters of the token
+ * (`hs_abcd…`, as the event of its creation shows them) so an operator can tell them apart.
+ */
+const TOKEN_HINTS_SCHEMA = `
+ALTER TABLE api_tokens ADD COLUMN hint TEXT;
+`;
+
 export const MIGRATIONS: readonly Migration[] = [
   { id: 1, name: 'manager schema', sql: MANAGER_SCHEMA },
   { id: 2, name: 'syslog targets and alert rules', sql: LOGGING_SCHEMA },
   { id: 3, name: 'key providers, encryption policies, VM crypto state', sql: ENCRYPTION_SCHEMA },
   { id: 4, name: 'secure boot key sets', sql: SECURE_BOOT_SCHEMA },
   { id: 5, name: 'task owners and heartbeats', sql: TASK_OWNERS_SCHEMA },
+  { id: 6, name: 'API token hints', sql: TOKEN_HINTS_SCHEMA },
 ];
 
 const CREATE_MIGRATIONS_TABLE = `CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -2,8 +2,10 @@
 // - `hyperseal user …` and `login`: the password comes from the environment (never argv),
 //   the user can then sign in with it (the web UI's way), roles change, bad input is
 //   refused with a usage error that creates nothing;
-// - `hyperseal syslog …` and `alert …`: add, list, remove, each an event; bad flags
-//   refused before anything is sent.
+// - `hyperseal syslog …` and `alert …`: add, list, set, remove, each an event; bad flags
+//   refused before anything is sent;
+// - `hyperseal token …`: a token made, listed by its first characters only, used, then
+//   revoked — and refused from then on; another user's tokens only with user.manage.
 import assert from 'node:assert/strict';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -184,5 +186,74 @@ describe('hyperseal syslog / alert', { concurrency: 1 }, () => {
     assert.equal((await p.api.listAlertRules()).length, 0);
     const types = (await p.api.listEvents({ limit: 20 })).map((e) => e.type);
     assert.ok(types.includes('alert.rule-added') && types.includes('alert.rule-removed'));
+  });
+});
+
+describe('hyperseal token', { concurrency: 1 }, () => {
+  test('create, list (never the token), use, revoke: refused from then on; each an event', async () => {
+    const made = await runCli(['token', 'create', 'ci-bot', '--ttl-days', '7', '--json'], creds);
+    assert.equal(made.code, 0, made.stderr);
+    const { id, token } = JSON.parse(made.stdout) as { id: string; token: string };
+    const asBot = new ApiClient({ managerUrl: p.manager.url, caPem: readFileSync(p.manager.caPath), token });
+    try {
+      await asBot.listVms();
+      const mine = await p.api.listTokens();
+      const listed = mine.find((t) => t.id === id);
+      assert.ok(listed, 'listed');
+      assert.equal(listed.hint, `${token.slice(0, listed.hint.length - 1)}…`);
+      assert.ok(listed.hint.length < 12, 'only the first characters');
+      assert.ok(listed.expiresAt !== null && listed.expiresAt > Date.now() + 6 * 86_400_000);
+      assert.ok(listed.lastUsedAt !== null, 'its use is recorded');
+      const text = await runCli(['token', 'list'], creds);
+      assert.match(text.stdout, new RegExp(`ci-bot +${listed.hint.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
+      assert.equal(text.stdout.includes(token), false, 'the list never shows a token');
+      assert.equal(JSON.stringify(mine).includes(token.slice(8)), false);
+
+      const revoked = await runCli(['token', 'revoke', id], creds);
+      assert.equal(revoked.code, 0, revoked.stderr);
+      await assert.rejects(asBot.listVms(), (err: Error & { code?: string }) => {
+        assert.match(err.code ?? '', /^HS_ERR_AUTH/);
+        return true;
+      });
+      assert.equal(
+        (await p.api.listTokens()).some((t) => t.id === id),
+        false,
+      );
+      const again = await runCli(['token', 'revoke', id], creds);
+      assert.equal(again.code, 3, 'not found the second time');
+      const e = (await p.api.listEvents({ type: 'user.token-revoked', limit: 1 }))[0];
+      assert.deepEqual(
+        e?.changes.map((c) => [c.path, c.from, c.to]),
+        [['tokens[ci-bot]', '[redacted]', null]],
+      );
+    } finally {
+      asBot.close();
+    }
+  });
+
+  test("another user's tokens: listed with user.read, revoked with user.manage only, never through the wrong user", async () => {
+    const reader = await p.userClient('Read-only', 'token-reader');
+    const other = await p.userClient('Read-only', 'token-owner');
+    const theirs = (await p.api.listUserTokens(other.userId))[0];
+    assert.ok(theirs);
+    // Read-only holds user.read, not user.manage: it may list them, not revoke them.
+    assert.deepEqual(
+      (await reader.api.listUserTokens(other.userId)).map((t) => t.id),
+      [theirs.id],
+    );
+    await assert.rejects(reader.api.deleteUserToken(other.userId, theirs.id), {
+      code: 'HS_ERR_AUTH_FORBIDDEN',
+    });
+    // Through the wrong user the token is not found, and it still works.
+    await assert.rejects(p.api.deleteUserToken(reader.userId, theirs.id), { code: 'HS_ERR_NOT_FOUND' });
+    await assert.rejects(reader.api.deleteToken(theirs.id), { code: 'HS_ERR_NOT_FOUND' });
+    await other.api.listVms();
+    const byName = await runCli(['token', 'revoke', theirs.id, '--user', 'token-owner'], creds);
+    assert.equal(byName.code, 0, byName.stderr);
+    await assert.rejects(other.api.listVms(), (err: Error & { code?: string }) =>
+      /^HS_ERR_AUTH/.test(err.code ?? ''),
+    );
+    reader.api.close();
+    other.api.close();
   });
 });

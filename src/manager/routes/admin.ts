@@ -3,7 +3,7 @@ import { Type } from '@sinclair/typebox';
 import type { Static } from '@sinclair/typebox';
 import type { AnyRoute } from '../http.js';
 import { route } from '../http.js';
-import { Event, IdParams, Name, Task } from '../model.js';
+import { Event, Id, IdParams, Name, Task } from '../model.js';
 import type { ManagerServices } from '../services.js';
 import { SESSION_COOKIE } from '../users.js';
 import { actorOf } from './common.js';
@@ -18,6 +18,18 @@ const User = Type.Object(
   },
   { title: 'User' },
 );
+const ApiToken = Type.Object(
+  {
+    id: Type.String(),
+    name: Type.String(),
+    hint: Type.String({ description: "the token's first characters, to tell tokens apart" }),
+    createdAt: Type.Integer(),
+    expiresAt: Type.Union([Type.Integer(), Type.Null()]),
+    lastUsedAt: Type.Union([Type.Integer(), Type.Null()], { description: 'to the minute' }),
+  },
+  { title: 'ApiToken' },
+);
+const UserTokenParams = Type.Object({ id: Id, tokenId: Id });
 const Role = Type.Object(
   {
     name: Type.String(),
@@ -97,6 +109,55 @@ export function adminRoutes(s: ManagerServices): AnyRoute[] {
       status: 201,
       handler: ({ body, user, ip }) =>
         s.users.createToken(actorOf(user, ip), user?.userId ?? '', body.name, body.ttlMs ?? null),
+    }),
+    route({
+      method: 'GET',
+      url: '/tokens',
+      summary: 'List your own API tokens (never the tokens themselves)',
+      tag: 'auth',
+      privilege: 'authenticated',
+      response: Type.Array(ApiToken),
+      handler: ({ user }) => s.users.listTokens(user?.userId ?? ''),
+    }),
+    route({
+      method: 'DELETE',
+      url: '/tokens/:id',
+      event: 'user.token-revoked',
+      summary: 'Revoke one of your own API tokens',
+      tag: 'auth',
+      privilege: 'authenticated',
+      params: IdParams,
+      response: Type.Null(),
+      status: 204,
+      handler: async ({ params, user, ip }) => {
+        await s.users.revokeToken(actorOf(user, ip), user?.userId ?? '', params.id);
+        return null;
+      },
+    }),
+    route({
+      method: 'GET',
+      url: '/users/:id/tokens',
+      summary: "List a user's API tokens (never the tokens themselves)",
+      tag: 'users',
+      privilege: 'user.read',
+      params: IdParams,
+      response: Type.Array(ApiToken),
+      handler: ({ params }) => s.users.listTokens(params.id),
+    }),
+    route({
+      method: 'DELETE',
+      url: '/users/:id/tokens/:tokenId',
+      event: 'user.token-revoked',
+      summary: "Revoke a user's API token",
+      tag: 'users',
+      privilege: 'user.manage',
+      params: UserTokenParams,
+      response: Type.Null(),
+      status: 204,
+      handler: async ({ params, user, ip }) => {
+        await s.users.revokeToken(actorOf(user, ip), params.id, params.tokenId);
+        return null;
+      },
     }),
     route({
       method: 'GET',
