@@ -29,7 +29,7 @@ type HostFacts = { accel?: string; qemuVersion?: string | null; uefiSecureBoot?:
 export const INVENTORY_HELP = `inventory commands (credentials: --credentials FILE, $HYPERSEAL_CREDENTIALS, ./.hyperseal/credentials.json)
   login --manager URL --ca CA.pem (--token TOKEN | --user NAME with $HYPERSEAL_PASSWORD)
   host list [--json]
-  vm list [--json] | vm show VM [--json]
+  vm list [--search TEXT] [--tag T] [--json] | vm show VM [--json]
   vm create --name N [--host ID] [--cpus N] [--memory MIB] [--firmware efi|bios] [--network NAME …] [--disk MIB …] [--tag T …] [--folder /PATH]
   vm power-on|power-off|shutdown|reset VM [--no-wait] [--json]
   vm reconfigure VM [--memory MIB] [--cpus N] [--name N] [--tag T …]
@@ -205,6 +205,7 @@ export async function vmCommand(argv: string[]): Promise<number> {
       network: { type: 'string', multiple: true },
       disk: { type: 'string', multiple: true },
       tag: { type: 'string', multiple: true },
+      search: { type: 'string' },
       'no-wait': { type: 'boolean' },
       'encryption-policy': { type: 'string' },
       'accept-no-backup': { type: 'boolean' },
@@ -237,7 +238,14 @@ export async function vmCommand(argv: string[]): Promise<number> {
   try {
     switch (verb) {
       case 'list': {
-        const vms = await api.listVms();
+        const tags = p.values.tag;
+        const tag = Array.isArray(tags) ? tags.find((t): t is string => typeof t === 'string') : undefined;
+        const search = str(p, 'search');
+        // Every VM, a page at a time (the API answers at most 10,000 per call).
+        const vms = await api.listAllVms({
+          ...(tag !== undefined ? { tag } : {}),
+          ...(search !== undefined ? { search } : {}),
+        });
         // Footer: key-safety warnings (e.g. the key server holding these VMs' keys has no backup).
         const safety =
           json || !vms.some((v) => v.encryption !== null) ? undefined : await keySafetyWarnings(api);

@@ -132,6 +132,8 @@ export class VmService {
     name?: string;
     hostId?: string;
     tag?: string;
+    /** A case-insensitive substring of the name. */
+    search?: string;
   }): Promise<Vm[]> {
     const where: string[] = [];
     const params: (string | number)[] = [];
@@ -151,6 +153,11 @@ export class VmService {
           ? `(config::jsonb -> 'tags') @> to_jsonb($${params.length}::text)`
           : `EXISTS (SELECT 1 FROM json_each(vms.config, '$.tags') WHERE json_each.value = $${params.length})`,
       );
+    }
+    if (opts.search !== undefined) {
+      // LIKE with its wildcards escaped: the text is matched as typed, `%` and `_` included.
+      params.push(`%${opts.search.toLowerCase().replace(/[\\%_]/g, (c) => `\\${c}`)}%`);
+      where.push(`LOWER(name) LIKE $${params.length} ESCAPE '\\'`);
     }
     params.push(opts.limit, opts.offset);
     const rows = await this.db.query<VmRow>(

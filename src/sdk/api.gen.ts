@@ -645,6 +645,8 @@ export type ListVmsQuery = {
   hostId?: string;
   /** Only VMs with this tag */
   tag?: string;
+  /** Only VMs whose name contains this text (case-insensitive) */
+  search?: string;
 };
 
 export type ListVmsResponse = Vm[];

@@ -1,9 +1,9 @@
 /** Activity: events (filters, live tail, from → to diffs), tasks (live progress), alerts. */
-import type { AlertRule, AlertRuleCreate, Event, Task } from '../sdk/api.gen.js';
+import type { AlertRule, AlertRuleCreate, AlertRuleUpdate, Event, Task } from '../sdk/api.gen.js';
 import type { PageContext } from './app.js';
 import type { UiElement } from './dom.js';
 import { field, guarded, h, row, select, table } from './dom.js';
-import { badge, eventView, taskView, time } from './format.js';
+import { eventView, taskView, time } from './format.js';
 
 const SEVERITIES = ['info', 'warning', 'error', 'critical'] as const;
 
@@ -176,8 +176,8 @@ export async function alertsPage(ctx: PageContext): Promise<void> {
           rules.map((r) =>
             row(
               h('span', { class: 'rule-name' }, r.name),
-              badge(r.severity, `severity-${r.severity}`),
-              r.enabled ? 'yes' : 'no',
+              ruleSeverity(ctx, r),
+              ruleEnabled(ctx, r),
               h('code', {}, JSON.stringify(r.match)),
               h('code', {}, JSON.stringify(r.actions)),
               removeRuleButton(ctx, r),
@@ -212,6 +212,46 @@ export async function alertsPage(ctx: PageContext): Promise<void> {
   tail(ctx, newest, (e) => {
     if (e.type === 'alert.raised') raised.prepend(eventView(e));
   });
+}
+
+/** One field of a rule changed in place (PATCH): the event shows it from → to. */
+function updateRule(ctx: PageContext, rule: AlertRule, patch: AlertRuleUpdate, said: string): void {
+  ctx.api
+    .updateAlertRule(rule.id, patch)
+    .then(() => {
+      ctx.flash(`Alert rule ${rule.name}: ${said}.`);
+      ctx.refresh();
+    })
+    .catch((err: unknown) => {
+      ctx.flash(err);
+      ctx.refresh();
+    });
+}
+
+function ruleEnabled(ctx: PageContext, rule: AlertRule): UiElement {
+  const box: UiElement = h('input', {
+    type: 'checkbox',
+    class: 'rule-enabled',
+    'data-rule': rule.id,
+    'aria-label': `${rule.name} enabled`,
+    checked: rule.enabled,
+    onchange: () => updateRule(ctx, rule, { enabled: box.checked }, box.checked ? 'enabled' : 'disabled'),
+  });
+  return guarded(box, ctx.access.reason('updateAlertRule'));
+}
+
+function ruleSeverity(ctx: PageContext, rule: AlertRule): UiElement {
+  const choice: UiElement = select(
+    {
+      class: 'rule-severity',
+      'data-rule': rule.id,
+      'aria-label': `${rule.name} severity`,
+      value: rule.severity,
+      onchange: () => updateRule(ctx, rule, { severity: choice.value }, `severity ${choice.value}`),
+    },
+    SEVERITIES.map((s) => [s, s] as const),
+  );
+  return guarded(choice, ctx.access.reason('updateAlertRule'));
 }
 
 /** Remove, in two clicks: the first asks to confirm (the removal is an event, but not undoable). */

@@ -38,7 +38,7 @@ export async function hostsPage(ctx: PageContext): Promise<void> {
 
 /** VMs shown per page, and what the list is filtered by (kept while the user moves around). */
 const VM_PAGE = 200;
-const vmList = { tag: '', offset: 0 };
+const vmList = { tag: '', search: '', offset: 0 };
 
 export async function vmsPage(ctx: PageContext): Promise<void> {
   const reason = ctx.access.reason('listVms');
@@ -49,12 +49,20 @@ export async function vmsPage(ctx: PageContext): Promise<void> {
       limit: VM_PAGE + 1,
       offset: vmList.offset,
       ...(vmList.tag ? { tag: vmList.tag } : {}),
+      ...(vmList.search ? { search: vmList.search } : {}),
     }),
     ctx.access.can('listHosts') ? ctx.api.listHosts() : Promise.resolve([]),
   ]);
   const vms = found.slice(0, VM_PAGE);
   const hostName = (id: string): string => hosts.find((x) => x.id === id)?.name ?? id;
   const tag = h('input', { id: 'vm-filter-tag', value: vmList.tag, placeholder: 'any tag' });
+  const search = h('input', {
+    id: 'vm-filter-name',
+    type: 'search',
+    value: vmList.search,
+    placeholder: 'part of the name',
+    maxlength: 80,
+  });
   const go = (offset: number): void => {
     vmList.offset = Math.max(0, offset);
     ctx.refresh();
@@ -70,9 +78,11 @@ export async function vmsPage(ctx: PageContext): Promise<void> {
         onsubmit: (ev) => {
           ev.preventDefault();
           vmList.tag = tag.value.trim();
+          vmList.search = search.value.trim();
           go(0);
         },
       },
+      field('Name', search),
       field('Tag', tag),
       h('button', { type: 'submit' }, 'Filter'),
       h('span', { class: 'muted', id: 'vm-range' }, `${first}–${vmList.offset + vms.length}`),
@@ -109,7 +119,7 @@ export async function vmsPage(ctx: PageContext): Promise<void> {
           vmBadges(vm),
         ),
       ),
-      vmList.tag ? `No VMs tagged ${vmList.tag}.` : 'No VMs yet.',
+      vmList.tag || vmList.search ? 'No VMs match the filter.' : 'No VMs yet.',
     ),
     createVmForm(ctx, hosts),
   );

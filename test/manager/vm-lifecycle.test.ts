@@ -80,6 +80,18 @@ function lifecycleSuite(backend: 'sqlite' | 'postgres'): void {
         ['tag-probe'],
       );
       assert.deepEqual(await api().listVms({ tag: 'pc' }), []);
+      // The name search: a case-insensitive substring; LIKE's wildcards are matched as typed.
+      const odd = await api().createVm({ name: 'Odd_50', memoryMiB: 64 });
+      const names = async (search: string): Promise<string[]> =>
+        (await api().listVms({ search })).map((v) => v.name);
+      assert.deepEqual(await names('PROBE'), ['tag-probe']);
+      assert.deepEqual(await names('-'), ['tag-probe', 'web-01']);
+      assert.deepEqual(await names('_'), ['Odd_50']);
+      assert.deepEqual(await names('odd_5'), ['Odd_50']);
+      assert.deepEqual(await names('od_'), [], "'_' is no wildcard ('Odd' would match it)");
+      assert.deepEqual(await names('%'), [], "'%' is no wildcard");
+      assert.deepEqual(await api().listVms({ search: 'web', tag: 'x' }), []);
+      await api().deleteVm(odd.id);
       await api().deleteVm(other.id);
       assert.equal(vm.hostId, platform.agents[0]?.hostId);
       assert.deepEqual(

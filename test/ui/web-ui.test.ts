@@ -122,6 +122,36 @@ describe('web UI in headless Chromium', { concurrency: 1 }, () => {
     assert.equal(await page.evaluate('globalThis.__xss'), undefined);
   });
 
+  test('an alert rule is disabled and its severity changed in place, each an event from → to', async () => {
+    const rule = await p.api.createAlertRule({
+      name: 'editable rule',
+      severity: 'info',
+      match: { types: ['vm.reset'] },
+    });
+    await page.goto(`${origin}/ui/#/alerts`);
+    await page.reload();
+    const row = page.locator('tr', { hasText: 'editable rule' });
+    await row.locator('input.rule-enabled').uncheck();
+    await page.locator('#flash', { hasText: 'Alert rule editable rule: disabled' }).waitFor();
+    await page
+      .locator('tr', { hasText: 'editable rule' })
+      .locator('select.rule-severity')
+      .selectOption('critical');
+    await page.locator('#flash', { hasText: 'Alert rule editable rule: severity critical' }).waitFor();
+    const after = (await p.api.listAlertRules()).find((r) => r.id === rule.id);
+    assert.equal(after?.enabled, false);
+    assert.equal(after?.severity, 'critical');
+    const changes = (await p.api.listEvents({ type: 'alert.rule-changed', limit: 2 })).map((e) =>
+      e.changes.map((c) => [c.path, c.from, c.to]),
+    );
+    assert.deepEqual(changes, [[['severity', 'info', 'critical']], [['enabled', true, false]]]);
+    assert.equal(
+      await page.locator('tr', { hasText: 'editable rule' }).locator('input.rule-enabled').isChecked(),
+      false,
+    );
+    await p.api.deleteAlertRule(rule.id);
+  });
+
   test('an alert rule is removed in two clicks (the first only asks to confirm)', async () => {
     await p.api.createAlertRule({
       name: 'temporary rule',
@@ -249,8 +279,17 @@ describe('web UI in headless Chromium', { concurrency: 1 }, () => {
     assert.equal(await page.locator('#vms-next').isDisabled(), true);
     assert.equal(await page.locator('#vms-prev').isDisabled(), true);
     await page.fill('#vm-filter-tag', '');
+    await page.fill('#vm-filter-name', 'WEB-0');
     await page.click('#vm-filters button[type=submit]');
     await page.locator('main a.vm-link', { hasText: 'ui-web-01' }).waitFor();
+    assert.equal(
+      await page.locator('main a.vm-link', { hasText: 'ui-tagged' }).count(),
+      0,
+      'searched by name',
+    );
+    await page.fill('#vm-filter-name', '');
+    await page.click('#vm-filters button[type=submit]');
+    await page.locator('main a.vm-link', { hasText: 'ui-tagged' }).waitFor();
   });
 
   test('events: the change as a diff (old struck, new inserted), filters and the live tail', async () => {

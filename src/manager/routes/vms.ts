@@ -15,6 +15,13 @@ const ListQuery = Type.Object({
   name: Type.Optional(Type.String()),
   hostId: Type.Optional(Type.String()),
   tag: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'Only VMs with this tag' })),
+  search: Type.Optional(
+    Type.String({
+      minLength: 1,
+      maxLength: 80,
+      description: 'Only VMs whose name contains this text (case-insensitive)',
+    }),
+  ),
 });
 
 const ACTIONS: readonly { verb: VmAction; summary: string; event: EventType }[] = [
@@ -45,6 +52,7 @@ export function vmRoutes(s: ManagerServices): AnyRoute[] {
           ...(query.name ? { name: query.name } : {}),
           ...(query.hostId ? { hostId: query.hostId } : {}),
           ...(query.tag ? { tag: query.tag } : {}),
+          ...(query.search ? { search: query.search } : {}),
         }),
     }),
     route({
