@@ -177,9 +177,10 @@ export interface MigrationIncomingRequest {
   spec: VmSpec;
   record: VmMigrationRecord;
   migration: MigrationSpec;
-  /** A stopped VM: the stream is its NVRAM file, and no QEMU starts. */
+  /** A stopped VM: the stream is its files (cold-archive.ts), and no QEMU starts. */
   cold?: boolean;
   /**
+   * Cold: disks that have no image on this host yet arrive in the stream.
    * Live, with disks on the source's local datastore: the destination creates empty images
    * (encrypted with the VM's own DEKs for an encrypted VM) at spec.disks' paths, exports
    * them over NBD and listens for the disk tunnel (migration/tunnel.ts) too.
@@ -203,6 +204,8 @@ export interface MigrationOutgoingRequest {
   cold?: boolean;
   /** Local disks: mirror them through the disk tunnel to this peer before the memory. */
   nbdPeer?: { host: string; port: number };
+  /** Cold, local disks: the ids of the disks whose images go through the channel too. */
+  copyDisks?: string[];
 }
 
 export interface MigrationOutgoingResponse {

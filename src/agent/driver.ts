@@ -15,6 +15,16 @@ import type { ConsoleChunk, DriverKind, MigrationOutgoingResponse, VmRuntime, Vm
 import type { ParsedMigration } from './spec.js';
 import type { Keyring } from './vm-keys.js';
 
+/** How a VM leaves its host (migrateOut). */
+export interface MigrateOutOptions {
+  /** A stopped VM: its files go through the channel instead of QEMU's stream. */
+  cold?: boolean;
+  /** Live, local disks: mirror them through the disk tunnel to this peer before the memory. */
+  nbdPeer?: { host: string; port: number };
+  /** Cold, local disks: these disks' images go through the channel too, then leave this host. */
+  copyDisks?: readonly string[];
+}
+
 export interface VmDriver {
   readonly kind: DriverKind;
   /** What this driver runs VMs with (facts report it). */
@@ -73,8 +83,7 @@ export interface VmDriver {
     id: string,
     migration: ParsedMigration,
     peer: { host: string; port: number },
-    cold?: boolean,
-    nbdPeer?: { host: string; port: number },
+    opts?: MigrateOutOptions,
   ): Promise<MigrationOutgoingResponse>;
   /** After an agent restart: re-attaches VMs that kept running. Safe to call twice. */
   recover(): Promise<void>;
@@ -203,9 +212,8 @@ export function serializedDriver(driver: VmDriver): VmDriver {
             id: string,
             m: ParsedMigration,
             peer: { host: string; port: number },
-            cold?: boolean,
-            nbdPeer?: { host: string; port: number },
-          ) => locks.run(id, () => driver.migrateOut!(id, m, peer, cold, nbdPeer)),
+            opts?: MigrateOutOptions,
+          ) => locks.run(id, () => driver.migrateOut!(id, m, peer, opts)),
         }
       : {}),
   };

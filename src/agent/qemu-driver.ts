@@ -36,23 +36,15 @@
  */
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import {
-  createWriteStream,
-  existsSync,
-  mkdirSync,
-  readFileSync,
-  readdirSync,
-  rmSync,
-  rmdirSync,
-  statSync,
-} from 'node:fs';
-import net from 'node:net';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync, statSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { HypersealError, isHypersealError } from '../errors.js';
 import { writeFileAtomic } from '../fsutil.js';
+import type { ColdFile, ColdSink } from './cold-transfer.js';
+import { coldSink, installReceived, sendColdStream } from './cold-transfer.js';
 import type { ColdEntry } from '../migration/cold-archive.js';
-import { COLD_ENTRY_NAME, decodeColdArchive, encodeColdArchive } from '../migration/cold-archive.js';
+import { COLD_ENTRY_NAME } from '../migration/cold-archive.js';
 import type { Accelerator, HostRuntime, NicBackend, VmSpec as QemuVmSpec } from '../qemu/command-line.js';
 import { buildQemuArgv } from '../qemu/command-line.js';
 import type { OvmfBuild } from '../qemu/firmware.js';
@@ -93,7 +85,7 @@ import {
   wrapDeks,
   zeroizeDeks,
 } from './vm-keys.js';
-import type { Datastore, VmDriver } from './driver.js';
+import type { Datastore, MigrateOutOptions, VmDriver } from './driver.js';
 import {
   CONSOLE_CHUNK_BYTES,
   consoleChunk,
@@ -847,8 +839,6 @@ export class QemuDriver implements VmDriver {
     try {
       if (this.vms.has(spec.id)) throw cryptoConflict(spec.id, 'is already defined on this host');
       this.requireCipher(mig);
-      if (copyDisks && cold)
-        throw new HypersealError('HS_ERR_INVALID_ARGUMENT', 'a cold migration copies no disks');
       for (const [i, d] of spec.disks.entries()) {
         // Disks stay in place on a datastore both hosts mount; local disks are copied
         // (copyDisks) into new images on a datastore of this host.
@@ -875,10 +865,28 @@ export class QemuDriver implements VmDriver {
       this.vms.set(spec.id, vm);
       const incoming = join(home, 'incoming.sock');
       let receiver: MigrationReceiver | undefined;
-      let sink: FileSink | undefined;
+      let sink: ColdSink | undefined;
       let tunnel: TunnelDestination | undefined;
       try {
-        if (copyDisks) {
+        if (cold) {
+          // A stopped VM: the stream is its files (cold-archive.ts): NVRAM, vTPM state and,
+          // with copyDisks, the images of its disks, each streamed to a file of its own.
+          const nvram = this.nvramPath(home, record.generation, record.bundle !== undefined);
+          const images = new Map(spec.disks.map((d) => [d.id, this.diskPath(spec.id, d, record.generation)]));
+          if (copyDisks) this.incomingCopies.set(spec.id, { paths: [...images.values()], tunnel: undefined });
+          sink = await coldSink(
+            incoming,
+            (name) =>
+              name === 'nvram'
+                ? nvram
+                : name.startsWith('tpm/')
+                  ? join(home, name)
+                  : copyDisks && name.startsWith('disk/')
+                    ? images.get(name.slice('disk/'.length))
+                    : undefined,
+            mig.id,
+          );
+        } else if (copyDisks) {
           const copy: IncomingCopy = { paths: [], tunnel: undefined };
           this.incomingCopies.set(spec.id, copy);
           await this.createCopyTargets(spec, record, copy);
@@ -912,9 +920,6 @@ export class QemuDriver implements VmDriver {
             targetPath: nbdSocket,
           });
           copy.tunnel = tunnel;
-        } else if (cold) {
-          // A stopped VM: the stream is an archive of its NVRAM and vTPM state (cold-archive.ts).
-          sink = await fileSink(incoming, join(home, `cold.tmp-${mig.id}`));
         } else {
           await this.startQemu(vm, true);
           const qmp = (vm.proc as VmProcess).qmp;
@@ -938,7 +943,7 @@ export class QemuDriver implements VmDriver {
       const rcv = receiver;
       // A failed disk tunnel fails the incoming migration too.
       tunnel?.onFailure((err) => rcv.abort(err));
-      void this.finishIncoming(vm, receiver, sink);
+      void this.finishIncoming(vm, receiver, sink, copyDisks ? spec.disks.map((d) => `disk/${d.id}`) : []);
       const address = receiver.address as { host: string; port: number };
       const advertise = async (a: { host: string; port: number }): Promise<{ host: string; port: number }> =>
         this.opts.migrationAdvertise ? this.opts.migrationAdvertise(a) : a;
@@ -959,23 +964,32 @@ export class QemuDriver implements VmDriver {
   }
 
   /** Destination: waits for the stream and for QEMU to run it; cleans up on any failure. */
-  private async finishIncoming(vm: Vm, receiver: MigrationReceiver, sink?: FileSink): Promise<void> {
+  private async finishIncoming(
+    vm: Vm,
+    receiver: MigrationReceiver,
+    sink: ColdSink | undefined,
+    expected: readonly string[],
+  ): Promise<void> {
     try {
       await receiver.done;
       if (sink) {
-        const bytes = await sink.written;
-        const entries = decodeColdArchive(readFileSync(sink.path));
-        rmSync(sink.path, { force: true });
-        for (const e of entries) {
-          const path =
-            e.name === 'nvram'
-              ? this.nvramPath(vm.home, vm.record.generation, vm.record.bundle !== undefined)
-              : join(vm.home, e.name);
-          mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-          writeFileAtomic(path, e.data, 0o600);
+        // The channel authenticated the end of the stream: every entry is whole.
+        const got = await sink.done;
+        const missing = expected.filter((name) => !got.some((g) => g.name === name));
+        if (missing.length > 0) {
+          throw new HypersealError(
+            'HS_ERR_MIGRATION_TRUNCATED',
+            `the cold migration stream lacks ${missing.join(', ')}`,
+          );
         }
+        installReceived(got);
+        this.incomingCopies.delete(vm.id);
         vm.operation = null;
-        trace('agent', 'cold migration received', { vmId: vm.id, bytes, files: entries.map((e) => e.name) });
+        trace('agent', 'cold migration received', {
+          vmId: vm.id,
+          bytes: got.reduce((n, g) => n + g.bytes, 0),
+          files: got.map((g) => g.name),
+        });
         return;
       }
       const proc = vm.proc;
@@ -997,6 +1011,7 @@ export class QemuDriver implements VmDriver {
     } catch (err) {
       trace('agent', 'incoming migration failed', { vmId: vm.id, error: String(err) });
       sink?.close();
+      for (const f of sink?.temporaryFiles() ?? []) removeImage(f);
       await this.dropIncoming(vm);
     }
   }
@@ -1084,10 +1099,10 @@ export class QemuDriver implements VmDriver {
     id: string,
     mig: ParsedMigration,
     peer: { host: string; port: number },
-    cold = false,
-    nbdPeer?: { host: string; port: number },
+    opts: MigrateOutOptions = {},
   ): Promise<MigrationOutgoingResponse> {
-    if (cold) return this.migrateStoppedOut(id, mig, peer);
+    if (opts.cold === true) return this.migrateStoppedOut(id, mig, peer, opts.copyDisks ?? []);
+    const nbdPeer = opts.nbdPeer;
     let sender: MigrationSender;
     let tunnel: TunnelSource | undefined;
     const vm = this.get(id);
@@ -1290,17 +1305,30 @@ export class QemuDriver implements VmDriver {
     }
   }
 
-  /** Cold migration: the stopped VM's NVRAM through the channel, then the VM leaves this host. */
+  /**
+   * Cold migration: the stopped VM's NVRAM, vTPM state and the images of `copyDisks`
+   * (disks on this host's local datastore) through the channel; once the destination has
+   * acknowledged all of it, the VM and those images leave this host.
+   */
   private async migrateStoppedOut(
     id: string,
     mig: ParsedMigration,
     peer: { host: string; port: number },
+    copyDisks: readonly string[],
   ): Promise<MigrationOutgoingResponse> {
     const vm = this.get(id);
     let sender: MigrationSender;
+    let disks: ColdFile[];
     try {
       this.requireCipher(mig);
-      this.requireSpec(vm);
+      const spec = this.requireSpec(vm);
+      disks = copyDisks.map((diskId) => {
+        const d = spec.disks.find((x) => x.id === diskId);
+        if (d === undefined) {
+          throw new HypersealError('HS_ERR_INVALID_ARGUMENT', `VM ${id} has no disk ${diskId} to copy`);
+        }
+        return { name: `disk/${d.id}`, path: this.diskPath(id, d, vm.record.generation) };
+      });
       await this.requireStopped(vm, 'migrate it stopped');
       sender = await MigrationSender.open({
         migrationId: mig.id,
@@ -1315,23 +1343,45 @@ export class QemuDriver implements VmDriver {
       zeroize(mig.key);
       zeroize(mig.nonce);
     }
+    vm.operation = { kind: 'migrate', progress: 0 };
     try {
-      // The stopped VM's NVRAM and vTPM state, as they are on disk (ciphertext when encrypted).
-      const archive = encodeColdArchive(this.coldFiles(vm));
-      await new Promise<void>((resolve, reject) => {
-        const sock = net.connect(sender.qemuSocketPath);
-        sock.once('error', reject);
-        sock.once('connect', () => sock.end(archive, resolve));
+      // The files as they are on disk (ciphertext when the VM is encrypted).
+      await sendColdStream(sender.qemuSocketPath, this.coldFiles(vm), disks, (sent, total) => {
+        const rate = sender.progress();
+        vm.operation = {
+          kind: 'migrate',
+          progress: Math.min(99, Math.floor((100 * sent) / Math.max(1, total))),
+          bytes: rate.bytes,
+          bytesPerSecond: Math.round(rate.bytesPerSecond),
+          remainingBytes: total - sent,
+        };
       });
       const result = await sender.done;
       vm.serial?.close();
       rmSync(vm.home, { recursive: true, force: true });
+      for (const d of disks) removeImage(d.path);
       this.vms.delete(id);
-      trace('agent', 'migrated out (stopped)', { vmId: id, migrationId: mig.id, bytes: result.bytes });
+      trace('agent', 'migrated out (stopped)', {
+        vmId: id,
+        migrationId: mig.id,
+        bytes: result.bytes,
+        disks: disks.map((d) => d.name),
+      });
       return outgoingResult(result);
     } catch (err) {
+      // A socket error here (EPIPE) is the symptom; the channel knows the cause.
       sender.abort();
-      throw wrap(`migrating VM ${id}`, err);
+      const cause = await sender.done.then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      const shown =
+        !isHypersealError(err) && isHypersealError(cause) && cause.code !== 'HS_ERR_MIGRATION_ABORTED'
+          ? cause
+          : err;
+      throw wrap(`migrating VM ${id}`, shown);
+    } finally {
+      vm.operation = null;
     }
   }
 
@@ -1791,13 +1841,6 @@ export class QemuDriver implements VmDriver {
 }
 
 /** The entry point the CLI loads on demand (`hyperseal agent serve --driver qemu`, `up`). */
-interface FileSink {
-  path: string;
-  /** Bytes written, once the one connection closed and the file is flushed. */
-  written: Promise<number>;
-  close(): void;
-}
-
 /** What the source reports of a finished outgoing migration (live or cold). */
 function outgoingResult(result: Awaited<MigrationSender['done']>): MigrationOutgoingResponse {
   return {
@@ -1806,35 +1849,6 @@ function outgoingResult(result: Awaited<MigrationSender['done']>): MigrationOutg
     elapsedMs: Math.round(result.elapsedMs),
     bytesPerSecond: Math.round(result.bytesPerSecond),
     cipher: result.cipher,
-  };
-}
-
-/** A unix socket that writes what its one connection sends into `path` (0600). */
-async function fileSink(socketPath: string, path: string): Promise<FileSink> {
-  let settle!: { resolve: (n: number) => void; reject: (e: unknown) => void };
-  const written = new Promise<number>((resolve, reject) => (settle = { resolve, reject }));
-  written.catch(() => undefined);
-  const server = net.createServer((sock) => {
-    server.close();
-    const out = createWriteStream(path, { mode: 0o600 });
-    let bytes = 0;
-    sock.on('data', (c: Buffer) => (bytes += c.length));
-    sock.once('error', settle.reject);
-    out.once('error', settle.reject);
-    out.once('finish', () => settle.resolve(bytes));
-    sock.pipe(out);
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(socketPath, resolve);
-  });
-  return {
-    path,
-    written,
-    close: () => {
-      server.close();
-      settle.reject(new Error('closed'));
-    },
   };
 }
 

@@ -296,7 +296,14 @@ async function dispatch(
     case 'migrationOutgoing': {
       if (!driver.migrateOut) throw noMigration();
       const r = parseMigrationOutgoing(body);
-      return { status: 200, body: await driver.migrateOut(vmId(), r.migration, r.peer, r.cold, r.nbdPeer) };
+      return {
+        status: 200,
+        body: await driver.migrateOut(vmId(), r.migration, r.peer, {
+          cold: r.cold,
+          ...(r.nbdPeer ? { nbdPeer: r.nbdPeer } : {}),
+          ...(r.copyDisks ? { copyDisks: r.copyDisks } : {}),
+        }),
+      };
     }
   }
 }

@@ -27,7 +27,7 @@ import { HypersealError } from '../errors.js';
 import { writeFileAtomic } from '../fsutil.js';
 import type { ConsoleChunk, MigrationOutgoingResponse, VmRuntime, VmRuntimeState, VmSpec } from './api.js';
 import { zeroize } from '../crypto/aead.js';
-import type { VmDriver } from './driver.js';
+import type { MigrateOutOptions, VmDriver } from './driver.js';
 import { consoleChunk, vmNotFound, vmStateConflict } from './driver.js';
 import { hardwareDiffers, parseVmSpec } from './spec.js';
 import type { ParsedMigration } from './spec.js';
@@ -261,8 +261,9 @@ export class SimDriver implements VmDriver {
     id: string,
     mig: ParsedMigration,
     _peer: { host: string; port: number },
-    cold = false,
+    opts: MigrateOutOptions = {},
   ): Promise<MigrationOutgoingResponse> {
+    const cold = opts.cold === true;
     zeroize(mig.key);
     zeroize(mig.nonce);
     const vm = this.get(id);

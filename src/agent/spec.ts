@@ -333,7 +333,6 @@ export function parseMigrationIncoming(
   if (o.copyDisks !== undefined && typeof o.copyDisks !== 'boolean') {
     throw invalid('copyDisks must be true or false');
   }
-  if (o.cold === true && o.copyDisks === true) throw invalid('a cold migration copies no disks');
   const spec = parseVmSpec(o.spec, pathId);
   if (typeof o.record !== 'object' || o.record === null || Array.isArray(o.record)) {
     throw invalid('record must be a JSON object (the source agent’s VM record)');
@@ -353,8 +352,9 @@ export function parseMigrationOutgoing(value: unknown): {
   peer: { host: string; port: number };
   cold: boolean;
   nbdPeer?: { host: string; port: number };
+  copyDisks?: string[];
 } {
-  const o = object(value, 'body', ['migration', 'peer'], ['cold', 'nbdPeer']);
+  const o = object(value, 'body', ['migration', 'peer'], ['cold', 'nbdPeer', 'copyDisks']);
   const p = object(o.peer, 'peer', ['host', 'port']);
   const n = o.nbdPeer === undefined ? undefined : object(o.nbdPeer, 'nbdPeer', ['host', 'port']);
   if (o.cold !== undefined && typeof o.cold !== 'boolean') throw invalid('cold must be true or false');
@@ -364,6 +364,17 @@ export function parseMigrationOutgoing(value: unknown): {
     ...(n
       ? { nbdPeer: { host: text(n.host, 'nbdPeer.host', 253), port: int(n.port, 'nbdPeer.port', 1, 65535) } }
       : {}),
+    ...(o.copyDisks !== undefined ? { copyDisks: diskIds(o.copyDisks) } : {}),
     migration: migration(o.migration, 'migration'),
   };
+}
+
+function diskIds(value: unknown): string[] {
+  if (!Array.isArray(value) || value.length > 64)
+    throw invalid('copyDisks must be a list of up to 64 disk ids');
+  return value.map((v, i) => {
+    const id = text(v, `copyDisks[${i}]`, 64);
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(id)) throw invalid(`copyDisks[${i}] is not a disk id`);
+    return id;
+  });
 }

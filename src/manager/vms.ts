@@ -568,9 +568,10 @@ export class VmService {
         ),
       );
     }
-    // Disks on a shared datastore stay in place; a running VM's disks on its host's local
-    // datastore are copied live (through the encrypted disk tunnel) to a local datastore
-    // of the destination: the same name when it has one.
+    // Disks on a shared datastore stay in place; disks on the VM's host's local datastore
+    // are copied to a local datastore of the destination (the same name when it has one):
+    // a running VM's live, through the encrypted disk tunnel; a stopped VM's images through
+    // the migration channel with its other files.
     const moved = new Map<string, { id: string; path: string }>();
     for (const d of vm.config.disks) {
       const ds = await this.db.one<{ host_id: string | null; name: string }>(
@@ -579,11 +580,11 @@ export class VmService {
       );
       if (ds === undefined) throw new HypersealError('HS_ERR_NOT_FOUND', `no datastore ${d.datastoreId}`);
       if (ds.host_id === null) continue;
-      if (cold || ds.host_id !== vm.hostId) {
+      if (ds.host_id !== vm.hostId) {
         return refuse(
           new HypersealError(
             'HS_ERR_MIGRATION_UNSUPPORTED',
-            `disk ${d.id} of VM ${vm.name} is on a datastore of its host only; only a running VM's local disks are copied, a stopped VM keeps disks in place on shared datastores`,
+            `disk ${d.id} of VM ${vm.name} is on a datastore of another host (${ds.host_id})`,
           ),
         );
       }
@@ -672,7 +673,7 @@ export class VmService {
             ...(cold ? { cold } : {}),
             ...(copyDisks ? { copyDisks } : {}),
           });
-          if (copyDisks && !listener.nbd) {
+          if (copyDisks && !cold && !listener.nbd) {
             throw new HypersealError('HS_ERR_MIGRATION_FAILED', `host ${hostId} did not open a disk tunnel`);
           }
           const peerOf = (l: { host: string; port: number }): { host: string; port: number } => ({
@@ -700,6 +701,7 @@ export class VmService {
             migration,
             peer: { host: peerHost, port: listener.port },
             ...(cold ? { cold } : {}),
+            ...(cold && copyDisks ? { copyDisks: [...moved.keys()] } : {}),
             ...(listener.nbd ? { nbdPeer: peerOf(listener.nbd) } : {}),
           });
           clearInterval(poll);

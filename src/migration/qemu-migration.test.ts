@@ -162,7 +162,7 @@ void test(
       assert.equal(status, 'running');
       await c.echo('still-here');
       // The destination's load failed: QEMU 7.2 exits when an incoming migration fails.
-      assert.ok(await d.waitForExit(10_000), `D is still ${await d.status().catch(() => '?')}`);
+      assert.ok(await d.waitForExit(30_000), `D is still ${await d.status().catch(() => '?')}`);
     });
 
     await t.test(

@@ -5,10 +5,13 @@
 // destination's image equals it, the VM runs there and the source's files are gone. An
 // encrypted VM's copy is created with its own DEKs (checked after decrypting it through the
 // API). A cut disk tunnel fails the migration and the VM keeps running on the source.
+// A stopped VM's local disk goes cold, through the migration channel with its NVRAM: the
+// image arrives byte for byte (ciphertext for an encrypted VM), the VM boots there, and a
+// cut stream leaves nothing behind on the destination.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -218,6 +221,60 @@ describe(
       const dec = await sync(`/vms/${vm.id}/actions/decrypt`);
       assert.equal(dec.state, 'succeeded', JSON.stringify(dec.error));
       compareOn(1, vm.id, reference);
+    });
+
+    test('a stopped VM with a local disk moves cold: a cut stream leaves nothing; then the image arrives byte for byte and boots', async (t) => {
+      const vm = (await p.api.get<Vm[]>('/vms?name=ld-enc'))[0];
+      assert.ok(vm);
+      assert.equal(vm.state, 'stopped');
+      const enc = await sync(`/vms/${vm.id}/actions/encrypt`);
+      assert.equal(enc.state, 'succeeded', JSON.stringify(enc));
+      const [disk] = images(1, vm.id);
+      assert.ok(disk);
+      const sourceImage = join(datastoreDir(1), vm.id, disk);
+      const digest = (path: string): string => createHash('sha256').update(readFileSync(path)).digest('hex');
+      const before = digest(sourceImage);
+      const leftovers = (i: number): string[] => {
+        const dir = join(datastoreDir(i), vm.id);
+        return existsSync(dir) ? readdirSync(dir) : [];
+      };
+
+      // Cut after 1 MiB of the stream: refused, the VM and its image stay on the source.
+      relay.cutAfter = 1024 * 1024;
+      const cut = await migrate(vm.id, host(0)).finally(() => (relay.cutAfter = undefined));
+      assert.equal(cut.state, 'failed', JSON.stringify(cut));
+      t.diagnostic(`failed as expected: ${JSON.stringify(cut.error)}`);
+      assert.match(JSON.stringify(cut.error), /HS_ERR_MIGRATION_/, 'named as a migration failure');
+      assert.equal((await p.api.get<Vm>(`/vms/${vm.id}`)).hostId, host(1));
+      assert.equal(digest(sourceImage), before, 'the source image is untouched');
+      const deadline = Date.now() + 20_000;
+      while (leftovers(0).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+      assert.deepEqual(leftovers(0), [], 'no home, no image, no partial file on the destination');
+
+      const r = await migrate(vm.id, host(0));
+      assert.equal(r.state, 'succeeded', JSON.stringify(r.error));
+      assert.equal((r.result as { cipher: string }).cipher, 'aes-256-gcm');
+      const moved = await p.api.get<Vm>(`/vms/${vm.id}`);
+      assert.equal(moved.hostId, host(0));
+      assert.equal(moved.state, 'stopped');
+      const ds = await p.api.get<{ id: string; hostId: string | null }[]>('/datastores');
+      assert.equal(ds.find((d) => d.id === moved.config.disks[0]?.datastoreId)?.hostId, host(0));
+      assert.deepEqual(leftovers(1), [], "the source's image is gone");
+      assert.deepEqual(images(0, vm.id), [disk], 'one image');
+      assert.deepEqual(
+        leftovers(0).filter((f) => f.includes('.incoming-')),
+        [],
+        'no temporary file',
+      );
+      assert.equal(digest(join(datastoreDir(0), vm.id, disk)), before, 'byte for byte: still ciphertext');
+
+      // It boots there (disk and NVRAM open under its keys), and its data is intact.
+      await powerOn(vm.id);
+      const off = await sync(`/vms/${vm.id}/actions/power-off`);
+      assert.equal(off.state, 'succeeded', JSON.stringify(off.error));
+      const dec = await sync(`/vms/${vm.id}/actions/decrypt`);
+      assert.equal(dec.state, 'succeeded', JSON.stringify(dec.error));
+      compareOn(0, vm.id, join(work, 'enc.raw'));
     });
   },
 );
