@@ -39,7 +39,7 @@ export const INVENTORY_HELP = `inventory commands (credentials: --credentials FI
   vm console VM
   vm delete VM
   vm create … --encryption-policy P [--accept-no-backup]   (a new encrypted VM)
-  vm encrypt VM [--policy P] [--accept-no-backup] | vm decrypt VM | vm rekey VM [--deep]
+  vm encrypt VM [--policy P] [--accept-no-backup] | vm decrypt VM | vm rekey VM [--deep] [--policy P]
   vm clone VM --name NEW | vm unlock VM | vm crypto-shred VM --confirm VM-NAME
   encryption-policy list | create --name N [--provider ID] [--description D] | remove P
   encryption-policy apply P (--name-pattern 'web-*' | --tag T) [--accept-no-backup]
@@ -309,8 +309,16 @@ export async function vmCommand(argv: string[]): Promise<number> {
       }
       case 'decrypt':
         return await run(api.decryptVm((await resolveVm(api, p.positionals[0])).id));
-      case 'rekey':
-        return await run(api.rekeyVm((await resolveVm(api, p.positionals[0])).id, { deep: flag(p, 'deep') }));
+      case 'rekey': {
+        const policy = str(p, 'policy');
+        return await run(
+          api.rekeyVm((await resolveVm(api, p.positionals[0])).id, {
+            deep: flag(p, 'deep'),
+            ...(policy !== undefined ? { policyId: policy } : {}),
+            ...(flag(p, 'accept-no-backup') ? { acceptNoBackup: true } : {}),
+          }),
+        );
+      }
       case 'clone':
         return await run(
           api.cloneVm((await resolveVm(api, p.positionals[0])).id, {

@@ -286,15 +286,17 @@ export class HostService {
    * and its VMs. A host that stops answering becomes `disconnected` (an event), one that
    * answers again `connected` (its datastores registered); VM states follow the host's.
    */
-  startHealthLoop(
+  startHealthLoop<T>(
     intervalMs: number,
     syncVmState: (
       hostId: string,
       states: Map<string, string>,
       runtimes: VmRuntime[],
-      /** When the listing was asked for: what changed since is newer than it. */
-      listedAt: number,
+      /** Read before the host was asked: state from before the listing (see VmCryptoService.sync). */
+      before: T,
     ) => Promise<void>,
+    /** What to read about a host's VMs before asking it for them. */
+    beforeListing: (hostId: string) => Promise<T>,
   ): () => void {
     let running = false;
     const tick = async (): Promise<void> => {
@@ -307,10 +309,10 @@ export class HostService {
           let ok = false;
           try {
             if (client === undefined) throw new Error('no client');
-            const listedAt = Date.now();
+            const seen = await beforeListing(before.id);
             const vms = await client.listVms();
             ok = true;
-            await syncVmState(before.id, new Map(vms.map((v) => [v.id, v.state])), vms, listedAt);
+            await syncVmState(before.id, new Map(vms.map((v) => [v.id, v.state])), vms, seen);
           } catch {
             ok = false;
           }

@@ -228,16 +228,17 @@ export async function startManager(opts: ManagerOptions): Promise<RunningManager
   }
 
   // Host health and VM state sync (a crashed VM, an agent that went away).
-  const stopHealth = hosts.startHealthLoop(
+  const stopHealth = hosts.startHealthLoop<Map<string, number>>(
     opts.healthIntervalMs ?? 5_000,
-    async (hostId, states, runtimes, listedAt) => {
+    async (hostId, states, runtimes, versionsBefore) => {
       for (const vm of await vms.list({ limit: 100_000, offset: 0, hostId })) {
         const actual = states.get(vm.id);
         if (actual !== undefined && actual !== vm.state) await vms.setState(vm.id, actual);
       }
       // Encryption the host reports, and keys for VMs locked by an agent restart.
-      await crypto.sync(hostId, runtimes, listedAt);
+      await crypto.sync(hostId, runtimes, versionsBefore);
     },
+    (hostId) => vms.versionsOn(hostId),
   );
   // Whether the default key server's keys are all in a backup (one event per change).
   const keySafetyTimer = setInterval(

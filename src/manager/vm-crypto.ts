@@ -279,16 +279,21 @@ export class VmCryptoService {
    * delivers keys to VMs the host reports locked (after an agent restart), at most every
    * UNLOCK_RETRY_MS per VM. Never throws: the loop must go on for other hosts.
    */
-  async sync(hostId: string, runtimes: readonly VmRuntime[], listedAt = Date.now()): Promise<void> {
+  async sync(
+    hostId: string,
+    runtimes: readonly VmRuntime[],
+    versionsBefore: ReadonlyMap<string, number>,
+  ): Promise<void> {
     for (const rt of runtimes) {
       try {
         let vm = await this.vms.get(rt.id);
         if (vm.hostId !== hostId) continue;
-        // A listing asked for before this manager last set the VM's encryption may predate
-        // an operation that has since committed (host first, then the record): following it
-        // would undo that operation. The next tick's listing is newer.
-        const changed = this.vms.encryptionChangedAt(vm.id);
-        if (changed === undefined || changed < listedAt) vm = await this.reconcile(vm, rt);
+        // Only a VM whose row no manager has changed since before the host was asked: a
+        // listing may predate an operation that has since committed (host first, then the
+        // record), and following it would undo that operation. The row's version says so
+        // whichever manager made the change; the next tick's listing is newer.
+        const version = versionsBefore.get(vm.id);
+        if (version !== undefined && version === vm.version) vm = await this.reconcile(vm, rt, version);
         const now = Date.now();
         if (rt.locked && vm.encryption) {
           // A failed delivery is retried every UNLOCK_RETRY_MS, not at every tick: a key
@@ -310,7 +315,7 @@ export class VmCryptoService {
     }
   }
 
-  private async reconcile(vm: Vm, rt: VmRuntime): Promise<Vm> {
+  private async reconcile(vm: Vm, rt: VmRuntime, version: number): Promise<Vm> {
     const hostRef = rt.encryption?.kekRef ?? null;
     const ourRef = vm.encryption ? kekRefOf(vm.encryption) : null;
     if (hostRef === ourRef) return vm;
@@ -319,7 +324,8 @@ export class VmCryptoService {
     const next: VmEncryption | null = parsed
       ? { policyId: vm.encryption?.policyId ?? BUILTIN_POLICY_ID, ...parsed }
       : null;
-    await this.vms.setEncryption(vm.id, next);
+    // Compare-and-set: a change that lands between our read and this write wins.
+    if (!(await this.vms.setEncryptionIfVersion(vm.id, next, version))) return vm;
     await this.events.record(SYSTEM, {
       type: 'vm.encryption-reconciled',
       object: { kind: 'vm', id: vm.id, name: vm.name },
@@ -391,9 +397,16 @@ export class VmCryptoService {
     });
   }
 
-  async rekey(actor: Actor, id: string, deep: boolean): Promise<Task> {
+  /**
+   * A new KEK for the VM (shallow: its DEKs rewrapped, the VM may run), or new DEKs as well
+   * (deep: the data re-encrypted, powered off). With `policyId`, the new KEK comes from that
+   * policy's key provider and the VM is encrypted under that policy from then on: moving
+   * a VM to another policy needs no decrypt-and-encrypt, and never leaves it in clear.
+   */
+  async rekey(actor: Actor, id: string, deep: boolean, policyId?: string): Promise<Task> {
     const vm = await this.vms.get(id);
     if (!vm.encryption) throw conflict(`VM ${vm.name} is not encrypted`);
+    const target = policyId === undefined ? undefined : await this.policies.get(policyId);
     await this.hosts.requireUsable(vm.hostId);
     return this.operation(
       actor,
@@ -403,10 +416,10 @@ export class VmCryptoService {
       async (ctx, current) => {
         if (deep) this.requireStopped(current, 'deep-rekey');
         const old = this.requireEncryption(current);
-        const policy = await this.policies.get(old.policyId).catch(() => undefined);
+        const policy = target ?? (await this.policies.get(old.policyId).catch(() => undefined));
         // The new KEK on the policy's provider (the VM's own when the policy is gone).
         const created = await this.keys.createKek(policy?.providerId ?? old.providerId);
-        const enc: VmEncryption = { policyId: old.policyId, ...created };
+        const enc: VmEncryption = { policyId: target?.id ?? old.policyId, ...created };
         await this.push(current.hostId, enc);
         ctx.progress(10);
         const agent = this.hosts.agent(current.hostId);
@@ -423,6 +436,9 @@ export class VmCryptoService {
         return {
           result: { encryption: enc, deep },
           changes: [
+            ...(old.policyId !== enc.policyId
+              ? [{ path: 'policyId', from: old.policyId, to: enc.policyId }]
+              : []),
             { path: 'keyId', from: old.keyId, to: enc.keyId },
             ...(old.providerId !== enc.providerId
               ? [{ path: 'keyProvider', from: old.providerId, to: enc.providerId }]

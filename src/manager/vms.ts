@@ -330,15 +330,31 @@ export class VmService {
       `UPDATE vms SET crypto = $1, locked_reason = NULL, version = version + 1 WHERE id = $2`,
       [encryption ? toJson(encryption) : null, id],
     );
-    this.encryptionChanges.set(id, Date.now());
   }
 
-  /** When this manager last set each VM's encryption (ms), since it started. */
-  private readonly encryptionChanges = new Map<string, number>();
+  /**
+   * The same, only if the VM's row is still at `version` (compare-and-set): false when any
+   * manager changed the VM since that version was read.
+   */
+  async setEncryptionIfVersion(
+    id: string,
+    encryption: VmEncryption | null,
+    version: number,
+  ): Promise<boolean> {
+    const r = await this.db.run(
+      `UPDATE vms SET crypto = $1, locked_reason = NULL, version = version + 1 WHERE id = $2 AND version = $3`,
+      [encryption ? toJson(encryption) : null, id, version],
+    );
+    return r.changes === 1;
+  }
 
-  /** When this manager last set the VM's encryption (ms), if it did since it started. */
-  encryptionChangedAt(id: string): number | undefined {
-    return this.encryptionChanges.get(id);
+  /** Each VM of a host with its row version (read before asking the host, see VmCryptoService.sync). */
+  async versionsOn(hostId: string): Promise<Map<string, number>> {
+    const rows = await this.db.query<{ id: string; version: number }>(
+      `SELECT id, version FROM vms WHERE host_id = $1`,
+      [hostId],
+    );
+    return new Map(rows.map((r) => [r.id, Number(r.version)]));
   }
 
   async setLockedReason(id: string, reason: string | null): Promise<void> {

@@ -87,6 +87,7 @@ export function describeStep(s: Step): string {
     'vm.update': 'set',
     'vm.encrypt': 'encrypt',
     'vm.decrypt': 'decrypt',
+    'vm.rekey': 'rekey under its policy',
     'key-provider.create': 'create',
     'key-provider.update': 'update',
     'key-provider.set-certificate': 'install certificate',
@@ -147,6 +148,17 @@ async function runStep(
       ).id;
     case 'vm.decrypt':
       return (await runTask(api, api.decryptVm(s.vmId), onTask)).id;
+    case 'vm.rekey':
+      return (
+        await runTask(
+          api,
+          api.rekeyVm(s.vmId, {
+            policyId: s.policyId,
+            ...(opts.acceptNoBackup === true ? { acceptNoBackup: true } : {}),
+          }),
+          onTask,
+        )
+      ).id;
     case 'key-provider.create': {
       const spec = s.spec;
       if (
@@ -207,7 +219,7 @@ export async function applyPlan(api: Hyperseal, plan: Plan, opts: ApplyOptions =
   const steps = plan.steps;
   const done: StepOutcome[] = [];
   const parallel = Math.max(1, Math.floor(opts.parallel ?? 1));
-  const isTask = (s: Step): boolean => s.op === 'vm.encrypt' || s.op === 'vm.decrypt';
+  const isTask = (s: Step): boolean => s.op === 'vm.encrypt' || s.op === 'vm.decrypt' || s.op === 'vm.rekey';
   let i = 0;
   while (i < steps.length) {
     const s = steps[i] as Step;

@@ -68,6 +68,9 @@ function simulate(snap: Snapshot, plan: Plan): Snapshot {
       case 'vm.decrypt':
         if (v) v.encryption = null;
         break;
+      case 'vm.rekey':
+        if (v?.encryption) v.encryption = { ...v.encryption, policyId: s.policyId, keyId: 'rekeyed' };
+        break;
       case 'alert-rule.create':
       case 'alert-rule.update':
         next.alertRules = [

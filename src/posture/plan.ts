@@ -66,6 +66,7 @@ export type StepOp =
   | { op: 'vm.update'; vmId: string; patch: VmPatch }
   | { op: 'vm.encrypt'; vmId: string; policyId: string }
   | { op: 'vm.decrypt'; vmId: string }
+  | { op: 'vm.rekey'; vmId: string; policyId: string }
   | { op: 'key-provider.create'; spec: KeyProviderSpec }
   | {
       op: 'key-provider.update';
@@ -314,17 +315,18 @@ function vmSteps(vm: Vm, want: Want, snap: Snapshot): { steps: Step[]; changes: 
           step({ op: 'vm.encrypt', vmId: vm.id, policyId: policy?.id ?? wanted }, enc.rule, base, changes),
         );
       } else if (policy === undefined || vm.encryption.policyId !== policy.id) {
+        // Another policy: a shallow rekey under it (a new KEK from its provider); the VM
+        // stays encrypted throughout and may run.
         steps.push(
-          step({ op: 'vm.encrypt', vmId: vm.id, policyId: policy?.id ?? wanted }, enc.rule, base, [
+          step({ op: 'vm.rekey', vmId: vm.id, policyId: policy?.id ?? wanted }, enc.rule, base, [
             {
               ...base,
               field: 'encryption',
               from,
               to: policy?.name ?? wanted,
-              blocked:
-                policy === undefined
-                  ? `no encryption policy named '${wanted}'`
-                  : `encrypted under '${from}': apply does not re-encrypt under another policy (decrypt first with encryption: none)`,
+              ...(policy === undefined
+                ? { blocked: `no encryption policy named '${wanted}'` }
+                : { note: 'rekeyed under the new policy (new KEK from its provider)' }),
             },
           ]),
         );

@@ -682,6 +682,9 @@ export type PowerOnVmQuery = {
 
 export type RekeyVmBody = {
   deep?: boolean;
+  /** Move the VM to this policy: the new KEK comes from its key provider */
+  policyId?: string;
+  acceptNoBackup?: boolean;
 };
 
 export type RekeyVmQuery = {
@@ -1121,7 +1124,7 @@ export class HypersealApi {
     return this.transport.request<Task>('POST', `/vms/${encodeURIComponent(id)}/actions/power-on`, { query });
   }
 
-  /** Rekey: shallow (new KEK, may run) or deep (new DEKs, data re-encrypted, powered off). `POST /vms/{id}/actions/rekey` (privilege: crypto.recrypt). */
+  /** Rekey: shallow (new KEK, may run) or deep (new DEKs, data re-encrypted, powered off); with policyId, under that policy. `POST /vms/{id}/actions/rekey` (privilege: crypto.recrypt). */
   rekeyVm(id: string, body: RekeyVmBody = {}, query?: RekeyVmQuery): Promise<Task> {
     return this.transport.request<Task>('POST', `/vms/${encodeURIComponent(id)}/actions/rekey`, { query, body });
   }

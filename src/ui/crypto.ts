@@ -99,7 +99,8 @@ function providerCard(ctx: PageContext, p: KeyProvider): UiElement {
       h('dt', {}, 'Added'),
       h('dd', {}, time(p.createdAt)),
     ),
-    p.csrPem ? h('details', {}, h('summary', {}, 'CSR to sign'), h('pre', {}, p.csrPem)) : null,
+    p.csrPem ? h('details', {}, h('summary', {}, 'CSR to sign'), h('pre', { class: 'csr' }, p.csrPem)) : null,
+    p.csrPem ? installCertificateForm(ctx, p) : null,
     h(
       'div',
       { class: 'actions' },
@@ -110,6 +111,39 @@ function providerCard(ctx: PageContext, p: KeyProvider): UiElement {
       ),
     ),
     result,
+  );
+}
+
+/**
+ * After a CSR: the certificate the key manager's CA signed, pasted and installed. The
+ * manager checks it matches the key it holds; until then the provider cannot be used.
+ */
+function installCertificateForm(ctx: PageContext, p: KeyProvider): UiElement {
+  const cert = h('textarea', {
+    class: 'kp-signed-cert',
+    rows: 4,
+    required: true,
+    placeholder: '-----BEGIN CERTIFICATE----- (signed from the CSR above)',
+    'aria-label': `signed certificate for ${p.name}`,
+  });
+  const install = h('button', { type: 'submit', class: 'install-cert' }, 'Install certificate');
+  return h(
+    'form',
+    {
+      class: 'install-cert-form',
+      onsubmit: (ev) => {
+        ev.preventDefault();
+        ctx.api
+          .setKeyProviderCertificate(p.id, { certPem: cert.value })
+          .then(() => {
+            ctx.flash(`Installed the certificate of ${p.name}; test it next.`);
+            ctx.refresh();
+          })
+          .catch(ctx.flash);
+      },
+    },
+    field('Signed certificate', cert),
+    guarded(install, ctx.access.reason('setKeyProviderCertificate')),
   );
 }
 

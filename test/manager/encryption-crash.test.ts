@@ -147,7 +147,7 @@ describe(
         const before = await getVm();
         assert.equal(before.encryption, null, 'the VM starts plain');
         const task = await p.api.post<Task>(`/vms/${vm.id}/actions/encrypt`, {});
-        const failed = await p.api.waitTask(task.id);
+        const failed = await p.api.waitTask(task.id, { timeoutMs: 120_000 });
         assert.equal(failed.state, 'failed', 'the manager saw the operation fail');
         // The task fails when the agent dies; had it failed for another reason, the agent
         // would still run, and the message says why.

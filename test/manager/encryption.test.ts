@@ -155,6 +155,41 @@ describe('VM encryption (sim hosts, embedded key server)', { concurrency: 1 }, (
     assert.notEqual((await vm(web.id)).encryption?.keyId, after.encryption?.keyId);
   });
 
+  test('rekey under another policy while running: the VM moves to it with a new KEK, never in clear', async () => {
+    const web = (await p.api.get<Vm[]>('/vms?name=web-01'))[0] as Vm;
+    assert.equal((await sync('POST', `/vms/${web.id}/actions/power-on`)).state, 'succeeded');
+    const gold = await p.api.post<{ id: string; name: string }>('/encryption-policies', {
+      name: 'Gold',
+      description: 'a second policy',
+    });
+    const unknown = await p.request<ErrorAnswer>(p.adminToken, 'POST', `/vms/${web.id}/actions/rekey`, {
+      policyId: 'no-such-policy',
+    });
+    assert.equal(unknown.status, 404);
+    assert.deepEqual((await vm(web.id)).encryption, web.encryption, 'nothing changed');
+
+    const t = await sync('POST', `/vms/${web.id}/actions/rekey`, { policyId: gold.id });
+    assert.equal(t.state, 'succeeded', JSON.stringify(t.error));
+    const after = await vm(web.id);
+    assert.equal(after.encryption?.policyId, gold.id);
+    assert.notEqual(after.encryption?.keyId, web.encryption?.keyId);
+    assert.equal(after.state, 'running');
+    const e = (await eventsOf(web.id, 'vm.rekeyed')).find((x) => x.result === 'success');
+    assert.deepEqual(
+      e?.changes
+        .filter((c) => c.path === 'policyId' || c.path === 'keyId')
+        .map((c) => [c.path, c.from, c.to]),
+      [
+        ['policyId', web.encryption?.policyId, gold.id],
+        ['keyId', web.encryption?.keyId, after.encryption?.keyId],
+      ],
+    );
+    // Its keys still open it: a power cycle fetches the new KEK.
+    assert.equal((await sync('POST', `/vms/${web.id}/actions/power-off`)).state, 'succeeded');
+    assert.equal((await sync('POST', `/vms/${web.id}/actions/power-on`)).state, 'succeeded');
+    assert.equal((await sync('POST', `/vms/${web.id}/actions/power-off`)).state, 'succeeded');
+  });
+
   test('clone of an encrypted VM: encrypted, with its own KEK', async () => {
     const web = (await p.api.get<Vm[]>('/vms?name=web-01'))[0] as Vm;
     const t = await sync('POST', `/vms/${web.id}/actions/clone`, { name: 'web-01-clone' });

@@ -386,4 +386,28 @@ keyProviders:
     // Back as it was, for whoever comes next.
     await platform.api.setDefaultKeyProvider(platform.keyProviderId ?? '');
   });
+
+  test('an encrypted VM put under another policy is rekeyed under it, not blocked, and stays encrypted', async () => {
+    const before = (await vmsByName())['web-01'];
+    assert.ok(before?.encryption, 'web-01 was encrypted by the first apply');
+    const gold = await platform.api.createEncryptionPolicy({ name: 'Gold', description: 'posture test' });
+    const file = posture(
+      'gold.yaml',
+      `version: 1
+vms:
+  - { select: { namePattern: web-01 }, encryption: { policy: Gold } }
+`,
+    );
+    const dry = await cli(['apply', '-f', file, '--dry-run']);
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(dry.stdout, /VM Encryption Policy.*Gold/);
+    assert.doesNotMatch(dry.stdout, /BLOCKED/);
+    const run = await cli(['apply', '-f', file]);
+    assert.equal(run.code, 0, run.stderr);
+    const after = (await vmsByName())['web-01'];
+    assert.equal(after?.encryption?.policyId, gold.id);
+    assert.notEqual(after?.encryption?.keyId, before.encryption.keyId);
+    const again = await cli(['apply', '-f', file, '--dry-run']);
+    assert.match(again.stdout, /nothing to change/);
+  });
 });

@@ -12,6 +12,7 @@ import { mkdirSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { chromium } from 'playwright-core';
+import { createCertificateAuthority, signCsr } from '../../src/pki/index.js';
 import type { TestPlatform } from '../support/manager.js';
 import { startTestPlatform, useTempConfigHome } from '../support/manager.js';
 
@@ -390,6 +391,40 @@ describe('web UI in headless Chromium', { concurrency: 1 }, () => {
     await embedded.locator('button.set-default').click();
     await embedded.locator('.badge-default').waitFor();
     await shot(page, '08-key-providers');
+  });
+
+  test('key providers: added with a CSR, its signed certificate installed from the page', async () => {
+    // A key manager of its own CA (none listens: installing needs no connection).
+    const ca = await createCertificateAuthority({ commonName: 'ui-test-kms-ca' });
+    await page.goto(`${origin}/ui/#/key-providers`);
+    await page.fill('#kp-name', 'ui-csr');
+    await page.fill('#kp-host', '127.0.0.1');
+    await page.fill('#kp-port', '9');
+    await page.fill('#kp-ca', ca.certPem);
+    await page.selectOption('#kp-mode', 'csr');
+    await page.click('#add-provider button[type=submit]');
+    const card = page.locator('.provider[data-name="ui-csr"]');
+    await card.locator('pre.csr').waitFor({ state: 'attached' });
+    const csrPem = (await card.locator('pre.csr').textContent()) ?? '';
+    assert.match(csrPem, /BEGIN CERTIFICATE REQUEST/);
+    const wrong = await createCertificateAuthority({ commonName: 'not-this-key' });
+    await card.locator('textarea.kp-signed-cert').fill(wrong.certPem);
+    await card.locator('button.install-cert').click();
+    await page.locator('#flash', { hasText: 'HS_ERR' }).waitFor();
+    assert.equal(
+      (await p.api.listKeyProviders()).find((x) => x.name === 'ui-csr')?.state,
+      'awaiting-certificate',
+      'a certificate for another key is refused',
+    );
+    await card.locator('textarea.kp-signed-cert').fill(await signCsr(ca, csrPem, { usage: 'client' }));
+    await card.locator('button.install-cert').click();
+    await page.locator('#flash', { hasText: 'Installed the certificate of ui-csr' }).waitFor();
+    const ready = page.locator('.provider[data-name="ui-csr"]');
+    await ready.locator('.badge-ok', { hasText: 'ready' }).waitFor();
+    assert.equal(await ready.locator('pre.csr').count(), 0, 'the CSR is gone');
+    const after = (await p.api.listKeyProviders()).find((x) => x.name === 'ui-csr');
+    assert.equal(after?.state, 'ready');
+    assert.equal(after?.csrPem, null);
   });
 
   test('encryption policies: list and create', async () => {

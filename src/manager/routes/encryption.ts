@@ -164,19 +164,40 @@ export function encryptionRoutes(s: ManagerServices): AnyRoute[] {
       method: 'POST',
       url: '/vms/:id/actions/rekey',
       event: 'vm.rekeyed',
-      summary: 'Rekey: shallow (new KEK, may run) or deep (new DEKs, data re-encrypted, powered off)',
+      summary:
+        'Rekey: shallow (new KEK, may run) or deep (new DEKs, data re-encrypted, powered off); with policyId, under that policy',
       tag: 'encryption',
       privilege: 'crypto.recrypt',
       params: IdParams,
       query: ActionQuery,
       body: Type.Object(
-        { deep: Type.Optional(Type.Boolean({ default: false })) },
+        {
+          deep: Type.Optional(Type.Boolean({ default: false })),
+          policyId: Type.Optional(
+            Type.String({
+              minLength: 1,
+              description: 'Move the VM to this policy: the new KEK comes from its key provider',
+            }),
+          ),
+          acceptNoBackup: Type.Optional(Type.Boolean()),
+        },
         { additionalProperties: false },
       ),
       response: Task,
       status: 202,
-      handler: async ({ params, body, query, user, ip, reply }) =>
-        taskReply(s, await s.crypto.rekey(actorOf(user, ip), params.id, body.deep ?? false), query, reply),
+      handler: async ({ params, body, query, user, ip, reply }) => {
+        if (body.policyId !== undefined) {
+          // A new provider may be a key server that was never backed up, as for encrypt.
+          const policy = await s.crypto.policies.get(body.policyId);
+          await s.keySafety.checkBeforeEncrypt(policy.providerId, body.acceptNoBackup === true);
+        }
+        return taskReply(
+          s,
+          await s.crypto.rekey(actorOf(user, ip), params.id, body.deep ?? false, body.policyId),
+          query,
+          reply,
+        );
+      },
     }),
     route({
       method: 'POST',
