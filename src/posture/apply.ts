@@ -100,6 +100,11 @@ export function describeStep(s: Step): string {
   return `${s.kind} ${s.object}: ${verb[s.op]}${s.op === 'vm.update' ? ` ${what}` : ''}`;
 }
 
+/** The body of an encrypt or a rekey under a policy (both may meet a never-backed-up key server). */
+function underPolicy(policyId: string, opts: ApplyOptions): { policyId: string; acceptNoBackup?: true } {
+  return { policyId, ...(opts.acceptNoBackup === true ? { acceptNoBackup: true as const } : {}) };
+}
+
 function alertRuleBody(spec: AlertRuleSpec): AlertRuleCreate {
   return alertRuleInput(spec, () =>
     readReferenced(spec.actions.webhook?.secretFile ?? '', `${spec.key}.actions.webhook.secretFile`).trim(),
@@ -136,29 +141,11 @@ async function runStep(
       await api.updateVm(s.vmId, s.patch);
       return undefined;
     case 'vm.encrypt':
-      return (
-        await runTask(
-          api,
-          api.encryptVm(s.vmId, {
-            policyId: s.policyId,
-            ...(opts.acceptNoBackup === true ? { acceptNoBackup: true } : {}),
-          }),
-          onTask,
-        )
-      ).id;
+      return (await runTask(api, api.encryptVm(s.vmId, underPolicy(s.policyId, opts)), onTask)).id;
     case 'vm.decrypt':
       return (await runTask(api, api.decryptVm(s.vmId), onTask)).id;
     case 'vm.rekey':
-      return (
-        await runTask(
-          api,
-          api.rekeyVm(s.vmId, {
-            policyId: s.policyId,
-            ...(opts.acceptNoBackup === true ? { acceptNoBackup: true } : {}),
-          }),
-          onTask,
-        )
-      ).id;
+      return (await runTask(api, api.rekeyVm(s.vmId, underPolicy(s.policyId, opts)), onTask)).id;
     case 'key-provider.create': {
       const spec = s.spec;
       if (
