@@ -7,12 +7,15 @@
 // server refuses the calls when forced from the page. Every request the pages made went
 // to the manager's origin. Screenshots go to test-results/ui/.
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { X509Certificate, createHash, randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { chromium } from 'playwright-core';
-import { createCertificateAuthority, signCsr } from '../../src/pki/index.js';
+import { createCertificateAuthority, issueCertificate, signCsr } from '../../src/pki/index.js';
 import type { TestPlatform } from '../support/manager.js';
 import { startTestPlatform, useTempConfigHome } from '../support/manager.js';
 
@@ -40,7 +43,20 @@ describe('web UI in headless Chromium', { concurrency: 1 }, () => {
     await p.api.createUser({ name: admin.user, password: admin.password, roles: ['Administrator'] });
     await p.api.createUser({ name: reader.user, password: reader.password, roles: ['Read-only'] });
     mkdirSync(SHOTS, { recursive: true });
-    browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox'] });
+    // The manager's certificate is issued by its own CA. Only its key is trusted: the
+    // browser ignores certificate errors for that public key alone, no other.
+    const spki = createHash('sha256')
+      .update(
+        new X509Certificate(readFileSync(join(p.managerDir, 'api.pem'))).publicKey.export({
+          type: 'spki',
+          format: 'der',
+        }),
+      )
+      .digest('base64');
+    browser = await chromium.launch({
+      executablePath: '/usr/bin/chromium',
+      args: ['--no-sandbox', `--ignore-certificate-errors-spki-list=${spki}`],
+    });
     page = await newPage();
   });
   after(async () => {
@@ -50,10 +66,9 @@ describe('web UI in headless Chromium', { concurrency: 1 }, () => {
     restore();
   });
 
-  /** A fresh browser profile (own cookies); the manager's CA is self-signed, so its errors are ignored here. */
+  /** A fresh browser profile (own cookies). */
   async function newPage(): Promise<Page> {
     const context = await browser.newContext({
-      ignoreHTTPSErrors: true,
       viewport: { width: 1280, height: 900 },
     });
     contexts.push(context);
@@ -524,6 +539,26 @@ describe('web UI in headless Chromium', { concurrency: 1 }, () => {
     assert.equal(replay.status, 401);
     const out = await p.api.listEvents({ type: 'user.logged-out', limit: 1 });
     assert.equal(out[0]?.user, admin.user);
+  });
+
+  test("the browser trusts the manager's key alone: a server with another certificate is refused", async () => {
+    const ca = await createCertificateAuthority({ commonName: 'other-ca' });
+    const leaf = await issueCertificate(ca, {
+      commonName: 'other',
+      usage: 'server',
+      ipAddresses: ['127.0.0.1'],
+    });
+    const other = createServer({ cert: leaf.certPem, key: leaf.keyPem }, (_req, res) => res.end('other'));
+    await new Promise<void>((r) => other.listen(0, '127.0.0.1', r));
+    try {
+      const pg = await newPage();
+      const url = `https://127.0.0.1:${(other.address() as AddressInfo).port}/`;
+      await assert.rejects(pg.goto(url), /ERR_CERT/);
+      // The requests check below is about the manager's pages only.
+      for (let i = requests.length - 1; i >= 0; i--) if (requests[i]?.startsWith(url)) requests.splice(i, 1);
+    } finally {
+      other.close();
+    }
   });
 
   test('every request went to the manager; no script errors, no CSP violations', () => {
