@@ -11,12 +11,24 @@
  * temporary files, which the caller removes (names() lists them).
  */
 import { once } from 'node:events';
-import { closeSync, createReadStream, fsyncSync, mkdirSync, openSync, renameSync, statSync } from 'node:fs';
+import {
+  closeSync,
+  createReadStream,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { open } from 'node:fs/promises';
 import net from 'node:net';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import { HypersealError } from '../errors.js';
+import { writeFileAtomic } from '../fsutil.js';
 import type { ColdEntry } from '../migration/cold-archive.js';
 import { ColdArchiveReader, encodeColdArchive, encodeColdEntryHeader } from '../migration/cold-archive.js';
 
@@ -111,7 +123,7 @@ export async function coldSink(
 }
 
 /** Puts each received file in place (rename: all or nothing per file) and syncs its directory. */
-export function installReceived(received: readonly ColdReceived[]): void {
+export function installReceived(received: readonly Pick<ColdReceived, 'tmp' | 'final'>[]): void {
   for (const r of received) {
     renameSync(r.tmp, r.final);
     try {
@@ -180,4 +192,56 @@ export async function sendColdStream(
     sock.destroy();
     throw err;
   }
+}
+
+/**
+ * The destination's note of a cold migration under way, in the VM's home beside (and
+ * before) its record, so that an agent killed at any point recovers to a consistent state:
+ * - `receiving`: the stream is not all in; the source still has the VM. On restart the
+ *   half-received VM is dropped (its home and the temporary files).
+ * - `received`: every file is written and fsynced, and only now is the ACK sent; the
+ *   source deletes its copy once it has it. On restart the files are put in place and
+ *   the VM kept: after the ACK nothing may be dropped.
+ */
+export interface IncomingMarker {
+  migrationId: string;
+  phase: 'receiving' | 'received';
+  /** Disk images that arrive (final paths; their temporary files are `<path>.incoming-<id>`). */
+  disks: string[];
+  /** With `received`: what to rename into place. */
+  received?: { tmp: string; final: string }[];
+}
+
+export const INCOMING_MARKER = 'incoming.json';
+
+export function writeIncomingMarker(home: string, marker: IncomingMarker): void {
+  writeFileAtomic(join(home, INCOMING_MARKER), JSON.stringify(marker), 0o600);
+}
+
+export function clearIncomingMarker(home: string): void {
+  rmSync(join(home, INCOMING_MARKER), { force: true });
+}
+
+/**
+ * At agent start, for a home holding a marker: finishes a received migration (true: keep
+ * the VM) or drops an unfinished one (false: the home and temporary files are gone).
+ */
+export function recoverIncoming(home: string): boolean {
+  const file = join(home, INCOMING_MARKER);
+  if (!existsSync(file)) return true;
+  let marker: Partial<IncomingMarker> = {};
+  try {
+    marker = JSON.parse(readFileSync(file, 'utf8')) as Partial<IncomingMarker>;
+  } catch {
+    // Torn before its first complete write: nothing was acknowledged yet.
+  }
+  if (marker.phase === 'received' && Array.isArray(marker.received)) {
+    installReceived(marker.received.filter((r) => existsSync(r.tmp)));
+    rmSync(file, { force: true });
+    return true;
+  }
+  for (const disk of marker.disks ?? [])
+    rmSync(`${disk}.incoming-${String(marker.migrationId)}`, { force: true });
+  rmSync(home, { recursive: true, force: true });
+  return false;
 }

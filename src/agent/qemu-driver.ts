@@ -42,7 +42,14 @@ import { dirname, join } from 'node:path';
 import { HypersealError, isHypersealError } from '../errors.js';
 import { writeFileAtomic } from '../fsutil.js';
 import type { ColdFile, ColdSink } from './cold-transfer.js';
-import { coldSink, installReceived, sendColdStream } from './cold-transfer.js';
+import {
+  clearIncomingMarker,
+  coldSink,
+  installReceived,
+  recoverIncoming,
+  sendColdStream,
+  writeIncomingMarker,
+} from './cold-transfer.js';
 import type { ColdEntry } from '../migration/cold-archive.js';
 import { COLD_ENTRY_NAME } from '../migration/cold-archive.js';
 import type { Accelerator, HostRuntime, NicBackend, VmSpec as QemuVmSpec } from '../qemu/command-line.js';
@@ -859,6 +866,10 @@ export class QemuDriver implements VmDriver {
       const record = this.migratedRecord(spec, raw);
       const home = join(this.homeRoot, spec.id);
       mkdirSync(home, { recursive: true, mode: 0o700 });
+      // Cold: the marker before the record, so a restart never mistakes half a VM for one.
+      const images = new Map(spec.disks.map((d) => [d.id, this.diskPath(spec.id, d, record.generation)]));
+      const coldDisks = cold && copyDisks ? [...images.values()] : [];
+      if (cold) writeIncomingMarker(home, { migrationId: mig.id, phase: 'receiving', disks: coldDisks });
       this.writeRecord(home, record);
       const vm = this.newVm(spec.id, home, record, spec);
       vm.operation = { kind: 'migrate', progress: 0 };
@@ -872,8 +883,7 @@ export class QemuDriver implements VmDriver {
           // A stopped VM: the stream is its files (cold-archive.ts): NVRAM, vTPM state and,
           // with copyDisks, the images of its disks, each streamed to a file of its own.
           const nvram = this.nvramPath(home, record.generation, record.bundle !== undefined);
-          const images = new Map(spec.disks.map((d) => [d.id, this.diskPath(spec.id, d, record.generation)]));
-          if (copyDisks) this.incomingCopies.set(spec.id, { paths: [...images.values()], tunnel: undefined });
+          if (copyDisks) this.incomingCopies.set(spec.id, { paths: coldDisks, tunnel: undefined });
           sink = await coldSink(
             incoming,
             (name) =>
@@ -928,12 +938,36 @@ export class QemuDriver implements VmDriver {
           });
           await qmp.execute('migrate-incoming', { uri: `unix:${incoming}` });
         }
+        const coldSinkOf = sink;
+        const expected = copyDisks ? spec.disks.map((d) => `disk/${d.id}`) : [];
         receiver = await MigrationReceiver.listen({
           migrationId: mig.id,
           cipher: mig.cipher,
           ...(mig.key ? { key: mig.key, nonce: mig.nonce } : {}),
           listen: { host: listenHost, port: 0 },
           qemuSocketPath: incoming,
+          // Cold: the ACK (after which the source deletes its copy) only once every file is
+          // whole and durable here, and the marker says so.
+          ...(coldSinkOf
+            ? {
+                beforeAck: async () => {
+                  const got = await coldSinkOf.done;
+                  const missing = expected.filter((name) => !got.some((g) => g.name === name));
+                  if (missing.length > 0) {
+                    throw new HypersealError(
+                      'HS_ERR_MIGRATION_TRUNCATED',
+                      `the cold migration stream lacks ${missing.join(', ')}`,
+                    );
+                  }
+                  writeIncomingMarker(home, {
+                    migrationId: mig.id,
+                    phase: 'received',
+                    disks: coldDisks,
+                    received: got.map(({ tmp, final }) => ({ tmp, final })),
+                  });
+                },
+              }
+            : {}),
         });
       } catch (err) {
         sink?.close();
@@ -943,7 +977,7 @@ export class QemuDriver implements VmDriver {
       const rcv = receiver;
       // A failed disk tunnel fails the incoming migration too.
       tunnel?.onFailure((err) => rcv.abort(err));
-      void this.finishIncoming(vm, receiver, sink, copyDisks ? spec.disks.map((d) => `disk/${d.id}`) : []);
+      void this.finishIncoming(vm, receiver, sink);
       const address = receiver.address as { host: string; port: number };
       const advertise = async (a: { host: string; port: number }): Promise<{ host: string; port: number }> =>
         this.opts.migrationAdvertise ? this.opts.migrationAdvertise(a) : a;
@@ -968,21 +1002,15 @@ export class QemuDriver implements VmDriver {
     vm: Vm,
     receiver: MigrationReceiver,
     sink: ColdSink | undefined,
-    expected: readonly string[],
   ): Promise<void> {
     try {
       await receiver.done;
       if (sink) {
-        // The channel authenticated the end of the stream: every entry is whole.
+        // Acknowledged: every entry was whole and durable (beforeAck). Into place, then the
+        // marker goes (a crash in between repeats the renames at the next start).
         const got = await sink.done;
-        const missing = expected.filter((name) => !got.some((g) => g.name === name));
-        if (missing.length > 0) {
-          throw new HypersealError(
-            'HS_ERR_MIGRATION_TRUNCATED',
-            `the cold migration stream lacks ${missing.join(', ')}`,
-          );
-        }
         installReceived(got);
+        clearIncomingMarker(vm.home);
         this.incomingCopies.delete(vm.id);
         vm.operation = null;
         trace('agent', 'cold migration received', {
@@ -1795,6 +1823,11 @@ export class QemuDriver implements VmDriver {
       if (!entry.isDirectory()) continue;
       const home = join(this.homeRoot, entry.name);
       const file = join(home, SPEC_FILE);
+      // A cold migration cut by our own death: finished if acknowledged, else dropped.
+      if (!recoverIncoming(home)) {
+        trace('agent', 'dropped an unfinished incoming migration', { vmId: entry.name });
+        continue;
+      }
       if (!existsSync(file)) continue; // a define that never committed, or not ours
       try {
         const raw = JSON.parse(readFileSync(file, 'utf8')) as Partial<VmRecord>;

@@ -90,6 +90,12 @@ export interface MigrationReceiverOptions extends CommonOptions {
   listen: ChannelAddress;
   /** The destination QEMU's incoming socket (`migrate-incoming unix:<path>`). */
   qemuSocketPath: string;
+  /**
+   * Runs once every verified byte is delivered, before the ACK goes out: the ACK then
+   * also says this succeeded (a cold migration's files are durable, say). A rejection
+   * fails the migration without an ACK, so the source keeps its VM.
+   */
+  beforeAck?: () => Promise<void>;
 }
 
 const DEFAULTS = {
@@ -833,21 +839,27 @@ export class MigrationReceiver extends ChannelEnd {
         migration: this.migrationId,
         bytes: this.opener.bytesOut,
       });
-      let ack: Buffer[];
-      try {
-        ack = this.opener.acknowledge();
-      } catch (err) {
-        this.fail(err);
-        return;
-      }
-      peer.cork();
-      for (const b of ack) peer.write(b);
-      peer.uncork();
-      peer.end(() => {
-        this.sockets.delete(peer);
-        this.sockets.delete(qemu);
-        this.succeed();
-      });
+      (this.opts.beforeAck?.() ?? Promise.resolve()).then(
+        () => {
+          if (this.settled) return;
+          let ack: Buffer[];
+          try {
+            ack = this.opener.acknowledge();
+          } catch (err) {
+            this.fail(err);
+            return;
+          }
+          peer.cork();
+          for (const b of ack) peer.write(b);
+          peer.uncork();
+          peer.end(() => {
+            this.sockets.delete(peer);
+            this.sockets.delete(qemu);
+            this.succeed();
+          });
+        },
+        (err: unknown) => this.fail(err),
+      );
     });
   }
 }
