@@ -130,6 +130,13 @@ export const EventTypes = {
     done: '{user} reset {object}',
     failed: '{user} failed to reset {object}',
   },
+  'vm.relocated': {
+    severity: 'warning',
+    description:
+      'The manager found a VM on another host than recorded (a migration finished that it had not recorded, e.g. it was killed meanwhile) and recorded it there.',
+    done: '{user} relocated {object}',
+    failed: '{user} failed to relocate {object}',
+  },
   'vm.migrated': {
     severity: 'info',
     description: 'A VM moved to another host; changes show the host and whether the stream was encrypted.',

@@ -237,6 +237,8 @@ export async function startManager(opts: ManagerOptions): Promise<RunningManager
       }
       // Encryption the host reports, and keys for VMs locked by an agent restart.
       await crypto.sync(hostId, runtimes, versionsBefore);
+      // VMs a finished but unrecorded migration left here.
+      await vms.adoptReported(hostId, runtimes);
     },
     (hostId) => vms.versionsOn(hostId),
   );

@@ -357,6 +357,81 @@ export class VmService {
     return new Map(rows.map((r) => [r.id, Number(r.version)]));
   }
 
+  /** Where a disk from another host's local datastore goes on `hostId`: the same name when it has one. */
+  private localDatastoreFor(hostId: string, name: string): Promise<{ id: string; path: string } | undefined> {
+    return this.db.one<{ id: string; path: string }>(
+      `SELECT id, path FROM datastores WHERE host_id = $1 ORDER BY (name = $2) DESC, id LIMIT 1`,
+      [hostId, name],
+    );
+  }
+
+  /**
+   * From the health loop: a VM that `hostId` reports while its row names another host
+   * is one whose migration completed without the manager recording it (the manager was
+   * killed, or lost the answer). It is moved to `hostId` — with disks that were on the old
+   * host's local datastores on the new host's, as the migration put them — when, and only
+   * when, nothing is under way on it (no unfinished task, by any manager; no operation on
+   * the host) and its recorded host answers and no longer has it. Anything else is left
+   * for the next tick or for an operator: a VM is never moved away from a host that has it.
+   */
+  async adoptReported(
+    hostId: string,
+    runtimes: readonly { id: string; state: string; operation?: unknown }[],
+  ): Promise<void> {
+    for (const rt of runtimes) {
+      if (rt.operation !== undefined) continue;
+      const row = await this.db.one<VmRow>(`SELECT * FROM vms WHERE id = $1`, [rt.id]);
+      if (row === undefined || row.host_id === hostId) continue;
+      const busy = await this.db.one<{ id: string }>(
+        `SELECT id FROM tasks WHERE object_kind = 'vm' AND object_id = $1 AND state IN ('queued', 'running') LIMIT 1`,
+        [rt.id],
+      );
+      if (busy !== undefined) continue;
+      const gone = await this.hosts
+        .agent(row.host_id)
+        .getVm(rt.id)
+        .then(
+          () => false,
+          (err: unknown) =>
+            err instanceof HypersealError && err.code === 'HS_ERR_NOT_FOUND' ? true : undefined,
+        )
+        .catch(() => undefined);
+      if (gone !== true) continue;
+      const vm = this.toVm(row);
+      const disks = [];
+      for (const d of vm.config.disks) {
+        const ds = await this.db.one<{ host_id: string | null; name: string }>(
+          `SELECT host_id, name FROM datastores WHERE id = $1`,
+          [d.datastoreId],
+        );
+        const target =
+          ds?.host_id === row.host_id ? await this.localDatastoreFor(hostId, ds.name) : undefined;
+        disks.push(target ? { ...d, datastoreId: target.id } : d);
+      }
+      const moved = await this.db.run(
+        `UPDATE vms SET host_id = $1, state = $2, config = $3, version = version + 1
+         WHERE id = $4 AND host_id = $5 AND version = $6`,
+        [hostId, rt.state, toJson({ ...vm.config, disks }), rt.id, row.host_id, row.version],
+      );
+      if (moved.changes !== 1) continue;
+      const nameOf = (id: string): Promise<string> =>
+        this.hosts.get(id).then(
+          (h) => h.name,
+          () => id,
+        );
+      const [fromName, toName] = await Promise.all([nameOf(row.host_id), nameOf(hostId)]);
+      await this.events.record(
+        { user: 'system', sourceIp: null },
+        {
+          type: 'vm.relocated',
+          object: { kind: 'vm', id: vm.id, name: vm.name },
+          changes: [{ path: 'hostId', from: row.host_id, to: hostId }],
+          message: `system found VM ${vm.name} on host ${toName}, no longer on ${fromName} (a migration finished that the manager had not recorded) and recorded it there`,
+        },
+      );
+    }
+  }
+
   async setLockedReason(id: string, reason: string | null): Promise<void> {
     await this.db.run(`UPDATE vms SET locked_reason = $1 WHERE id = $2`, [reason, id]);
   }
@@ -604,10 +679,7 @@ export class VmService {
           ),
         );
       }
-      const target = await this.db.one<{ id: string; path: string }>(
-        `SELECT id, path FROM datastores WHERE host_id = $1 ORDER BY (name = $2) DESC, id LIMIT 1`,
-        [hostId, ds.name],
-      );
+      const target = await this.localDatastoreFor(hostId, ds.name);
       if (target === undefined) {
         return refuse(
           new HypersealError(
