@@ -2,6 +2,7 @@
 // TLS with the hyperseal-manager client certificate): facts, the VM lifecycle, input
 // validation, refusal of every other peer, restart persistence and 10,000 VMs.
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { after, before, test } from 'node:test';
 import type { ConsoleChunk, ErrorBody, HostFacts, VmRuntime, VmSpec } from './api.js';
 import { AgentRoutes } from './api.js';
@@ -305,4 +306,21 @@ void test('10,000 simulated VMs are defined, powered on and listed in reasonable
   );
   assert.ok(defined - started < 40_000, `defining took ${defined - started} ms`);
   assert.ok(listed - defined < 2_000, `listing took ${listed - defined} ms`);
+});
+
+test('close() ends connections still in their TLS handshake: an agent stops even while a client connects', async () => {
+  // A TCP connection that never starts TLS is not an HTTP connection yet; before the fix it
+  // kept close() waiting for the TLS handshake timeout (2 minutes).
+  const raw = net.connect(agent.port, '127.0.0.1');
+  await new Promise<void>((resolve, reject) => raw.once('connect', resolve).once('error', reject));
+  raw.on('error', () => undefined);
+  const gone = new Promise<void>((resolve) => raw.once('close', () => resolve()));
+  client.close();
+  const outcome = await Promise.race([
+    agent.close().then(() => 'closed'),
+    new Promise<string>((r) => setTimeout(() => r('still open after 5 s'), 5_000).unref()),
+  ]);
+  assert.equal(outcome, 'closed');
+  await gone;
+  await startSimAgent();
 });

@@ -430,6 +430,14 @@ export async function startAgent(opts: AgentServerOptions): Promise<AgentServer>
       );
   });
 
+  // Every TCP connection, from accept on: one still in its TLS handshake when the agent
+  // closes is not among the HTTP server's connections yet, and a manager polling over it
+  // would keep it (and the agent's exit) alive for ever.
+  const sockets = new Set<Socket>();
+  server.on('connection', (socket: Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
   await new Promise<void>((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException): void => {
       reject(
@@ -463,6 +471,7 @@ export async function startAgent(opts: AgentServerOptions): Promise<AgentServer>
       closing ??= (async () => {
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
         server.closeAllConnections();
+        for (const socket of sockets) socket.destroy();
         await closed;
         await driver.close();
       })();
