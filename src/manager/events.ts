@@ -98,6 +98,24 @@ export class ManagerEvents implements EventRecorder {
     return () => this.listeners.delete(fn);
   }
 
+  private readonly followers = new Set<() => void>();
+
+  /**
+   * A live stream to end when the manager stops: an open stream would otherwise hold the
+   * HTTP server's close (and so a restart) for as long as its client stays connected.
+   */
+  follow(end: () => void): () => void {
+    this.followers.add(end);
+    return () => this.followers.delete(end);
+  }
+
+  /** Ends every live stream (the manager is stopping). */
+  endFollowers(): void {
+    const ends = [...this.followers];
+    this.followers.clear();
+    for (const end of ends) end();
+  }
+
   record(actor: Actor, input: RecordInput): Promise<Event> {
     const next = this.tail.then(() => this.append(actor, input));
     this.tail = next.catch(() => undefined);

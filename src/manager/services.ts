@@ -286,6 +286,7 @@ export async function startManager(opts: ManagerOptions): Promise<RunningManager
       stopHealth();
       clearInterval(keySafetyTimer);
       tasks.close();
+      events.endFollowers();
       await app.close();
       await logging.close();
       keyProviders.close();

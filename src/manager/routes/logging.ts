@@ -251,10 +251,17 @@ export function loggingRoutes(s: ManagerServices): AnyRoute[] {
         }
         if (query.afterSeq === undefined) last = -1;
         const ping = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
-        request.raw.on('close', () => {
+        const stop = (): void => {
           clearInterval(ping);
           unsubscribe();
+          unfollow();
+        };
+        // The manager stopping ends the stream (the client reconnects to the next one).
+        const unfollow = s.events.follow(() => {
+          stop();
+          res.end();
         });
+        request.raw.on('close', stop);
         return '';
       },
     }),
