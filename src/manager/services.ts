@@ -12,6 +12,7 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { isIP } from 'node:net';
+import type { Socket } from 'node:net';
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { MANAGER_IDENTITY } from '../agent/api.js';
@@ -79,6 +80,8 @@ export function managerOpenApi(): Record<string, unknown> {
 }
 
 const API_TITLE = 'Hyperseal manager API';
+/** How long requests under way may finish when the manager stops, before their connections are cut. */
+const SHUTDOWN_GRACE_MS = 2_000;
 /** HKDF label of the key that seals alert rules' webhook secrets in the database. */
 const ALERT_SECRETS_KEY_LABEL = 'hyperseal manager: alert rule webhook secrets v1';
 const API_VERSION = '1';
@@ -273,6 +276,14 @@ export async function startManager(opts: ManagerOptions): Promise<RunningManager
     https: { cert: identity.api.certPem + identity.ca.certPem, key: identity.api.keyPem },
   });
   registerUi(app);
+  // Every accepted connection: at stop, what is still open after a grace period is cut —
+  // a client polling over a kept-alive connection (or one still in its TLS handshake,
+  // which the HTTP server does not count yet) must not hold the manager's shutdown.
+  const sockets = new Set<Socket>();
+  app.server.on('connection', (socket: Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
   const address = await app.listen({ host, port: opts.port ?? 8443 });
   const port = new URL(address).port;
   return {
@@ -287,7 +298,11 @@ export async function startManager(opts: ManagerOptions): Promise<RunningManager
       clearInterval(keySafetyTimer);
       tasks.close();
       events.endFollowers();
+      const cut = setTimeout(() => {
+        for (const socket of sockets) socket.destroy();
+      }, SHUTDOWN_GRACE_MS);
       await app.close();
+      clearTimeout(cut);
       await logging.close();
       keyProviders.close();
       hosts.close();
