@@ -245,3 +245,28 @@ export function recoverIncoming(home: string): boolean {
   rmSync(home, { recursive: true, force: true });
   return false;
 }
+
+/**
+ * Before the ACK: every `expected` entry arrived, whole and fsynced, and the marker says
+ * `received` — from here a restart keeps the VM.
+ */
+export async function confirmReceived(
+  sink: ColdSink,
+  home: string,
+  marker: Pick<IncomingMarker, 'migrationId' | 'disks'>,
+  expected: readonly string[],
+): Promise<void> {
+  const got = await sink.done;
+  const missing = expected.filter((name) => !got.some((g) => g.name === name));
+  if (missing.length > 0) {
+    throw new HypersealError(
+      'HS_ERR_MIGRATION_TRUNCATED',
+      `the cold migration stream lacks ${missing.join(', ')}`,
+    );
+  }
+  writeIncomingMarker(home, {
+    ...marker,
+    phase: 'received',
+    received: got.map(({ tmp, final }) => ({ tmp, final })),
+  });
+}

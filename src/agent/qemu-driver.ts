@@ -45,6 +45,7 @@ import type { ColdFile, ColdSink } from './cold-transfer.js';
 import {
   clearIncomingMarker,
   coldSink,
+  confirmReceived,
   installReceived,
   recoverIncoming,
   sendColdStream,
@@ -950,22 +951,8 @@ export class QemuDriver implements VmDriver {
           // whole and durable here, and the marker says so.
           ...(coldSinkOf
             ? {
-                beforeAck: async () => {
-                  const got = await coldSinkOf.done;
-                  const missing = expected.filter((name) => !got.some((g) => g.name === name));
-                  if (missing.length > 0) {
-                    throw new HypersealError(
-                      'HS_ERR_MIGRATION_TRUNCATED',
-                      `the cold migration stream lacks ${missing.join(', ')}`,
-                    );
-                  }
-                  writeIncomingMarker(home, {
-                    migrationId: mig.id,
-                    phase: 'received',
-                    disks: coldDisks,
-                    received: got.map(({ tmp, final }) => ({ tmp, final })),
-                  });
-                },
+                beforeAck: () =>
+                  confirmReceived(coldSinkOf, home, { migrationId: mig.id, disks: coldDisks }, expected),
               }
             : {}),
         });

@@ -17,6 +17,7 @@ import https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
+import { trackConnections } from '../net-util.js';
 import { HypersealError, httpStatusOf } from '../errors.js';
 import { trace } from '../trace.js';
 import type { AgentBodies, ErrorBody } from './api.js';
@@ -430,14 +431,8 @@ export async function startAgent(opts: AgentServerOptions): Promise<AgentServer>
       );
   });
 
-  // Every TCP connection, from accept on: one still in its TLS handshake when the agent
-  // closes is not among the HTTP server's connections yet, and a manager polling over it
-  // would keep it (and the agent's exit) alive for ever.
-  const sockets = new Set<Socket>();
-  server.on('connection', (socket: Socket) => {
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
-  });
+  // A manager polling over a connection accepted just before close() would hold it open.
+  const connections = trackConnections(server);
   await new Promise<void>((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException): void => {
       reject(
@@ -471,7 +466,7 @@ export async function startAgent(opts: AgentServerOptions): Promise<AgentServer>
       closing ??= (async () => {
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
         server.closeAllConnections();
-        for (const socket of sockets) socket.destroy();
+        connections.destroyAll();
         await closed;
         await driver.close();
       })();

@@ -370,11 +370,10 @@ export function parseMigrationOutgoing(value: unknown): {
 }
 
 function diskIds(value: unknown): string[] {
-  if (!Array.isArray(value) || value.length > 64)
-    throw invalid('copyDisks must be a list of up to 64 disk ids');
-  return value.map((v, i) => {
-    const id = text(v, `copyDisks[${i}]`, 64);
-    if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(id)) throw invalid(`copyDisks[${i}] is not a disk id`);
+  return list(value, 'copyDisks', LIMITS.maxDisks).map((id, i) => {
+    if (typeof id !== 'string' || !DEVICE_ID.test(id)) {
+      throw invalid(`copyDisks[${i}] must match ${DEVICE_ID.source}`);
+    }
     return id;
   });
 }

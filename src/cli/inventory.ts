@@ -562,6 +562,22 @@ export async function eventCommand(argv: string[]): Promise<number> {
   }
 }
 
+/** --transport, checked (undefined when not given). */
+function transportOf(p: ReturnType<typeof parse>): SyslogTargetCreate['transport'] | undefined {
+  const v = str(p, 'transport');
+  if (v !== undefined && v !== 'udp' && v !== 'tcp' && v !== 'tls')
+    throw usageError('--transport is udp, tcp or tls');
+  return v;
+}
+
+/** --format, checked (undefined when not given). */
+function formatOf(p: ReturnType<typeof parse>): NonNullable<SyslogTargetCreate['format']> | undefined {
+  const v = str(p, 'format');
+  if (v !== undefined && v !== 'rfc5424' && v !== 'json' && v !== 'ocsf')
+    throw usageError('--format is rfc5424, json or ocsf');
+  return v;
+}
+
 export async function loggingCommand(noun: 'syslog' | 'alert', argv: string[]): Promise<number> {
   const [verb, ...rest] = argv;
   const p = parse(
@@ -621,12 +637,8 @@ export async function loggingCommand(noun: 'syslog' | 'alert', argv: string[]): 
       if (noun === 'syslog') {
         const target = (await api.listSyslogTargets()).find((t) => t.id === given || t.name === given);
         if (target === undefined) throw new HypersealError('HS_ERR_NOT_FOUND', `no syslog target ${given}`);
-        const transport = str(p, 'transport');
-        const format = str(p, 'format');
-        if (transport !== undefined && !['udp', 'tcp', 'tls'].includes(transport))
-          throw usageError('--transport is udp, tcp or tls');
-        if (format !== undefined && !['rfc5424', 'json', 'ocsf'].includes(format))
-          throw usageError('--format is rfc5424, json or ocsf');
+        const transport = transportOf(p);
+        const format = formatOf(p);
         const caPath = str(p, 'ca');
         const name = str(p, 'name');
         const host = str(p, 'host');
@@ -635,8 +647,8 @@ export async function loggingCommand(noun: 'syslog' | 'alert', argv: string[]): 
           ...(name !== undefined ? { name } : {}),
           ...(host !== undefined ? { host } : {}),
           ...(port !== undefined ? { port } : {}),
-          ...(transport !== undefined ? { transport: transport as SyslogTargetCreate['transport'] } : {}),
-          ...(format !== undefined ? { format: format as NonNullable<SyslogTargetCreate['format']> } : {}),
+          ...(transport !== undefined ? { transport } : {}),
+          ...(format !== undefined ? { format } : {}),
           ...(caPath !== undefined ? { caPem: readFileSync(caPath, 'utf8') } : {}),
         };
         if (Object.keys(patch).length === 0) throw usageError('syslog set ID: say what to change');
@@ -688,11 +700,8 @@ export async function loggingCommand(noun: 'syslog' | 'alert', argv: string[]): 
     if (verb === 'add') {
       let created: { id: string; name: string };
       if (noun === 'syslog') {
-        const transport = str(p, 'transport') ?? 'tcp';
-        const format = str(p, 'format') ?? 'rfc5424';
-        if (!['udp', 'tcp', 'tls'].includes(transport)) throw usageError('--transport is udp, tcp or tls');
-        if (!['rfc5424', 'json', 'ocsf'].includes(format))
-          throw usageError('--format is rfc5424, json or ocsf');
+        const transport = transportOf(p) ?? 'tcp';
+        const format = formatOf(p) ?? 'rfc5424';
         const caPath = str(p, 'ca');
         created = await api.createSyslogTarget({
           name: need(
@@ -702,8 +711,8 @@ export async function loggingCommand(noun: 'syslog' | 'alert', argv: string[]): 
           ),
           host: need(p, 'host', 'syslog add --host H'),
           port: int(p, 'port', 514) ?? 514,
-          transport: transport as SyslogTargetCreate['transport'],
-          format: format as NonNullable<SyslogTargetCreate['format']>,
+          transport,
+          format,
           ...(caPath !== undefined ? { caPem: readFileSync(caPath, 'utf8') } : {}),
           ...(flag(p, 'history') ? { fromSeq: 'all' as const } : {}),
         });

@@ -187,12 +187,7 @@ export class LoggingService {
     return rows.map((r) => {
       const s = this.targets.get(r.id)?.sink.stats();
       return {
-        id: r.id,
-        name: r.name,
-        host: r.host,
-        port: r.port,
-        transport: r.transport,
-        format: r.format,
+        ...publicTarget(r),
         queued: s?.queued ?? 0,
         sent: s?.sent ?? 0,
         connected: s?.connected ?? false,
@@ -241,10 +236,7 @@ export class LoggingService {
         ],
       );
     } catch (err) {
-      if (err instanceof HypersealError && err.code === 'HS_ERR_DB_CONFLICT') {
-        throw new HypersealError('HS_ERR_CONFLICT', `a syslog target named '${input.name}' already exists`);
-      }
-      throw err;
+      throw nameTaken(err, 'a syslog target', input.name);
     }
     await this.open(row);
     await this.events.record(actor, {
@@ -258,14 +250,7 @@ export class LoggingService {
         },
       ],
     });
-    return {
-      id,
-      name: row.name,
-      host: row.host,
-      port: row.port,
-      transport: row.transport,
-      format: row.format,
-    };
+    return publicTarget(row);
   }
 
   async removeTarget(actor: Actor, id: string): Promise<void> {
@@ -321,10 +306,7 @@ export class LoggingService {
         [next.name, next.host, next.port, next.transport, next.format, next.ca_pem, id],
       );
     } catch (err) {
-      if (err instanceof HypersealError && err.code === 'HS_ERR_DB_CONFLICT') {
-        throw new HypersealError('HS_ERR_CONFLICT', `a syslog target named '${next.name}' already exists`);
-      }
-      throw err;
+      throw nameTaken(err, 'a syslog target', next.name);
     }
     const t = this.targets.get(id);
     if (t !== undefined) {
@@ -394,7 +376,7 @@ export class LoggingService {
         [rule.id, rule.name, ruleToStored(rule, this.secretsKey), rule.enabled, Date.now()],
       );
     } catch (err) {
-      throw nameTaken(err, rule.name);
+      throw nameTaken(err, 'an alert rule', rule.name);
     }
     await this.reloadRules();
     const pub = ruleToPublic(rule);
@@ -450,7 +432,7 @@ export class LoggingService {
         id,
       ]);
     } catch (err) {
-      throw nameTaken(err, after.name);
+      throw nameTaken(err, 'an alert rule', after.name);
     }
     await this.reloadRules();
     await this.events.record(actor, {
@@ -480,9 +462,9 @@ function withoutId(rule: object): object {
 }
 
 /** The store's unique-name conflict as the API says it; anything else unchanged. */
-function nameTaken(err: unknown, name: string): unknown {
+function nameTaken(err: unknown, what: string, name: string): unknown {
   return err instanceof HypersealError && err.code === 'HS_ERR_DB_CONFLICT'
-    ? new HypersealError('HS_ERR_CONFLICT', `an alert rule named '${name}' already exists`)
+    ? new HypersealError('HS_ERR_CONFLICT', `${what} named '${name}' already exists`)
     : err;
 }
 

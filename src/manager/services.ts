@@ -12,13 +12,13 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { isIP } from 'node:net';
-import type { Socket } from 'node:net';
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { MANAGER_IDENTITY } from '../agent/api.js';
 import { deriveSealingKey } from '../crypto/aead.js';
 import { readSealedFile, writeSealedFile } from '../crypto/sealed-file.js';
 import { HypersealError } from '../errors.js';
+import { trackConnections } from '../net-util.js';
 import { writeFileAtomic } from '../fsutil.js';
 import { KeyProviderService, deriveKeyProviderSealingKey } from '../keys/index.js';
 import { loadMasterKey, resolveMasterKeySource } from '../kms/master-key.js';
@@ -276,14 +276,9 @@ export async function startManager(opts: ManagerOptions): Promise<RunningManager
     https: { cert: identity.api.certPem + identity.ca.certPem, key: identity.api.keyPem },
   });
   registerUi(app);
-  // Every accepted connection: at stop, what is still open after a grace period is cut —
-  // a client polling over a kept-alive connection (or one still in its TLS handshake,
-  // which the HTTP server does not count yet) must not hold the manager's shutdown.
-  const sockets = new Set<Socket>();
-  app.server.on('connection', (socket: Socket) => {
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
-  });
+  // At stop, what is still open after a grace period is cut: a client polling over a
+  // kept-alive connection must not hold the manager's shutdown.
+  const connections = trackConnections(app.server);
   const address = await app.listen({ host, port: opts.port ?? 8443 });
   const port = new URL(address).port;
   return {
@@ -298,9 +293,7 @@ export async function startManager(opts: ManagerOptions): Promise<RunningManager
       clearInterval(keySafetyTimer);
       tasks.close();
       events.endFollowers();
-      const cut = setTimeout(() => {
-        for (const socket of sockets) socket.destroy();
-      }, SHUTDOWN_GRACE_MS);
+      const cut = setTimeout(() => connections.destroyAll(), SHUTDOWN_GRACE_MS);
       await app.close();
       clearTimeout(cut);
       await logging.close();

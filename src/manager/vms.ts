@@ -357,6 +357,14 @@ export class VmService {
     return new Map(rows.map((r) => [r.id, Number(r.version)]));
   }
 
+  /** A host's name for messages (its id when it is gone). */
+  private hostName(id: string): Promise<string> {
+    return this.hosts.get(id).then(
+      (h) => h.name,
+      () => id,
+    );
+  }
+
   /** Where a disk from another host's local datastore goes on `hostId`: the same name when it has one. */
   private localDatastoreFor(hostId: string, name: string): Promise<{ id: string; path: string } | undefined> {
     return this.db.one<{ id: string; path: string }>(
@@ -414,12 +422,7 @@ export class VmService {
         [hostId, rt.state, toJson({ ...vm.config, disks }), rt.id, row.host_id, row.version],
       );
       if (moved.changes !== 1) continue;
-      const nameOf = (id: string): Promise<string> =>
-        this.hosts.get(id).then(
-          (h) => h.name,
-          () => id,
-        );
-      const [fromName, toName] = await Promise.all([nameOf(row.host_id), nameOf(hostId)]);
+      const [fromName, toName] = await Promise.all([this.hostName(row.host_id), this.hostName(hostId)]);
       await this.events.record(
         { user: 'system', sourceIp: null },
         {
@@ -628,12 +631,7 @@ export class VmService {
     const vm = await this.get(id);
     const object = { kind: 'vm' as const, id, name: vm.name };
     // Messages name hosts as operators do (the changes keep the ids).
-    const nameOf = (hid: string): Promise<string> =>
-      this.hosts.get(hid).then(
-        (h) => h.name,
-        () => hid,
-      );
-    const [fromName, toName] = await Promise.all([nameOf(vm.hostId), nameOf(hostId)]);
+    const [fromName, toName] = await Promise.all([this.hostName(vm.hostId), this.hostName(hostId)]);
     const refuse = async (err: HypersealError): Promise<never> => {
       await this.events.record(actor, {
         type: 'vm.migrated',
