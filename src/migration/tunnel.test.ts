@@ -209,6 +209,10 @@ test('a flipped byte b→a is refused at the source', async () => {
     const r = await client(src.socketPath, randomBytes(4096));
     assert.ok(!r.answer.includes(TRAILER));
     assert.ok(src.error, 'the source refused');
+    // The failure names the tunnel (a migration's error must say which stream broke) and
+    // keeps the code of the check that refused it.
+    assert.match(src.error.message, /^tunnel/);
+    assert.notEqual(src.error.code, 'HS_ERR_MIGRATION_FAILED', src.error.message);
   } finally {
     src.close();
     dst.close();
@@ -256,5 +260,55 @@ test('a replayed connection and a replayed frame are refused', async () => {
     assert.ok(t2.dst.error, 'the destination refused the replayed frame');
   } finally {
     t2.close();
+  }
+});
+
+test('a connection cut after its answer began fails the source with a tunnel error', async () => {
+  const target = sock('nbd');
+  const srv = await fakeServer(target);
+  const p = params();
+  const dst = await TunnelDestination.listen({
+    params: p,
+    listen: { host: '127.0.0.1', port: 0 },
+    targetPath: target,
+  });
+  // Forwards both ways; once 300 bytes of answer went back, cuts the connection.
+  const server = net.createServer({ allowHalfOpen: true }, (a) => {
+    const b = net.connect({ ...dst.address, allowHalfOpen: true });
+    let answered = 0;
+    a.on('data', (c: Buffer) => b.write(c));
+    b.on('data', (c: Buffer) => {
+      answered += c.length;
+      if (answered > 300) {
+        a.end();
+        b.destroy();
+        return;
+      }
+      a.write(c);
+    });
+    for (const s of [a, b]) s.on('error', () => undefined);
+    a.on('close', () => b.destroy());
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const src = await TunnelSource.listen({
+    params: p,
+    socketPath: sock('src'),
+    peer: { host: '127.0.0.1', port: (server.address() as net.AddressInfo).port },
+  });
+  try {
+    const s = net.connect({ path: src.socketPath });
+    s.on('error', () => undefined);
+    s.on('data', () => undefined);
+    await new Promise<void>((r) => s.once('connect', r));
+    s.write(randomBytes(64 * 1024));
+    await new Promise<void>((r) => s.once('close', () => r()));
+    assert.ok(src.error, 'the source failed');
+    assert.match(src.error.message, /^tunnel/);
+    assert.equal(src.error.code, 'HS_ERR_MIGRATION_TRUNCATED', src.error.message);
+  } finally {
+    src.close();
+    dst.close();
+    srv.server.close();
+    server.close();
   }
 });

@@ -231,10 +231,16 @@ abstract class TunnelEnd {
 
   protected fail(err: unknown): void {
     if (this.closed || this.failure) return;
+    // Every failure names the disk tunnel, whichever layer saw it first (a frame reader's
+    // "stream ended" would otherwise read like the memory stream's), and keeps its code.
+    const message = err instanceof Error ? err.message : String(err);
+    const named = /^tunnel\b/.test(message) ? message : `tunnel: ${message}`;
     this.failure =
       err instanceof HypersealError
-        ? err
-        : new HypersealError('HS_ERR_MIGRATION_FAILED', `tunnel: ${String(err)}`);
+        ? new HypersealError(err.code, named, err.details === undefined ? undefined : { ...err.details }, {
+            cause: err,
+          })
+        : new HypersealError('HS_ERR_MIGRATION_FAILED', named, undefined, { cause: err });
     trace('migration', 'tunnel failed', {
       migrationId: this.params.migrationId,
       error: this.failure.message,
