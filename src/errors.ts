@@ -343,6 +343,11 @@ export const ErrorCodes = {
     meaning:
       'QEMU’s live migration failed or the destination did not run the VM; the VM keeps running on its source host.',
   },
+  HS_ERR_MIGRATION_UNCONFIRMED: {
+    status: 502,
+    meaning:
+      'The whole migration stream was sent but the destination’s acknowledgement never arrived: the source holds the VM paused until the manager has asked the destination which host keeps it.',
+  },
   HS_ERR_MIGRATION_ABORTED: {
     status: 409,
     meaning:

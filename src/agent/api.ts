@@ -87,6 +87,11 @@ export interface VmRuntime {
     bytesPerSecond?: number;
     remainingBytes?: number;
   };
+  /**
+   * Source of a live migration whose stream was sent whole: the VM is held paused until the
+   * manager resolves it (migrationResolve) with the destination's answer.
+   */
+  unresolvedMigration?: string;
 }
 
 export type VmCryptoOperation = 'encrypt' | 'decrypt' | 'rekey' | 'deep-rekey' | 'clone' | 'migrate';
@@ -217,6 +222,31 @@ export interface MigrationOutgoingResponse {
   cipher: 'aes-256-gcm' | 'none';
 }
 
+/** To the destination: settle incoming migration `migrationId` (dropped unless acknowledged). */
+export interface MigrationSettleRequest {
+  migrationId: string;
+}
+
+/**
+ * `aborted`: it was not acknowledged and is gone now; `absent`: this host has no such VM
+ * (never received, or already dropped); `committed`: acknowledged, this host keeps the VM.
+ */
+export interface MigrationSettleResponse {
+  outcome: 'aborted' | 'absent' | 'committed';
+}
+
+/** To the source: the destination's answer for migration `migrationId`. */
+export interface MigrationResolveRequest {
+  migrationId: string;
+  /** True: the destination keeps the VM, the source's copy ends; false: the source resumes. */
+  moved: boolean;
+}
+
+/** `gone`: the source no longer has the VM; `kept`: it runs here again. */
+export interface MigrationResolveResponse {
+  outcome: 'gone' | 'kept';
+}
+
 /** One bundle installed on a host (files under `<agent data dir>/bundles/<name>/`). */
 export interface InstalledBundle {
   name: string;
@@ -311,6 +341,17 @@ export const AgentRoutes = {
   migrationIncoming: { method: 'POST', path: '/v1/vms/:id/migration/incoming' },
   /** Live migration, source: send the VM through the channel; answers when it is done. */
   migrationOutgoing: { method: 'POST', path: '/v1/vms/:id/migration/outgoing' },
+  /**
+   * Migration, destination, after the source's answer: drops an incoming migration not yet
+   * acknowledged (its files and QEMU go), waits for an acknowledged one to run or fail here,
+   * and answers whether this host keeps the VM. Idempotent.
+   */
+  migrationSettle: { method: 'POST', path: '/v1/vms/:id/migration/settle' },
+  /**
+   * Live migration, source, after the destination's answer: `moved` ends the paused source
+   * (QEMU, home, copied disks); otherwise it resumes. Idempotent.
+   */
+  migrationResolve: { method: 'POST', path: '/v1/vms/:id/migration/resolve' },
   /** Host Secure Boot: the verification report (answered even when verification failed). */
   secureBootStatus: { method: 'GET', path: '/v1/secure-boot' },
   listBundles: { method: 'GET', path: '/v1/bundles' },
@@ -350,6 +391,8 @@ export interface AgentBodies {
   migrationRecord: { request: null; response: VmMigrationRecord };
   migrationIncoming: { request: MigrationIncomingRequest; response: MigrationIncomingResponse };
   migrationOutgoing: { request: MigrationOutgoingRequest; response: MigrationOutgoingResponse };
+  migrationSettle: { request: MigrationSettleRequest; response: MigrationSettleResponse };
+  migrationResolve: { request: MigrationResolveRequest; response: MigrationResolveResponse };
   secureBootStatus: { request: null; response: HostSecureBootReport };
   listBundles: { request: null; response: InstalledBundle[] };
   installBundle: { request: BundleUpload; response: InstalledBundle };

@@ -85,6 +85,17 @@ export interface VmDriver {
     peer: { host: string; port: number },
     opts?: MigrateOutOptions,
   ): Promise<MigrationOutgoingResponse>;
+  /**
+   * Destination: drops incoming migration `migrationId` of VM `id` unless it was
+   * acknowledged; an acknowledged one is awaited until the VM runs here or failed to.
+   * `committed`: this host keeps the VM. Idempotent.
+   */
+  settleIncoming?(id: string, migrationId: string): Promise<'aborted' | 'absent' | 'committed'>;
+  /**
+   * Source, once the destination answered: `moved` ends the VM here (held paused since its
+   * stream went whole), otherwise it resumes. Idempotent; an unknown VM counts as gone.
+   */
+  resolveOutgoing?(id: string, migrationId: string, moved: boolean): Promise<'gone' | 'kept'>;
   /** After an agent restart: re-attaches VMs that kept running. Safe to call twice. */
   recover(): Promise<void>;
   /** Releases connections and files; running VMs keep running. */
@@ -214,6 +225,15 @@ export function serializedDriver(driver: VmDriver): VmDriver {
             peer: { host: string; port: number },
             opts?: MigrateOutOptions,
           ) => locks.run(id, () => driver.migrateOut!(id, m, peer, opts)),
+        }
+      : {}),
+    ...(driver.settleIncoming
+      ? { settleIncoming: (id: string, m: string) => locks.run(id, () => driver.settleIncoming!(id, m)) }
+      : {}),
+    ...(driver.resolveOutgoing
+      ? {
+          resolveOutgoing: (id: string, m: string, moved: boolean) =>
+            locks.run(id, () => driver.resolveOutgoing!(id, m, moved)),
         }
       : {}),
   };

@@ -3,7 +3,12 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 import { HypersealError } from '../errors.js';
-import { parseMigrationIncoming, parseMigrationOutgoing } from './spec.js';
+import {
+  parseMigrationIncoming,
+  parseMigrationOutgoing,
+  parseMigrationResolve,
+  parseMigrationSettle,
+} from './spec.js';
 
 const spec = {
   id: 'vm1',
@@ -68,4 +73,17 @@ test('outgoing: a peer host and port, nothing else', () => {
   invalid(() => parseMigrationOutgoing({ migration, peer: { host: 'h', port: 0 } }), /port/);
   invalid(() => parseMigrationOutgoing({ migration, peer: { host: 'h', port: 1, tls: 1 } }), /unknown field/);
   invalid(() => parseMigrationOutgoing({ migration, peer: { host: 'h', port: 1 }, cold: 'yes' }), /cold/);
+});
+
+test('settle and resolve: a migration id (and for resolve, moved), nothing else', () => {
+  assert.deepEqual(parseMigrationSettle({ migrationId: 'mig-1' }), { migrationId: 'mig-1' });
+  assert.deepEqual(parseMigrationResolve({ migrationId: 'mig-1', moved: true }), {
+    migrationId: 'mig-1',
+    moved: true,
+  });
+  invalid(() => parseMigrationSettle({}), /migrationId/);
+  invalid(() => parseMigrationSettle({ migrationId: '../x' }), /migrationId must match/);
+  invalid(() => parseMigrationSettle({ migrationId: 'mig-1', moved: true }), /moved/);
+  invalid(() => parseMigrationResolve({ migrationId: 'mig-1' }), /moved/);
+  invalid(() => parseMigrationResolve({ migrationId: 'mig-1', moved: 'yes' }), /moved must be true or false/);
 });

@@ -193,6 +193,27 @@ interface Vm {
   busy: 'starting' | 'shutting-down' | null;
   /** One attach at a time per VM, shared by concurrent readers. */
   attaching: Promise<void> | null;
+  /**
+   * Source of a live migration whose stream went whole: held paused until the manager
+   * resolves it with the destination's answer (resolveOutgoing).
+   */
+  unresolved: UnresolvedMigration | null;
+}
+
+/** What resolveOutgoing needs to end or resume a VM whose stream went whole. */
+interface UnresolvedMigration {
+  migrationId: string;
+  /** Images of local disks copied to the destination: deleted here once it keeps the VM. */
+  copiedImages: string[];
+}
+
+/** An incoming migration on the destination: abortable until it acknowledged the stream. */
+interface IncomingMigration {
+  migrationId: string;
+  receiver: MigrationReceiver;
+  acknowledged: boolean;
+  /** Settles once the VM runs (or is stopped, cold) here, or is dropped. */
+  finished: Promise<void>;
 }
 
 /** The API's names for QEMU's RunStates (qapi/run-state.json). */
@@ -266,6 +287,10 @@ export class QemuDriver implements VmDriver {
   readonly keyring = new Keyring();
   private readonly vms = new Map<string, Vm>();
   private readonly incomingCopies = new Map<string, IncomingCopy>();
+  /** Incoming migrations by VM id, until they finished (or were dropped). */
+  private readonly incomingMigrations = new Map<string, IncomingMigration>();
+  /** The last migration received here, by VM id (in memory): a late abort's answer. */
+  private readonly receivedMigrations = new Map<string, string>();
   readonly datastores: readonly Datastore[];
   private readonly homeRoot: string;
 
@@ -410,7 +435,7 @@ export class QemuDriver implements VmDriver {
   }
 
   async remove(id: string): Promise<void> {
-    const vm = this.get(id);
+    const vm = this.getFree(id, 'delete it');
     const { state } = await this.runtimeOf(vm);
     if (state !== 'stopped' && state !== 'crashed')
       throw vmStateConflict(id, state, 'delete a VM whose QEMU runs');
@@ -438,7 +463,7 @@ export class QemuDriver implements VmDriver {
   }
 
   async powerOn(id: string): Promise<VmRuntime> {
-    const vm = this.get(id);
+    const vm = this.getFree(id, 'power it on');
     const current = await this.runtimeOf(vm);
     if (vm.proc) return current; // already running (or paused): idempotent
     await this.startQemu(vm, false);
@@ -552,7 +577,7 @@ export class QemuDriver implements VmDriver {
   }
 
   async shutdown(id: string, timeoutMs: number): Promise<VmRuntime> {
-    const vm = this.get(id);
+    const vm = this.getFree(id, 'shut it down');
     const { state } = await this.runtimeOf(vm);
     const proc = vm.proc;
     if (!proc) throw vmStateConflict(id, state, 'shut down');
@@ -571,7 +596,7 @@ export class QemuDriver implements VmDriver {
   }
 
   async reset(id: string): Promise<VmRuntime> {
-    const vm = this.get(id);
+    const vm = this.getFree(id, 'reset it');
     const { state } = await this.runtimeOf(vm);
     if (!vm.proc) throw vmStateConflict(id, state, 'reset');
     await vm.proc.reset().catch((err: unknown) => {
@@ -646,7 +671,7 @@ export class QemuDriver implements VmDriver {
   }
 
   async encrypt(id: string, kekRef: string): Promise<VmRuntime> {
-    const vm = this.get(id);
+    const vm = this.getFree(id, 'encrypt it');
     const spec = this.requireSpec(vm);
     await this.requireStopped(vm, 'encrypt');
     this.requireNoVtpmState(vm, 'encrypt');
@@ -665,7 +690,7 @@ export class QemuDriver implements VmDriver {
   }
 
   async decrypt(id: string): Promise<VmRuntime> {
-    const vm = this.get(id);
+    const vm = this.getFree(id, 'decrypt it');
     const spec = this.requireSpec(vm);
     await this.requireStopped(vm, 'decrypt');
     this.requireNoVtpmState(vm, 'decrypt');
@@ -683,7 +708,7 @@ export class QemuDriver implements VmDriver {
   }
 
   async rekey(id: string, kekRef: string, deep: boolean): Promise<VmRuntime> {
-    const vm = this.get(id);
+    const vm = this.getFree(id, 'rekey it');
     const spec = this.requireSpec(vm);
     const bundle = vm.record.bundle;
     if (!bundle) throw cryptoConflict(id, 'is not encrypted');
@@ -720,7 +745,7 @@ export class QemuDriver implements VmDriver {
   }
 
   async clone(id: string, input: VmSpec): Promise<VmRuntime> {
-    const source = this.get(id);
+    const source = this.getFree(id, 'clone it');
     const sourceSpec = this.requireSpec(source);
     await this.requireStopped(source, 'clone');
     const target = parseVmSpec(input);
@@ -964,7 +989,24 @@ export class QemuDriver implements VmDriver {
       const rcv = receiver;
       // A failed disk tunnel fails the incoming migration too.
       tunnel?.onFailure((err) => rcv.abort(err));
-      void this.finishIncoming(vm, receiver, sink);
+      const entry: IncomingMigration = {
+        migrationId: mig.id,
+        receiver,
+        acknowledged: false,
+        finished: Promise.resolve(),
+      };
+      this.receivedMigrations.delete(spec.id);
+      this.incomingMigrations.set(spec.id, entry);
+      receiver.done.then(
+        () => {
+          entry.acknowledged = true;
+          this.receivedMigrations.set(spec.id, entry.migrationId);
+        },
+        () => undefined,
+      );
+      entry.finished = this.finishIncoming(vm, receiver, sink).finally(() => {
+        if (this.incomingMigrations.get(spec.id) === entry) this.incomingMigrations.delete(spec.id);
+      });
       const address = receiver.address as { host: string; port: number };
       const advertise = async (a: { host: string; port: number }): Promise<{ host: string; port: number }> =>
         this.opts.migrationAdvertise ? this.opts.migrationAdvertise(a) : a;
@@ -1120,7 +1162,7 @@ export class QemuDriver implements VmDriver {
     const nbdPeer = opts.nbdPeer;
     let sender: MigrationSender;
     let tunnel: TunnelSource | undefined;
-    const vm = this.get(id);
+    const vm = this.getFree(id, 'migrate it');
     try {
       this.requireCipher(mig);
       const { state } = await this.runtimeOf(vm);
@@ -1245,23 +1287,35 @@ export class QemuDriver implements VmDriver {
       if (status !== 'completed') {
         throw new HypersealError('HS_ERR_MIGRATION_FAILED', `the source QEMU's migration ${status}`);
       }
+      // Acknowledged: the VM stays paused here until the manager has seen it run on the
+      // destination (resolveOutgoing); nothing from here on may resume it.
+      this.holdUnresolved(vm, mig.id, mirrors);
       // Local disks: the mirrors end without a pivot (the destination has every write),
       // then the NBD clients go, which lets the destination drop its exports and run.
-      await this.endMirrors(qmp, mirrors, true);
+      await this.endMirrors(qmp, mirrors, true).catch((e: unknown) => {
+        trace('agent', 'ending disk mirrors failed', { vmId: id, error: String(e) });
+      });
       tunnel?.close();
-      // Moved: this host's QEMU and home go; disks on the shared datastore stay, copied
-      // local disks go.
-      await proc.powerOff().catch(() => undefined);
-      vm.proc = null;
-      vm.serial?.close();
-      stopSwtpm(vm.home);
-      rmSync(vm.home, { recursive: true, force: true });
-      for (const m of mirrors) removeImage(m.path);
-      this.vms.delete(id);
-      trace('agent', 'migrated out', { vmId: id, migrationId: mig.id, bytes: result.bytes });
+      trace('agent', 'migrated out, held until resolved', {
+        vmId: id,
+        migrationId: mig.id,
+        bytes: result.bytes,
+      });
       return outgoingResult(result);
     } catch (err) {
       sender.abort();
+      if (sender.endSent) {
+        // The whole stream went but no ACK came: the destination may run the VM already.
+        // Resuming here could run it twice; it stays paused until the manager asks the
+        // destination which host keeps it.
+        this.holdUnresolved(vm, mig.id, mirrors);
+        tunnel?.close();
+        await this.endMirrors(qmp, mirrors, false).catch((e: unknown) => {
+          trace('agent', 'ending disk mirrors failed', { vmId: id, error: String(e) });
+        });
+        trace('agent', 'migration out unconfirmed', { vmId: id, error: String(err) });
+        throw unconfirmed(id, mig.id, err);
+      }
       await qmp.execute('migrate_cancel').catch(() => undefined);
       tunnel?.close();
       await this.endMirrors(qmp, mirrors, false).catch((e: unknown) => {
@@ -1325,13 +1379,82 @@ export class QemuDriver implements VmDriver {
    * (disks on this host's local datastore) through the channel; once the destination has
    * acknowledged all of it, the VM and those images leave this host.
    */
+  /** Marks the VM held for the manager's answer, on disk too (an agent restart keeps it). */
+  private holdUnresolved(vm: Vm, migrationId: string, copied: readonly { path: string }[]): void {
+    vm.unresolved = { migrationId, copiedImages: copied.map((c) => c.path) };
+    writeFileAtomic(join(vm.home, UNRESOLVED_FILE), JSON.stringify(vm.unresolved), 0o600);
+  }
+
+  async resolveOutgoing(id: string, migrationId: string, moved: boolean): Promise<'gone' | 'kept'> {
+    const vm = this.vms.get(id);
+    if (vm === undefined) {
+      if (moved) return 'gone';
+      throw vmNotFound(id);
+    }
+    if (vm.unresolved?.migrationId !== migrationId) {
+      // Nothing held for this migration: the VM is here as it is, and it stays.
+      if (moved) {
+        throw vmStateConflict(id, 'not held for a migration', `end it for migration ${migrationId}`);
+      }
+      return 'kept';
+    }
+    const held = vm.unresolved;
+    if (moved) {
+      // The destination keeps it: this host's QEMU and home go; disks on a shared datastore
+      // stay, local images that were copied go.
+      await vm.proc?.powerOff().catch(() => undefined);
+      vm.proc = null;
+      vm.serial?.close();
+      stopSwtpm(vm.home);
+      rmSync(vm.home, { recursive: true, force: true });
+      for (const path of held.copiedImages) removeImage(path);
+      this.vms.delete(id);
+      trace('agent', 'migrated out', { vmId: id, migrationId });
+      return 'gone';
+    }
+    // The destination does not have it: it runs here again (a stopped VM stays stopped).
+    if (vm.proc) {
+      const { status } = await vm.proc.status().catch(() => ({ status: 'unknown' }));
+      if (status === 'paused' || status === 'postmigrate' || status === 'finish-migrate') {
+        await vm.proc.qmp.execute('cont');
+      }
+    }
+    vm.unresolved = null;
+    rmSync(join(vm.home, UNRESOLVED_FILE), { force: true });
+    trace('agent', 'migration resolved: kept here', { vmId: id, migrationId });
+    return 'kept';
+  }
+
+  async settleIncoming(id: string, migrationId: string): Promise<'aborted' | 'absent' | 'committed'> {
+    const entry = this.incomingMigrations.get(id);
+    let aborted = false;
+    if (entry !== undefined && entry.migrationId === migrationId) {
+      if (!entry.acknowledged) {
+        entry.receiver.abort(
+          new HypersealError(
+            'HS_ERR_MIGRATION_ABORTED',
+            `migration ${migrationId} was aborted by the manager`,
+          ),
+        );
+        aborted = true;
+      }
+      // Acknowledged (or acknowledging as the abort came): the VM runs here, or fails to.
+      await entry.finished;
+    } else if (entry !== undefined) {
+      // Another migration of this VM is under way here: not the one asked about.
+      return 'absent';
+    }
+    if (this.vms.has(id)) return 'committed';
+    return aborted ? 'aborted' : 'absent';
+  }
+
   private async migrateStoppedOut(
     id: string,
     mig: ParsedMigration,
     peer: { host: string; port: number },
     copyDisks: readonly string[],
   ): Promise<MigrationOutgoingResponse> {
-    const vm = this.get(id);
+    const vm = this.getFree(id, 'migrate it');
     let sender: MigrationSender;
     let disks: ColdFile[];
     try {
@@ -1394,6 +1517,12 @@ export class QemuDriver implements VmDriver {
         !isHypersealError(err) && isHypersealError(cause) && cause.code !== 'HS_ERR_MIGRATION_ABORTED'
           ? cause
           : err;
+      if (sender.endSent) {
+        // Sent whole, not acknowledged: the destination may have installed the files. They
+        // stay here too until the manager has the destination's answer.
+        this.holdUnresolved(vm, mig.id, disks);
+        throw unconfirmed(id, mig.id, shown);
+      }
       throw wrap(`migrating VM ${id}`, shown);
     } finally {
       vm.operation = null;
@@ -1472,6 +1601,15 @@ export class QemuDriver implements VmDriver {
     return vm;
   }
 
+  /** The VM, unless it is held for a migration's answer (nothing may change it then). */
+  private getFree(id: string, what: string): Vm {
+    const vm = this.get(id);
+    if (vm.unresolved) {
+      throw vmStateConflict(id, `held for migration ${vm.unresolved.migrationId}`, what);
+    }
+    return vm;
+  }
+
   /** The spec, or HS_ERR_VM_LOCKED for an encrypted VM whose KEK has not been pushed. */
   private requireSpec(vm: Vm): VmSpec {
     if (vm.spec) return vm.spec;
@@ -1490,7 +1628,18 @@ export class QemuDriver implements VmDriver {
   }
 
   private newVm(id: string, home: string, record: VmRecord, spec: VmSpec | null): Vm {
-    return { id, record, spec, home, serial: null, operation: null, proc: null, busy: null, attaching: null };
+    return {
+      id,
+      record,
+      spec,
+      home,
+      serial: null,
+      operation: null,
+      proc: null,
+      busy: null,
+      attaching: null,
+      unresolved: readUnresolved(home),
+    };
   }
 
   private diskPath(vmId: string, disk: { id: string; datastorePath: string }, generation: number): string {
@@ -1725,12 +1874,15 @@ export class QemuDriver implements VmDriver {
     });
   }
 
-  private cryptoState(vm: Vm): Pick<VmRuntime, 'encryption' | 'locked' | 'operation'> {
+  private cryptoState(
+    vm: Vm,
+  ): Pick<VmRuntime, 'encryption' | 'locked' | 'operation' | 'unresolvedMigration'> {
     const bundle = vm.record.bundle;
     return {
       encryption: bundle ? { kekRef: bundle.kekRef } : null,
       locked: bundle !== undefined && !this.keyring.has(bundle.kekRef),
       ...(vm.operation ? { operation: { ...vm.operation } } : {}),
+      ...(vm.unresolved ? { unresolvedMigration: vm.unresolved.migrationId } : {}),
     };
   }
 
@@ -1861,6 +2013,32 @@ export class QemuDriver implements VmDriver {
 }
 
 /** The entry point the CLI loads on demand (`hyperseal agent serve --driver qemu`, `up`). */
+/** In a VM's home while it is held for the manager's answer after its stream went whole. */
+const UNRESOLVED_FILE = 'unresolved-migration.json';
+
+function readUnresolved(home: string): UnresolvedMigration | null {
+  try {
+    const raw = JSON.parse(readFileSync(join(home, UNRESOLVED_FILE), 'utf8')) as Partial<UnresolvedMigration>;
+    if (typeof raw.migrationId !== 'string' || !Array.isArray(raw.copiedImages)) return null;
+    return {
+      migrationId: raw.migrationId,
+      copiedImages: raw.copiedImages.filter((p): p is string => typeof p === 'string'),
+    };
+  } catch {
+    return null;
+  }
+}
+
+function unconfirmed(id: string, migrationId: string, cause: unknown): HypersealError {
+  const why = cause instanceof Error ? cause.message : String(cause);
+  return new HypersealError(
+    'HS_ERR_MIGRATION_UNCONFIRMED',
+    `VM ${id}: migration ${migrationId} was sent whole but not acknowledged (${why}); it is held paused here until the destination answers`,
+    { vmId: id, migrationId },
+    { cause },
+  );
+}
+
 /** What the source reports of a finished outgoing migration (live or cold). */
 function outgoingResult(result: Awaited<MigrationSender['done']>): MigrationOutgoingResponse {
   return {

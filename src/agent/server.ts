@@ -34,7 +34,9 @@ import {
   parseEncryptRequest,
   parseKeyRefs,
   parseMigrationIncoming,
+  parseMigrationSettle,
   parseMigrationOutgoing,
+  parseMigrationResolve,
   parseOffset,
   parsePutKeys,
   parseRekeyRequest,
@@ -305,6 +307,16 @@ async function dispatch(
           ...(r.copyDisks ? { copyDisks: r.copyDisks } : {}),
         }),
       };
+    }
+    case 'migrationSettle': {
+      if (!driver.settleIncoming) throw noMigration();
+      const r = parseMigrationSettle(body);
+      return { status: 200, body: { outcome: await driver.settleIncoming(vmId(), r.migrationId) } };
+    }
+    case 'migrationResolve': {
+      if (!driver.resolveOutgoing) throw noMigration();
+      const r = parseMigrationResolve(body);
+      return { status: 200, body: { outcome: await driver.resolveOutgoing(vmId(), r.migrationId, r.moved) } };
     }
   }
 }

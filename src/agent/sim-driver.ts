@@ -275,6 +275,21 @@ export class SimDriver implements VmDriver {
     return { bytes: 0, wireBytes: 0, elapsedMs: 0, bytesPerSecond: 0, cipher: mig.cipher };
   }
 
+  /** Nothing is ever half-received here: the VM is either defined or not. */
+  async settleIncoming(id: string): Promise<'aborted' | 'absent' | 'committed'> {
+    return this.vms.has(id) ? 'committed' : 'absent';
+  }
+
+  /** migrateOut never holds a VM here (no stream to lose an ACK of). */
+  async resolveOutgoing(id: string, migrationId: string, moved: boolean): Promise<'gone' | 'kept'> {
+    if (!this.vms.has(id)) {
+      if (moved) return 'gone';
+      throw vmNotFound(id);
+    }
+    if (moved) throw vmStateConflict(id, 'not held for a migration', `end it for migration ${migrationId}`);
+    return 'kept';
+  }
+
   async recover(): Promise<void> {}
 
   async close(): Promise<void> {

@@ -300,17 +300,15 @@ function base64Of(value: unknown, bytes: number, where: string): Buffer {
 
 function migration(value: unknown, where: string): ParsedMigration {
   const o = object(value, where, ['id', 'cipher'], ['key', 'nonce']);
-  if (typeof o.id !== 'string' || !MIGRATION_ID.test(o.id)) {
-    throw invalid(`${where}.id must match ${MIGRATION_ID.source}`);
-  }
+  const id = migrationIdOf(o.id, `${where}.id`);
   if (o.cipher === 'none') {
     if (o.key !== undefined || o.nonce !== undefined) throw invalid(`${where}: cipher none takes no key`);
-    return { id: o.id, cipher: 'none' };
+    return { id, cipher: 'none' };
   }
   if (o.cipher !== 'aes-256-gcm') throw invalid(`${where}.cipher must be aes-256-gcm or none`);
   const key = base64Of(o.key, 32, `${where}.key`);
   try {
-    return { id: o.id, cipher: 'aes-256-gcm', key, nonce: base64Of(o.nonce, 8, `${where}.nonce`) };
+    return { id, cipher: 'aes-256-gcm', key, nonce: base64Of(o.nonce, 8, `${where}.nonce`) };
   } catch (err) {
     key.fill(0);
     throw err;
@@ -367,6 +365,26 @@ export function parseMigrationOutgoing(value: unknown): {
     ...(o.copyDisks !== undefined ? { copyDisks: diskIds(o.copyDisks) } : {}),
     migration: migration(o.migration, 'migration'),
   };
+}
+
+/** Body of migrationSettle: `{ migrationId }`. */
+export function parseMigrationSettle(value: unknown): { migrationId: string } {
+  const o = object(value, 'body', ['migrationId']);
+  return { migrationId: migrationIdOf(o.migrationId, 'migrationId') };
+}
+
+/** Body of migrationResolve: `{ migrationId, moved }`. */
+export function parseMigrationResolve(value: unknown): { migrationId: string; moved: boolean } {
+  const o = object(value, 'body', ['migrationId', 'moved']);
+  if (typeof o.moved !== 'boolean') throw invalid('moved must be true or false');
+  return { migrationId: migrationIdOf(o.migrationId, 'migrationId'), moved: o.moved };
+}
+
+function migrationIdOf(value: unknown, where: string): string {
+  if (typeof value !== 'string' || !MIGRATION_ID.test(value)) {
+    throw invalid(`${where} must match ${MIGRATION_ID.source}`);
+  }
+  return value;
 }
 
 function diskIds(value: unknown): string[] {

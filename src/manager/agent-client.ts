@@ -15,7 +15,11 @@ import type {
   MigrationIncomingRequest,
   MigrationIncomingResponse,
   MigrationOutgoingRequest,
+  MigrationSettleRequest,
+  MigrationSettleResponse,
   MigrationOutgoingResponse,
+  MigrationResolveRequest,
+  MigrationResolveResponse,
   PutKeysResponse,
   VmMigrationRecord,
   VmRuntime,
@@ -193,6 +197,14 @@ export class AgentClient {
   /** Carries a migration key: over mutual TLS only, never logged. */
   migrationIncoming(id: string, body: MigrationIncomingRequest): Promise<MigrationIncomingResponse> {
     return this.call(AgentRoutes.migrationIncoming, id, body);
+  }
+  /** Destination: drop an unacknowledged incoming migration; says which host keeps the VM. */
+  migrationSettle(id: string, body: MigrationSettleRequest): Promise<MigrationSettleResponse> {
+    return this.call(AgentRoutes.migrationSettle, id, body, '', LONG_OPERATION_MS);
+  }
+  /** Source: end (moved) or resume the VM held paused after its stream went whole. */
+  migrationResolve(id: string, body: MigrationResolveRequest): Promise<MigrationResolveResponse> {
+    return this.call(AgentRoutes.migrationResolve, id, body, '', LONG_OPERATION_MS);
   }
   /** Answers when the stream is done: as long as a migration may take. */
   migrationOutgoing(id: string, body: MigrationOutgoingRequest): Promise<MigrationOutgoingResponse> {

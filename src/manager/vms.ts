@@ -6,8 +6,9 @@
  * (`pendingRestart`), the way vSphere queues a reconfiguration that needs a restart.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import type { VmSpec } from '../agent/api.js';
+import type { MigrationOutgoingResponse, VmSpec } from '../agent/api.js';
 import { HypersealError } from '../errors.js';
+import { trace } from '../trace.js';
 import type { Db } from '../store/db.js';
 import { fromJson, toJson } from '../store/db.js';
 import type { EventType } from '../events/index.js';
@@ -384,22 +385,37 @@ export class VmService {
    */
   async adoptReported(
     hostId: string,
-    runtimes: readonly { id: string; state: string; operation?: unknown }[],
+    runtimes: readonly { id: string; state: string; operation?: unknown; unresolvedMigration?: string }[],
   ): Promise<void> {
     for (const rt of runtimes) {
       if (rt.operation !== undefined) continue;
       const row = await this.db.one<VmRow>(`SELECT * FROM vms WHERE id = $1`, [rt.id]);
-      if (row === undefined || row.host_id === hostId) continue;
-      const busy = await this.db.one<{ id: string }>(
-        `SELECT id FROM tasks WHERE object_kind = 'vm' AND object_id = $1 AND state IN ('queued', 'running') LIMIT 1`,
-        [rt.id],
-      );
-      if (busy !== undefined) continue;
+      if (row === undefined) continue;
+      if (row.host_id === hostId) {
+        if (rt.unresolvedMigration !== undefined && !(await this.taskUnderWay(rt.id))) {
+          await this.resumeIfNowhereElse(hostId, rt.id, rt.unresolvedMigration);
+        }
+        continue;
+      }
+      if (rt.unresolvedMigration !== undefined) continue; // held here: its source decides
+      if (await this.taskUnderWay(rt.id)) continue;
       const gone = await this.hosts
         .agent(row.host_id)
         .getVm(rt.id)
         .then(
-          () => false,
+          async (there) => {
+            // The source holds it for a migration whose answer the manager never gave:
+            // this host has it, so the source's copy ends.
+            if (there.unresolvedMigration === undefined) return false;
+            const settled = await this.hosts
+              .agent(hostId)
+              .migrationSettle(rt.id, { migrationId: there.unresolvedMigration });
+            if (settled.outcome !== 'committed') return false;
+            const ended = await this.hosts
+              .agent(row.host_id)
+              .migrationResolve(rt.id, { migrationId: there.unresolvedMigration, moved: true });
+            return ended.outcome === 'gone';
+          },
           (err: unknown) =>
             err instanceof HypersealError && err.code === 'HS_ERR_NOT_FOUND' ? true : undefined,
         )
@@ -433,6 +449,33 @@ export class VmService {
         },
       );
     }
+  }
+
+  private async taskUnderWay(vmId: string): Promise<boolean> {
+    const busy = await this.db.one<{ id: string }>(
+      `SELECT id FROM tasks WHERE object_kind = 'vm' AND object_id = $1 AND state IN ('queued', 'running') LIMIT 1`,
+      [vmId],
+    );
+    return busy !== undefined;
+  }
+
+  /**
+   * A VM its recorded host holds paused for a migration nobody settled (the manager died
+   * in between): when no other host kept it, it resumes there.
+   */
+  private async resumeIfNowhereElse(hostId: string, vmId: string, migrationId: string): Promise<void> {
+    for (const h of await this.hosts.list()) {
+      if (h.id === hostId || h.revokedAt !== null) continue;
+      const settled = await this.hosts
+        .agent(h.id)
+        .migrationSettle(vmId, { migrationId })
+        .catch(() => undefined);
+      // Kept elsewhere (that host's pass moves the record), or a host that cannot answer
+      // now: nothing is decided this time.
+      if (settled?.outcome !== 'absent' && settled?.outcome !== 'aborted') return;
+    }
+    await this.hosts.agent(hostId).migrationResolve(vmId, { migrationId, moved: false });
+    trace('manager', 'resumed a VM held for an unsettled migration', { vmId, migrationId });
   }
 
   async setLockedReason(id: string, reason: string | null): Promise<void> {
@@ -783,33 +826,53 @@ export class VmService {
               })
               .catch(() => undefined);
           }, 1000);
-          const result = await src.migrationOutgoing(id, {
-            migration,
-            peer: { host: peerHost, port: listener.port },
-            ...(cold ? { cold } : {}),
-            ...(cold && copyDisks ? { copyDisks: [...moved.keys()] } : {}),
-            ...(listener.nbd ? { nbdPeer: peerOf(listener.nbd) } : {}),
-          });
+          let result: MigrationOutgoingResponse | undefined;
+          let unconfirmed: HypersealError | undefined;
+          try {
+            result = await src.migrationOutgoing(id, {
+              migration,
+              peer: { host: peerHost, port: listener.port },
+              ...(cold ? { cold } : {}),
+              ...(cold && copyDisks ? { copyDisks: [...moved.keys()] } : {}),
+              ...(listener.nbd ? { nbdPeer: peerOf(listener.nbd) } : {}),
+            });
+          } catch (err) {
+            // Sent whole, not acknowledged: only the destination knows whether it has the VM.
+            if (!(err instanceof HypersealError && err.code === 'HS_ERR_MIGRATION_UNCONFIRMED')) throw err;
+            unconfirmed = err;
+          }
           clearInterval(poll);
           poll = undefined;
-          // The source has the destination's ACK; the destination must now have the VM as
-          // expected: running (its QEMU took the stream) or, cold, stopped with its NVRAM.
-          const want = cold ? 'stopped' : 'running';
-          const deadline = Date.now() + 30_000;
-          let rt = await dst.getVm(id);
-          while ((rt.state !== want || rt.operation?.kind === 'migrate') && Date.now() < deadline) {
-            await new Promise((r) => setTimeout(r, 100));
-            rt = await dst.getVm(id);
-          }
-          if (rt.state !== want || rt.operation?.kind === 'migrate') {
-            throw new HypersealError(
-              'HS_ERR_MIGRATION_FAILED',
-              `the destination reports VM ${vm.name} ${rt.state}`,
+          // The destination's answer decides: an acknowledged stream runs there (or failed
+          // to start); one never acknowledged is dropped. Until then the source holds the VM
+          // paused, so it never runs on both hosts.
+          const { outcome } = await dst.migrationSettle(id, { migrationId });
+          if (outcome !== 'committed') {
+            await src.migrationResolve(id, { migrationId, moved: false });
+            throw (
+              unconfirmed ??
+              new HypersealError(
+                'HS_ERR_MIGRATION_FAILED',
+                `the destination did not keep VM ${vm.name} after the whole stream arrived; it runs on ${fromName} again`,
+              )
             );
           }
+          const want = cold ? 'stopped' : 'running';
+          const rt = await dst.getVm(id);
+          if (rt.state !== want) {
+            trace('manager', 'migrated VM in an unexpected state', { vmId: id, state: rt.state, want });
+          }
+          // The destination keeps it: the source's copy ends. An agent that cannot be
+          // reached now ends it later (the health loop resolves held VMs).
+          await src.migrationResolve(id, { migrationId, moved: true }).catch((err: unknown) => {
+            trace('manager', 'ending the source copy failed; left to the health loop', {
+              vmId: id,
+              error: String(err),
+            });
+          });
           await this.db.run(`UPDATE vms SET host_id = $1, state = $2, version = version + 1 WHERE id = $3`, [
             hostId,
-            want,
+            rt.state === 'paused' ? 'paused' : want,
             id,
           ]);
           if (copyDisks) {
@@ -847,11 +910,20 @@ export class VmService {
             encrypted: cipher !== 'none',
             cipher,
             cold,
-            bytes: result.bytes,
-            elapsedMs: result.elapsedMs,
-            bytesPerSecond: result.bytesPerSecond,
+            // Unknown when the ACK was lost (the destination's answer settled it).
+            bytes: result?.bytes ?? null,
+            elapsedMs: result?.elapsedMs ?? null,
+            bytesPerSecond: result?.bytesPerSecond ?? null,
           };
         } catch (err) {
+          // The destination drops whatever it holds of this attempt before the task ends, so
+          // a retry finds it clean (its own cleanup would race the retry).
+          await this.hosts
+            .agent(hostId)
+            .migrationSettle(id, { migrationId })
+            .catch((e: unknown) =>
+              trace('manager', 'settling a failed migration failed', { vmId: id, error: String(e) }),
+            );
           const why = err instanceof Error ? err.message : String(err);
           await this.events.record(actor, {
             type: 'vm.migrated',

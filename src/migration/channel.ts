@@ -437,6 +437,11 @@ export class MigrationSender extends ChannelEnd {
   private ackFill = 0;
   private ended = false;
 
+  /** END went out: from here the destination may have the whole stream (and commit). */
+  get endSent(): boolean {
+    return this.ended;
+  }
+
   private constructor(
     private readonly opts: MigrationSenderOptions,
     private readonly framePayloadBytes: number,
@@ -852,11 +857,13 @@ export class MigrationReceiver extends ChannelEnd {
           peer.cork();
           for (const b of ack) peer.write(b);
           peer.uncork();
-          peer.end(() => {
-            this.sockets.delete(peer);
-            this.sockets.delete(qemu);
-            this.succeed();
-          });
+          // Written, this end has committed: a cut from here on cannot undo it. The sender
+          // may still miss the ACK; it then reports the migration unconfirmed and the
+          // manager settles it by asking this host (which answers: committed).
+          this.sockets.delete(peer);
+          this.sockets.delete(qemu);
+          this.succeed();
+          peer.end();
         },
         (err: unknown) => this.fail(err),
       );

@@ -3,6 +3,7 @@
 // datastore; agent 3 says it cannot encrypt migrations. One plain VM moves along
 //   host-1 ──aes-256-gcm──▶ host-2 ──(required: refused)──✗ host-3
 //                           host-2 ──opportunistic: plaintext──▶ host-3 ──cut mid-stream──✗ host-1
+//   then host-3 → host-1, and host-1 → host-2 with the ACK lost (the destination's answer settles it),
 // and an encrypted VM moves host-1 → host-2 (its KEK pushed to host-2 first).
 // The VM is moved while the firmware boots (seconds before the shell prompt), so the prompt is
 // printed by the destination's QEMU: that is what shows the moved VM runs there.
@@ -206,6 +207,32 @@ describe(
       // It still migrates afterwards (a new migration, new key).
       const again = await migrate(vm.id, host(0));
       assert.equal(again.body.state, 'succeeded', JSON.stringify(again.body.error));
+    });
+
+    test('the ACK lost: the source holds the VM paused, the destination answers, it runs there alone', async () => {
+      const sourcePid = await pidOn(0, vm.id);
+      assert.ok(sourcePid);
+      // Everything reaches the destination; nothing comes back: the source never sees the
+      // ACK. Resuming there would run the VM on both hosts.
+      relay.dropReplies = true;
+      let r;
+      try {
+        r = await migrate(vm.id, host(1));
+      } finally {
+        relay.dropReplies = false;
+      }
+      assert.equal(r.body.state, 'succeeded', JSON.stringify(r.body));
+      const moved = await p.api.get<Vm>(`/vms/${vm.id}`);
+      assert.equal(moved.hostId, host(1));
+      assert.equal((await p.manager.services.hosts.agent(host(1)).getVm(vm.id)).state, 'running');
+      // The source's QEMU is gone, not resumed.
+      const deadline = Date.now() + 10_000;
+      while (isPidAlive(sourcePid) && Date.now() < deadline) await new Promise((res) => setTimeout(res, 100));
+      assert.ok(!isPidAlive(sourcePid), 'the source QEMU exited');
+      await assert.rejects(p.manager.services.hosts.agent(host(0)).getVm(vm.id), /no VM/);
+      const e = await lastMigration(vm.id);
+      assert.equal(e.result, 'success');
+      assert.deepEqual(change(e, 'hostId'), { path: 'hostId', from: host(0), to: host(1) });
     });
 
     test('an encrypted VM migrates: its KEK reaches the destination first, encrypted stream', async (t) => {

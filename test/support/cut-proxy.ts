@@ -6,6 +6,8 @@ import net from 'node:net';
 export interface CutProxies {
   /** Bytes after which the next proxy made cuts its connections; undefined: never. */
   cutAfter: number | undefined;
+  /** The next proxy made forwards nothing back (a lost ACK); the connection ends as usual. */
+  dropReplies: boolean;
   /** A relay to `to` (an agent's migrationAdvertise hook). */
   proxy(to: { host: string; port: number }): Promise<{ host: string; port: number }>;
   close(): void;
@@ -19,8 +21,10 @@ export function cutProxies(opts: { once: boolean }): CutProxies {
   const servers: net.Server[] = [];
   const proxies: CutProxies = {
     cutAfter: undefined,
+    dropReplies: false,
     async proxy(to) {
       const limit = proxies.cutAfter;
+      const drop = proxies.dropReplies;
       const server = net.createServer({ allowHalfOpen: !opts.once }, (client) => {
         if (opts.once) server.close();
         const upstream = net.connect({ ...to, allowHalfOpen: !opts.once });
@@ -34,7 +38,9 @@ export function cutProxies(opts: { once: boolean }): CutProxies {
           }
           upstream.write(c);
         });
-        upstream.on('data', (c: Buffer) => client.write(c));
+        upstream.on('data', (c: Buffer) => {
+          if (!drop) client.write(c);
+        });
         for (const [a, b] of [
           [client, upstream],
           [upstream, client],
