@@ -8,6 +8,7 @@
 // The VM is moved while the firmware boots (seconds before the shell prompt), so the prompt is
 // printed by the destination's QEMU: that is what shows the moved VM runs there.
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { openQemuDriver } from '../../src/agent/qemu-driver.js';
@@ -233,6 +234,53 @@ describe(
       const e = await lastMigration(vm.id);
       assert.equal(e.result, 'success');
       assert.deepEqual(change(e, 'hostId'), { path: 'hostId', from: host(0), to: host(1) });
+    });
+
+    test('the ACK lost and no manager to settle it: the health loop finds the VM on its destination and ends the held source', async () => {
+      // The two halves driven as the manager does, then left: as if it died in between.
+      const services = p.manager.services;
+      const src = services.hosts.agent(host(1));
+      const dst = services.hosts.agent(host(0));
+      const sourcePid = await pidOn(1, vm.id);
+      assert.ok(sourcePid);
+      const migration = { id: randomUUID(), cipher: 'none' as const };
+      relay.dropReplies = true;
+      let listener;
+      try {
+        listener = await dst.migrationIncoming(vm.id, {
+          spec: await services.vms.spec(await p.api.get<Vm>(`/vms/${vm.id}`)),
+          record: await src.migrationRecord(vm.id),
+          migration,
+        });
+      } finally {
+        relay.dropReplies = false;
+      }
+      await assert.rejects(
+        src.migrationOutgoing(vm.id, { migration, peer: { host: listener.host, port: listener.port } }),
+        (err: unknown) => (err as { code?: string }).code === 'HS_ERR_MIGRATION_UNCONFIRMED',
+      );
+      // Held: paused at the source, refusing changes, while the destination runs it.
+      const held = await src.getVm(vm.id);
+      assert.equal(held.unresolvedMigration, migration.id);
+      assert.equal(held.state, 'paused');
+      await assert.rejects(src.powerOn(vm.id), /held for migration/);
+      // The health loop (every 5 s) settles it: recorded on host-1, the source's copy ends.
+      const deadline = Date.now() + 60_000;
+      let now = await p.api.get<Vm>(`/vms/${vm.id}`);
+      while (now.hostId !== host(0) && Date.now() < deadline) {
+        await new Promise((res) => setTimeout(res, 250));
+        now = await p.api.get<Vm>(`/vms/${vm.id}`);
+      }
+      assert.equal(now.hostId, host(0), 'recorded on the host that kept it');
+      assert.equal((await dst.getVm(vm.id)).state, 'running');
+      while (isPidAlive(sourcePid) && Date.now() < deadline) await new Promise((res) => setTimeout(res, 100));
+      assert.ok(!isPidAlive(sourcePid), 'the held source QEMU ended');
+      await assert.rejects(src.getVm(vm.id), /no VM/);
+      const relocated = await p.api.get<EventRow[]>(`/events?type=vm.relocated&limit=1000`);
+      assert.ok(
+        relocated.some((e) => change(e, 'hostId')?.to === host(0)),
+        'a vm.relocated event',
+      );
     });
 
     test('an encrypted VM migrates: its KEK reaches the destination first, encrypted stream', async (t) => {
