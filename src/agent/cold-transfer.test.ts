@@ -4,6 +4,8 @@
 //   home and the temporary files of its disks gone — the source still has the VM;
 // - killed after the ACK (marker `received`): the files are put in place and the VM is
 //   kept — the source has already deleted its copy.
+// The same for a live migration's destination: before the ACK its QEMU is ended and the
+// images it created are deleted; after it the VM is kept running.
 // And the stream itself: a file that grows while it is sent fails the transfer.
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -14,6 +16,7 @@ import type { VmSpec } from './api.js';
 import { INCOMING_MARKER, sendColdStream, writeIncomingMarker } from './cold-transfer.js';
 import { openQemuDriver } from './qemu-driver.js';
 import { tempDir } from './testing.js';
+import { isPidAlive } from '../qemu/vm-process.js';
 
 const haveQemuImg = existsSync('/usr/bin/qemu-img') && existsSync('/usr/share/OVMF');
 
@@ -89,6 +92,53 @@ describe(
         readdirSync(join(ds, 'vm-after-ack')).filter((f) => f.includes('.incoming-')),
         [],
       );
+    });
+
+    /** A VM whose QEMU runs (as a live migration's destination QEMU would), its agent gone. */
+    async function liveReceiving(
+      id: string,
+      phase: 'receiving' | 'received',
+    ): Promise<{ pid: number; disk: string }> {
+      const driver = await openQemuDriver(dir.path, { accel: 'tcg' });
+      await driver.define(spec(id));
+      const rt = await driver.powerOn(id);
+      assert.ok(rt.pid);
+      await driver.close(); // the agent dies; QEMU runs on
+      const home = join(ds, id);
+      const disk = join(home, 'disk0.qcow2');
+      writeIncomingMarker(home, { migrationId: 'mig-1', kind: 'live', phase, disks: [disk] });
+      return { pid: rt.pid, disk };
+    }
+
+    test('live, killed before the ACK: its QEMU ends, its home and the images made for it go', async () => {
+      const { pid, disk } = await liveReceiving('vm-live-before', 'receiving');
+      assert.ok(isPidAlive(pid));
+      const driver = await openQemuDriver(dir.path, { accel: 'tcg' });
+      try {
+        const deadline = Date.now() + 10_000;
+        while (isPidAlive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+        assert.equal(isPidAlive(pid), false, 'the half-received QEMU ended');
+        assert.equal(existsSync(disk), false);
+        assert.equal(existsSync(join(ds, 'vm-live-before')), false);
+        await assert.rejects(async () => driver.runtime('vm-live-before'), { code: 'HS_ERR_NOT_FOUND' });
+      } finally {
+        await driver.close();
+      }
+    });
+
+    test('live, killed after the ACK: the VM is kept running, the marker goes', async () => {
+      const { pid, disk } = await liveReceiving('vm-live-after', 'received');
+      const driver = await openQemuDriver(dir.path, { accel: 'tcg' });
+      try {
+        const rt = await driver.runtime('vm-live-after');
+        assert.equal(rt.pid, pid);
+        assert.ok(isPidAlive(pid));
+        assert.equal(existsSync(disk), true);
+        assert.equal(existsSync(join(ds, 'vm-live-after', INCOMING_MARKER)), false);
+        await driver.powerOff('vm-live-after');
+      } finally {
+        await driver.close();
+      }
     });
 
     test('a marker torn before its first write counts as unfinished', async () => {

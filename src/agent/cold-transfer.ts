@@ -20,6 +20,7 @@ import {
   openSync,
   readFileSync,
   renameSync,
+  rmdirSync,
   rmSync,
   statSync,
 } from 'node:fs';
@@ -195,18 +196,24 @@ export async function sendColdStream(
 }
 
 /**
- * The destination's note of a cold migration under way, in the VM's home beside (and
- * before) its record, so that an agent killed at any point recovers to a consistent state:
+ * The destination's note of a migration under way, in the VM's home beside (and before)
+ * its record, so that an agent killed at any point recovers to a consistent state:
  * - `receiving`: the stream is not all in; the source still has the VM. On restart the
- *   half-received VM is dropped (its home and the temporary files).
- * - `received`: every file is written and fsynced, and only now is the ACK sent; the
- *   source deletes its copy once it has it. On restart the files are put in place and
- *   the VM kept: after the ACK nothing may be dropped.
+ *   half-received VM is dropped (its home, the temporary files of a cold migration, the
+ *   images a live one created for its disk copies; the driver ends its QEMU first).
+ * - `received`: cold, every file is written and fsynced; live, QEMU has the whole stream.
+ *   Only now is the ACK sent, and after it nothing may be dropped: on restart a cold
+ *   migration's files are put in place, and either kind of VM is kept.
  */
 export interface IncomingMarker {
   migrationId: string;
+  /** Absent: cold (markers written before live ones had one). */
+  kind?: 'cold' | 'live';
   phase: 'receiving' | 'received';
-  /** Disk images that arrive (final paths; their temporary files are `<path>.incoming-<id>`). */
+  /**
+   * Cold: disk images that arrive (final paths; their temporary files are
+   * `<path>.incoming-<id>`). Live: the images created here for the disk copies.
+   */
   disks: string[];
   /** With `received`: what to rename into place. */
   received?: { tmp: string; final: string }[];
@@ -222,6 +229,15 @@ export function clearIncomingMarker(home: string): void {
   rmSync(join(home, INCOMING_MARKER), { force: true });
 }
 
+/** The marker in `home`, if there is a readable one. */
+export function readIncomingMarker(home: string): Partial<IncomingMarker> | undefined {
+  try {
+    return JSON.parse(readFileSync(join(home, INCOMING_MARKER), 'utf8')) as Partial<IncomingMarker>;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * At agent start, for a home holding a marker: finishes a received migration (true: keep
  * the VM) or drops an unfinished one (false: the home and temporary files are gone).
@@ -229,19 +245,23 @@ export function clearIncomingMarker(home: string): void {
 export function recoverIncoming(home: string): boolean {
   const file = join(home, INCOMING_MARKER);
   if (!existsSync(file)) return true;
-  let marker: Partial<IncomingMarker> = {};
-  try {
-    marker = JSON.parse(readFileSync(file, 'utf8')) as Partial<IncomingMarker>;
-  } catch {
-    // Torn before its first complete write: nothing was acknowledged yet.
-  }
-  if (marker.phase === 'received' && Array.isArray(marker.received)) {
-    installReceived(marker.received.filter((r) => existsSync(r.tmp)));
+  // Unreadable: torn before its first complete write, so nothing was acknowledged yet.
+  const marker = readIncomingMarker(home) ?? {};
+  const live = marker.kind === 'live';
+  if (marker.phase === 'received' && (live || Array.isArray(marker.received))) {
+    if (!live) installReceived((marker.received ?? []).filter((r) => existsSync(r.tmp)));
     rmSync(file, { force: true });
     return true;
   }
-  for (const disk of marker.disks ?? [])
-    rmSync(`${disk}.incoming-${String(marker.migrationId)}`, { force: true });
+  for (const disk of marker.disks ?? []) {
+    const path = live ? disk : `${disk}.incoming-${String(marker.migrationId)}`;
+    rmSync(path, { force: true });
+    try {
+      rmdirSync(dirname(path));
+    } catch {
+      // Not empty (the home itself, or other VMs' files), or gone.
+    }
+  }
   rmSync(home, { recursive: true, force: true });
   return false;
 }

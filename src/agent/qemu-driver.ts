@@ -47,6 +47,7 @@ import {
   coldSink,
   confirmReceived,
   installReceived,
+  readIncomingMarker,
   recoverIncoming,
   sendColdStream,
   writeIncomingMarker,
@@ -57,7 +58,7 @@ import type { Accelerator, HostRuntime, NicBackend, VmSpec as QemuVmSpec } from 
 import { buildQemuArgv } from '../qemu/command-line.js';
 import type { OvmfBuild } from '../qemu/firmware.js';
 import { discoverOvmf, probeKvm, selectOvmf } from '../qemu/firmware.js';
-import { VmProcess, createQcow2Image, findRunningQemu, isPidAlive } from '../qemu/vm-process.js';
+import { VmProcess, createQcow2Image, findRunningQemu, isPidAlive, isQemuOf } from '../qemu/vm-process.js';
 import type { RunState } from '../qemu/vm-process.js';
 import { trace } from '../trace.js';
 import { zeroize } from '../crypto/aead.js';
@@ -895,7 +896,18 @@ export class QemuDriver implements VmDriver {
       // Cold: the marker before the record, so a restart never mistakes half a VM for one.
       const images = new Map(spec.disks.map((d) => [d.id, this.diskPath(spec.id, d, record.generation)]));
       const coldDisks = cold && copyDisks ? [...images.values()] : [];
-      if (cold) writeIncomingMarker(home, { migrationId: mig.id, phase: 'receiving', disks: coldDisks });
+      // Live: the images it creates for disk copies are this attempt's, dropped with it.
+      const liveMarker = {
+        migrationId: mig.id,
+        kind: 'live' as const,
+        disks: !cold && copyDisks ? [...images.values()] : [],
+      };
+      writeIncomingMarker(
+        home,
+        cold
+          ? { migrationId: mig.id, phase: 'receiving', disks: coldDisks }
+          : { ...liveMarker, phase: 'receiving' },
+      );
       this.writeRecord(home, record);
       const vm = this.newVm(spec.id, home, record, spec);
       vm.operation = { kind: 'migrate', progress: 0 };
@@ -974,12 +986,11 @@ export class QemuDriver implements VmDriver {
           qemuSocketPath: incoming,
           // Cold: the ACK (after which the source deletes its copy) only once every file is
           // whole and durable here, and the marker says so.
-          ...(coldSinkOf
-            ? {
-                beforeAck: () =>
-                  confirmReceived(coldSinkOf, home, { migrationId: mig.id, disks: coldDisks }, expected),
-              }
-            : {}),
+          // Live: QEMU has the whole stream; the marker says so before the ACK, so that a
+          // restart keeps the VM the source will then let go of.
+          beforeAck: coldSinkOf
+            ? () => confirmReceived(coldSinkOf, home, { migrationId: mig.id, disks: coldDisks }, expected)
+            : async () => writeIncomingMarker(home, { ...liveMarker, phase: 'received' }),
         });
       } catch (err) {
         sink?.close();
@@ -1064,6 +1075,7 @@ export class QemuDriver implements VmDriver {
       }
       vm.operation = null;
       this.incomingCopies.delete(vm.id);
+      clearIncomingMarker(vm.home);
       trace('agent', 'migration received', { vmId: vm.id });
     } catch (err) {
       trace('agent', 'incoming migration failed', { vmId: vm.id, error: String(err) });
@@ -1962,7 +1974,10 @@ export class QemuDriver implements VmDriver {
       if (!entry.isDirectory()) continue;
       const home = join(this.homeRoot, entry.name);
       const file = join(home, SPEC_FILE);
-      // A cold migration cut by our own death: finished if acknowledged, else dropped.
+      // A migration cut by our own death: finished if acknowledged, else dropped (a live
+      // one's QEMU, waiting for or half-way through the stream, ends first).
+      const marker = readIncomingMarker(home);
+      if (marker?.kind === 'live' && marker.phase !== 'received') endIncomingQemu(home);
       if (!recoverIncoming(home)) {
         trace('agent', 'dropped an unfinished incoming migration', { vmId: entry.name });
         continue;
@@ -2013,6 +2028,24 @@ export class QemuDriver implements VmDriver {
 }
 
 /** The entry point the CLI loads on demand (`hyperseal agent serve --driver qemu`, `up`). */
+/** Ends the QEMU (and swtpm) of a half-received live migration found at agent start. */
+function endIncomingQemu(home: string): void {
+  stopSwtpm(home);
+  let pid: number;
+  let uuid: unknown;
+  try {
+    pid = Number(readFileSync(join(home, 'qemu.pid'), 'utf8').trim());
+    uuid = (JSON.parse(readFileSync(join(home, SPEC_FILE), 'utf8')) as { uuid?: unknown }).uuid;
+  } catch {
+    return; // no QEMU was started, or no record: nothing of ours runs
+  }
+  if (!Number.isSafeInteger(pid) || pid <= 1 || typeof uuid !== 'string') return;
+  if (isPidAlive(pid) && isQemuOf(pid, uuid)) {
+    trace('agent', 'ending the QEMU of a half-received migration', { pid, home });
+    process.kill(pid, 'SIGKILL');
+  }
+}
+
 /** In a VM's home while it is held for the manager's answer after its stream went whole. */
 const UNRESOLVED_FILE = 'unresolved-migration.json';
 

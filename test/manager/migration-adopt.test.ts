@@ -73,8 +73,10 @@ describe('VMs found on another host after an unrecorded migration', { concurrenc
       return now.hostId === host(1) ? now : undefined;
     });
     assert.equal(moved.state, 'stopped');
-    const [e] = await p.api.get<Event[]>(`/events?objectId=${vm.id}&type=vm.relocated`);
-    assert.ok(e);
+    // The event follows the record's move (written just after it).
+    const e = await waitFor('the vm.relocated event', async () =>
+      (await p.api.get<Event[]>(`/events?objectId=${vm.id}&type=vm.relocated`)).at(0),
+    );
     assert.equal(e.user, 'system');
     assert.deepEqual(
       e.changes.map((c) => [c.path, c.from, c.to]),

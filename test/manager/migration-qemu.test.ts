@@ -276,11 +276,14 @@ describe(
       while (isPidAlive(sourcePid) && Date.now() < deadline) await new Promise((res) => setTimeout(res, 100));
       assert.ok(!isPidAlive(sourcePid), 'the held source QEMU ended');
       await assert.rejects(src.getVm(vm.id), /no VM/);
-      const relocated = await p.api.get<EventRow[]>(`/events?type=vm.relocated&limit=1000`);
-      assert.ok(
-        relocated.some((e) => change(e, 'hostId')?.to === host(0)),
-        'a vm.relocated event',
-      );
+      // The event follows the record's move (the health loop writes it just after).
+      const relocatedHere = async (): Promise<boolean> =>
+        (await p.api.get<EventRow[]>(`/events?type=vm.relocated&limit=1000`)).some(
+          (e) => change(e, 'hostId')?.to === host(0),
+        );
+      while (!(await relocatedHere()) && Date.now() < deadline)
+        await new Promise((res) => setTimeout(res, 100));
+      assert.ok(await relocatedHere(), 'a vm.relocated event');
     });
 
     test('an encrypted VM migrates: its KEK reaches the destination first, encrypted stream', async (t) => {
