@@ -849,12 +849,11 @@ export class VmService {
           const { outcome } = await dst.migrationSettle(id, { migrationId });
           if (outcome !== 'committed') {
             await src.migrationResolve(id, { migrationId, moved: false });
-            throw (
-              unconfirmed ??
-              new HypersealError(
-                'HS_ERR_MIGRATION_FAILED',
-                `the destination did not keep VM ${vm.name} after the whole stream arrived; it runs on ${fromName} again`,
-              )
+            throw new HypersealError(
+              'HS_ERR_MIGRATION_FAILED',
+              unconfirmed
+                ? `the destination never acknowledged the stream and did not keep VM ${vm.name}; it runs on ${fromName} again (${unconfirmed.message})`
+                : `the destination did not keep VM ${vm.name} after the whole stream arrived; it runs on ${fromName} again`,
             );
           }
           const want = cold ? 'stopped' : 'running';

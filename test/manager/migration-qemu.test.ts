@@ -9,7 +9,8 @@
 // printed by the destination's QEMU: that is what shows the moved VM runs there.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { openQemuDriver } from '../../src/agent/qemu-driver.js';
 import type { Vm } from '../../src/manager/model.js';
@@ -284,6 +285,41 @@ describe(
       while (!(await relocatedHere()) && Date.now() < deadline)
         await new Promise((res) => setTimeout(res, 100));
       assert.ok(await relocatedHere(), 'a vm.relocated event');
+    });
+
+    test('sent whole, but the destination fails before its ACK: the health loop resumes the held VM on its source', async () => {
+      const services = p.manager.services;
+      const src = services.hosts.agent(host(0));
+      const dst = services.hosts.agent(host(1));
+      const sourcePid = await pidOn(0, vm.id);
+      assert.ok(sourcePid);
+      const migration = { id: randomUUID(), cipher: 'none' as const };
+      const listener = await dst.migrationIncoming(vm.id, {
+        spec: await services.vms.spec(await p.api.get<Vm>(`/vms/${vm.id}`)),
+        record: await src.migrationRecord(vm.id),
+        migration,
+      });
+      // The destination cannot note "received" (a directory where its marker's temporary
+      // file goes; the agents run in this process): it fails after the whole stream, before
+      // its ACK, and drops the VM. The source cannot tell this from a lost ACK.
+      const home = join(p.agents[1]?.dataDir ?? '', 'datastore', vm.id);
+      mkdirSync(join(home, `incoming.json.tmp-${process.pid}`));
+      await assert.rejects(
+        src.migrationOutgoing(vm.id, { migration, peer: { host: listener.host, port: listener.port } }),
+        (err: unknown) => (err as { code?: string }).code === 'HS_ERR_MIGRATION_UNCONFIRMED',
+      );
+      // The health loop asks the other hosts; none kept it: it runs on its source again.
+      const deadline = Date.now() + 60_000;
+      let rt = await src.getVm(vm.id);
+      while ((rt.unresolvedMigration !== undefined || rt.state !== 'running') && Date.now() < deadline) {
+        await new Promise((res) => setTimeout(res, 250));
+        rt = await src.getVm(vm.id);
+      }
+      assert.equal(rt.unresolvedMigration, undefined, 'no longer held');
+      assert.equal(rt.state, 'running');
+      assert.equal(rt.pid, sourcePid, 'the same QEMU, resumed');
+      await assert.rejects(dst.getVm(vm.id), /no VM/);
+      assert.equal((await p.api.get<Vm>(`/vms/${vm.id}`)).hostId, host(0));
     });
 
     test('an encrypted VM migrates: its KEK reaches the destination first, encrypted stream', async (t) => {
