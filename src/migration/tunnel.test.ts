@@ -44,7 +44,12 @@ async function fakeServer(path: string): Promise<{ server: net.Server; connectio
 /** A proxy between the agents; `transform` sees (and may change) each a→b chunk of each connection. */
 async function proxy(
   target: { host: string; port: number },
-  opts: { transform?: (c: Buffer, offset: number) => Buffer; record?: Buffer[] } = {},
+  opts: {
+    transform?: (c: Buffer, offset: number) => Buffer;
+    record?: Buffer[];
+    /** Sees (and may change) each b→a chunk; undefined cuts the connection there. */
+    answer?: (c: Buffer, offset: number) => Buffer | undefined;
+  } = {},
 ): Promise<{ port: number; server: net.Server }> {
   const server = net.createServer({ allowHalfOpen: true }, (a) => {
     const b = net.connect({ ...target, allowHalfOpen: true });
@@ -56,7 +61,17 @@ async function proxy(
       b.write(out);
     });
     a.on('end', () => b.end());
-    b.on('data', (c: Buffer) => a.write(c));
+    let answered = 0;
+    b.on('data', (c: Buffer) => {
+      const out = opts.answer ? opts.answer(c, answered) : c;
+      answered += c.length;
+      if (out === undefined) {
+        a.end();
+        b.destroy();
+        return;
+      }
+      a.write(out);
+    });
     b.on('end', () => a.end());
     a.on('error', () => b.destroy());
     b.on('error', () => a.destroy());
@@ -174,50 +189,26 @@ for (const at of [6, 4 + 40, 200]) {
 }
 
 test('a flipped byte b→a is refused at the source', async () => {
-  const target = sock('nbd');
-  const srv = await fakeServer(target);
-  const p = params();
-  const dst = await TunnelDestination.listen({
-    params: p,
-    listen: { host: '127.0.0.1', port: 0 },
-    targetPath: target,
-  });
-  // Proxy flipping a byte of the answer direction.
-  const server = net.createServer({ allowHalfOpen: true }, (a) => {
-    const b = net.connect({ ...dst.address, allowHalfOpen: true });
-    let offset = 0;
-    a.on('data', (c: Buffer) => b.write(c));
-    a.on('end', () => b.end());
-    b.on('data', (c: Buffer) => {
-      const d = Buffer.from(c);
-      if (offset <= 100 && 100 < offset + d.length) d[100 - offset] = (d[100 - offset] as number) ^ 0x80;
-      offset += c.length;
-      a.write(d);
-    });
-    b.on('end', () => a.end());
-    for (const s of [a, b]) s.on('error', () => undefined);
-    a.on('close', () => b.destroy());
-    b.on('close', () => a.destroy());
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const src = await TunnelSource.listen({
-    params: p,
-    socketPath: sock('src'),
-    peer: { host: '127.0.0.1', port: (server.address() as net.AddressInfo).port },
-  });
+  const t = await pair(params(), (target) =>
+    proxy(target, {
+      answer: (c, offset) => {
+        if (offset > 100 || 100 >= offset + c.length) return c;
+        const d = Buffer.from(c);
+        d[100 - offset] = (d[100 - offset] as number) ^ 0x80;
+        return d;
+      },
+    }),
+  );
   try {
-    const r = await client(src.socketPath, randomBytes(4096));
+    const r = await client(t.src.socketPath, randomBytes(4096));
     assert.ok(!r.answer.includes(TRAILER));
-    assert.ok(src.error, 'the source refused');
+    assert.ok(t.src.error, 'the source refused');
     // The failure names the tunnel (a migration's error must say which stream broke) and
     // keeps the code of the check that refused it.
-    assert.match(src.error.message, /^tunnel/);
-    assert.notEqual(src.error.code, 'HS_ERR_MIGRATION_FAILED', src.error.message);
+    assert.match(t.src.error.message, /^tunnel/);
+    assert.notEqual(t.src.error.code, 'HS_ERR_MIGRATION_FAILED', t.src.error.message);
   } finally {
-    src.close();
-    dst.close();
-    srv.server.close();
-    server.close();
+    t.close();
   }
 });
 
@@ -264,51 +255,16 @@ test('a replayed connection and a replayed frame are refused', async () => {
 });
 
 test('a connection cut after its answer began fails the source with a tunnel error', async () => {
-  const target = sock('nbd');
-  const srv = await fakeServer(target);
-  const p = params();
-  const dst = await TunnelDestination.listen({
-    params: p,
-    listen: { host: '127.0.0.1', port: 0 },
-    targetPath: target,
-  });
   // Forwards both ways; once 300 bytes of answer went back, cuts the connection.
-  const server = net.createServer({ allowHalfOpen: true }, (a) => {
-    const b = net.connect({ ...dst.address, allowHalfOpen: true });
-    let answered = 0;
-    a.on('data', (c: Buffer) => b.write(c));
-    b.on('data', (c: Buffer) => {
-      answered += c.length;
-      if (answered > 300) {
-        a.end();
-        b.destroy();
-        return;
-      }
-      a.write(c);
-    });
-    for (const s of [a, b]) s.on('error', () => undefined);
-    a.on('close', () => b.destroy());
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const src = await TunnelSource.listen({
-    params: p,
-    socketPath: sock('src'),
-    peer: { host: '127.0.0.1', port: (server.address() as net.AddressInfo).port },
-  });
+  const t = await pair(params(), (target) =>
+    proxy(target, { answer: (c, offset) => (offset + c.length > 300 ? undefined : c) }),
+  );
   try {
-    const s = net.connect({ path: src.socketPath });
-    s.on('error', () => undefined);
-    s.on('data', () => undefined);
-    await new Promise<void>((r) => s.once('connect', r));
-    s.write(randomBytes(64 * 1024));
-    await new Promise<void>((r) => s.once('close', () => r()));
-    assert.ok(src.error, 'the source failed');
-    assert.match(src.error.message, /^tunnel/);
-    assert.equal(src.error.code, 'HS_ERR_MIGRATION_TRUNCATED', src.error.message);
+    await client(t.src.socketPath, randomBytes(64 * 1024));
+    assert.ok(t.src.error, 'the source failed');
+    assert.match(t.src.error.message, /^tunnel/);
+    assert.equal(t.src.error.code, 'HS_ERR_MIGRATION_TRUNCATED', t.src.error.message);
   } finally {
-    src.close();
-    dst.close();
-    srv.server.close();
-    server.close();
+    t.close();
   }
 });
