@@ -1235,6 +1235,14 @@ export class QemuDriver implements VmDriver {
         .catch(() => undefined);
     }, 500);
     try {
+      // Held from before the first byte until the manager resolves it (or the stream fails
+      // before its END): an agent killed at any point finds the hold at its next start, so
+      // the VM is resumed here only once the destination is known not to have it.
+      this.holdUnresolved(
+        vm,
+        mig.id,
+        disks.map((d) => ({ path: this.diskPath(id, d, vm.record.generation) })),
+      );
       await qmp.execute('migrate-set-capabilities', {
         capabilities: [{ capability: 'events', state: true }],
       });
@@ -1299,9 +1307,8 @@ export class QemuDriver implements VmDriver {
       if (status !== 'completed') {
         throw new HypersealError('HS_ERR_MIGRATION_FAILED', `the source QEMU's migration ${status}`);
       }
-      // Acknowledged: the VM stays paused here until the manager has seen it run on the
-      // destination (resolveOutgoing); nothing from here on may resume it.
-      this.holdUnresolved(vm, mig.id, mirrors);
+      // Acknowledged: the VM stays paused (and held) here until the manager has seen it run
+      // on the destination (resolveOutgoing); nothing from here on may resume it.
       // Local disks: the mirrors end without a pivot (the destination has every write),
       // then the NBD clients go, which lets the destination drop its exports and run.
       await this.endMirrors(qmp, mirrors, true).catch((e: unknown) => {
@@ -1318,9 +1325,8 @@ export class QemuDriver implements VmDriver {
       sender.abort();
       if (sender.endSent) {
         // The whole stream went but no ACK came: the destination may run the VM already.
-        // Resuming here could run it twice; it stays paused until the manager asks the
-        // destination which host keeps it.
-        this.holdUnresolved(vm, mig.id, mirrors);
+        // Resuming here could run it twice; it stays paused (and held) until the manager
+        // asks the destination which host keeps it.
         tunnel?.close();
         await this.endMirrors(qmp, mirrors, false).catch((e: unknown) => {
           trace('agent', 'ending disk mirrors failed', { vmId: id, error: String(e) });
@@ -1333,6 +1339,8 @@ export class QemuDriver implements VmDriver {
       await this.endMirrors(qmp, mirrors, false).catch((e: unknown) => {
         trace('agent', 'ending disk mirrors failed', { vmId: id, error: String(e) });
       });
+      // No END went out: the destination cannot have the VM.
+      this.releaseHold(vm);
       // The VM keeps running here: resumed if QEMU had paused it for the last copy.
       const { status } = await proc.status().catch(() => ({ status: 'unknown' }));
       if (status === 'paused' || status === 'postmigrate' || status === 'finish-migrate') {
@@ -1397,6 +1405,11 @@ export class QemuDriver implements VmDriver {
     writeFileAtomic(join(vm.home, UNRESOLVED_FILE), JSON.stringify(vm.unresolved), 0o600);
   }
 
+  private releaseHold(vm: Vm): void {
+    vm.unresolved = null;
+    rmSync(join(vm.home, UNRESOLVED_FILE), { force: true });
+  }
+
   async resolveOutgoing(id: string, migrationId: string, moved: boolean): Promise<'gone' | 'kept'> {
     const vm = this.vms.get(id);
     if (vm === undefined) {
@@ -1431,8 +1444,7 @@ export class QemuDriver implements VmDriver {
         await vm.proc.qmp.execute('cont');
       }
     }
-    vm.unresolved = null;
-    rmSync(join(vm.home, UNRESOLVED_FILE), { force: true });
+    this.releaseHold(vm);
     trace('agent', 'migration resolved: kept here', { vmId: id, migrationId });
     return 'kept';
   }
@@ -1495,6 +1507,8 @@ export class QemuDriver implements VmDriver {
     }
     vm.operation = { kind: 'migrate', progress: 0 };
     try {
+      // Held from before the first byte, as for a running VM (see migrateOut).
+      this.holdUnresolved(vm, mig.id, disks);
       // The files as they are on disk (ciphertext when the VM is encrypted).
       await sendColdStream(sender.qemuSocketPath, this.coldFiles(vm), disks, (sent, total) => {
         const rate = sender.progress();
@@ -1531,10 +1545,10 @@ export class QemuDriver implements VmDriver {
           : err;
       if (sender.endSent) {
         // Sent whole, not acknowledged: the destination may have installed the files. They
-        // stay here too until the manager has the destination's answer.
-        this.holdUnresolved(vm, mig.id, disks);
+        // stay here (held) too until the manager has the destination's answer.
         throw unconfirmed(id, mig.id, shown);
       }
+      this.releaseHold(vm);
       throw wrap(`migrating VM ${id}`, shown);
     } finally {
       vm.operation = null;

@@ -827,7 +827,7 @@ export class VmService {
               .catch(() => undefined);
           }, 1000);
           let result: MigrationOutgoingResponse | undefined;
-          let unconfirmed: HypersealError | undefined;
+          let outgoingError: unknown;
           try {
             result = await src.migrationOutgoing(id, {
               migration,
@@ -837,9 +837,9 @@ export class VmService {
               ...(listener.nbd ? { nbdPeer: peerOf(listener.nbd) } : {}),
             });
           } catch (err) {
-            // Sent whole, not acknowledged: only the destination knows whether it has the VM.
-            if (!(err instanceof HypersealError && err.code === 'HS_ERR_MIGRATION_UNCONFIRMED')) throw err;
-            unconfirmed = err;
+            // Whatever the source says (or if its answer is lost), only the destination
+            // knows whether it has the VM: asked below.
+            outgoingError = err;
           }
           clearInterval(poll);
           poll = undefined;
@@ -848,13 +848,27 @@ export class VmService {
           // paused, so it never runs on both hosts.
           const { outcome } = await dst.migrationSettle(id, { migrationId });
           if (outcome !== 'committed') {
-            await src.migrationResolve(id, { migrationId, moved: false });
+            // Resumed at the source; one that cannot be reached now is resumed by the
+            // health loop once it can.
+            await src.migrationResolve(id, { migrationId, moved: false }).catch((err: unknown) => {
+              trace('manager', 'resuming the source copy failed; left to the health loop', {
+                vmId: id,
+                error: String(err),
+              });
+            });
+            if (outgoingError !== undefined && !isUnconfirmed(outgoingError)) throw outgoingError;
             throw new HypersealError(
               'HS_ERR_MIGRATION_FAILED',
-              unconfirmed
-                ? `the destination never acknowledged the stream and did not keep VM ${vm.name}; it runs on ${fromName} again (${unconfirmed.message})`
+              outgoingError instanceof Error
+                ? `the destination never acknowledged the stream and did not keep VM ${vm.name}; it runs on ${fromName} again (${outgoingError.message})`
                 : `the destination did not keep VM ${vm.name} after the whole stream arrived; it runs on ${fromName} again`,
             );
+          }
+          if (outgoingError !== undefined) {
+            trace('manager', 'the source failed but the destination kept the VM', {
+              vmId: id,
+              error: String(outgoingError),
+            });
           }
           const want = cold ? 'stopped' : 'running';
           const rt = await dst.getVm(id);
@@ -958,4 +972,8 @@ export class VmService {
     const vm = await this.get(id);
     return this.hosts.agent(vm.hostId).console(id, offset);
   }
+}
+
+function isUnconfirmed(err: unknown): boolean {
+  return err instanceof HypersealError && err.code === 'HS_ERR_MIGRATION_UNCONFIRMED';
 }
