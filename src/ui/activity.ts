@@ -164,6 +164,27 @@ export async function tasksPage(ctx: PageContext): Promise<void> {
 export async function alertsPage(ctx: PageContext): Promise<void> {
   const sections: UiElement[] = [h('h1', {}, 'Alerts')];
   const rulesReason = ctx.access.reason('listAlertRules');
+  // One form: adds a rule, or (after Edit) changes one in place.
+  let form = ruleForm(ctx);
+  const editRuleButton = (rule: AlertRule): UiElement =>
+    guarded(
+      h(
+        'button',
+        {
+          type: 'button',
+          class: 'rule-edit',
+          'data-rule': rule.id,
+          onclick: () => {
+            const next = ruleForm(ctx, rule);
+            form.replaceWith(next);
+            form = next;
+            next.querySelector('#rule-name')?.focus();
+          },
+        },
+        'Edit',
+      ),
+      ctx.access.reason('updateAlertRule'),
+    );
   if (rulesReason === null) {
     const rules = await ctx.api.listAlertRules();
     sections.push(
@@ -180,7 +201,7 @@ export async function alertsPage(ctx: PageContext): Promise<void> {
               ruleEnabled(ctx, r),
               h('code', {}, JSON.stringify(r.match)),
               h('code', {}, JSON.stringify(r.actions)),
-              removeRuleButton(ctx, r),
+              h('span', {}, editRuleButton(r), removeRuleButton(ctx, r)),
             ),
           ),
           'No alert rules.',
@@ -188,7 +209,7 @@ export async function alertsPage(ctx: PageContext): Promise<void> {
       ),
     );
   } else sections.push(h('p', { class: 'reason' }, `Alert rules: ${rulesReason}`));
-  sections.push(ruleForm(ctx));
+  sections.push(form);
 
   const eventsReason = ctx.access.reason('listEvents');
   if (eventsReason !== null) {
@@ -284,31 +305,102 @@ function removeRuleButton(ctx: PageContext, rule: AlertRule): UiElement {
   return guarded(button, ctx.access.reason('deleteAlertRule'));
 }
 
-function ruleForm(ctx: PageContext): UiElement {
-  const name = h('input', { id: 'rule-name', required: true, maxlength: 120 });
+/** The parts of a rule the form edits; what it does not show (actions.event) is kept. */
+function ruleForm(ctx: PageContext, editing?: AlertRule): UiElement {
+  const match = (editing?.match ?? {}) as {
+    types?: string[];
+    objectKinds?: string[];
+    result?: string;
+    changes?: unknown[];
+  };
+  const actions = (editing?.actions ?? {}) as {
+    event?: boolean;
+    syslog?: boolean;
+    webhook?: { url?: string };
+  };
+  const name = h('input', { id: 'rule-name', required: true, maxlength: 120, value: editing?.name ?? '' });
   const severity = select(
-    { id: 'rule-severity', value: 'warning' },
+    { id: 'rule-severity', value: editing?.severity ?? 'warning' },
     SEVERITIES.map((s) => [s, s] as const),
   );
-  const types = h('input', { id: 'rule-types', placeholder: 'vm.reconfigured, vm.secure-boot-*' });
-  const kinds = h('input', { id: 'rule-kinds', placeholder: 'vm, host (optional)' });
+  const types = h('input', {
+    id: 'rule-types',
+    placeholder: 'vm.reconfigured, vm.secure-boot-*',
+    value: (match.types ?? []).join(', '),
+  });
+  const kinds = h('input', {
+    id: 'rule-kinds',
+    placeholder: 'vm, host (optional)',
+    value: (match.objectKinds ?? []).join(', '),
+  });
+  const result = select({ id: 'rule-result', value: match.result ?? '' }, [
+    ['', 'any'],
+    ['success', 'success'],
+    ['failure', 'failure'],
+  ]);
+  const changes = h('textarea', {
+    id: 'rule-changes',
+    rows: 2,
+    placeholder: '[{"path": "secureBoot", "to": {"equals": false}}]',
+    value: match.changes ? JSON.stringify(match.changes) : '',
+  });
+  const syslog = h('input', { type: 'checkbox', id: 'rule-syslog', checked: actions.syslog === true });
+  const url = h('input', {
+    id: 'rule-webhook-url',
+    placeholder: 'https://alerts.example/hook (optional)',
+    value: actions.webhook?.url ?? '',
+  });
+  // Never shown: on edit, left empty keeps the webhook's current secret.
+  const secret = h('input', {
+    id: 'rule-webhook-secret',
+    type: 'password',
+    autocomplete: 'off',
+    placeholder: actions.webhook ? 'unchanged' : 'at least 16 characters',
+  });
   const list = (s: string): string[] =>
     s
       .split(',')
       .map((x) => x.trim())
       .filter((x) => x !== '');
-  const create = async (): Promise<void> => {
-    const body: AlertRuleCreate = {
-      name: name.value,
-      severity: severity.value,
+  const parsedChanges = (): unknown[] | undefined => {
+    if (changes.value.trim() === '') return undefined;
+    try {
+      const v = JSON.parse(changes.value) as unknown;
+      if (Array.isArray(v)) return v;
+    } catch {
+      // reported below
+    }
+    throw new Error('Changes must be a JSON list, e.g. [{"path": "secureBoot", "to": {"equals": false}}]');
+  };
+  const body = (): { match: Record<string, unknown>; actions: Record<string, unknown> } => {
+    const changeList = parsedChanges();
+    return {
       match: {
         ...(list(types.value).length ? { types: list(types.value) } : {}),
         ...(list(kinds.value).length ? { objectKinds: list(kinds.value) } : {}),
+        ...(result.value !== '' ? { result: result.value } : {}),
+        ...(changeList ? { changes: changeList } : {}),
       },
-      actions: { event: true },
+      actions: {
+        event: actions.event ?? true,
+        ...(syslog.checked ? { syslog: true } : {}),
+        ...(url.value.trim() !== ''
+          ? // '[redacted]' asks the manager to keep the secret it holds.
+            { webhook: { url: url.value.trim(), secret: secret.value !== '' ? secret.value : '[redacted]' } }
+          : {}),
+      },
     };
-    const r = await ctx.api.createAlertRule(body);
-    ctx.flash(`Added alert rule ${r.name}.`);
+  };
+  const save = async (): Promise<void> => {
+    if (editing) {
+      const patch: AlertRuleUpdate = { name: name.value, severity: severity.value, ...body() };
+      const r = await ctx.api.updateAlertRule(editing.id, patch);
+      ctx.flash(`Saved alert rule ${r.name}.`);
+    } else {
+      const create: AlertRuleCreate = { name: name.value, severity: severity.value, ...body() };
+      const r = await ctx.api.createAlertRule(create);
+      ctx.flash(`Added alert rule ${r.name}.`);
+    }
     ctx.refresh();
   };
   return h(
@@ -316,12 +408,13 @@ function ruleForm(ctx: PageContext): UiElement {
     {
       class: 'card',
       id: 'create-rule',
+      ...(editing ? { 'data-editing': editing.id } : {}),
       onsubmit: (ev) => {
         ev.preventDefault();
-        create().catch(ctx.flash);
+        save().catch(ctx.flash);
       },
     },
-    h('h2', {}, 'Add an alert rule'),
+    h('h2', {}, editing ? `Edit alert rule ${editing.name}` : 'Add an alert rule'),
     h(
       'div',
       { class: 'fields' },
@@ -329,11 +422,19 @@ function ruleForm(ctx: PageContext): UiElement {
       field('Severity', severity),
       field('Event types', types, 'comma-separated globs'),
       field('Object kinds', kinds),
+      field('Result', result),
+      field('Changes', changes, 'optional: JSON list of {path, from, to} conditions'),
+      field('Also to syslog', syslog),
+      field('Webhook URL', url),
+      field('Webhook secret', secret, editing && actions.webhook ? 'empty: keep the current one' : ''),
     ),
     h('p', { class: 'muted' }, 'A match raises an alert.raised event (and reaches syslog targets).'),
     guarded(
-      h('button', { type: 'submit', class: 'primary' }, 'Add rule'),
-      ctx.access.reason('createAlertRule'),
+      h('button', { type: 'submit', class: 'primary' }, editing ? 'Save changes' : 'Add rule'),
+      ctx.access.reason(editing ? 'updateAlertRule' : 'createAlertRule'),
     ),
+    editing
+      ? h('button', { type: 'button', class: 'rule-cancel', onclick: () => ctx.refresh() }, 'Cancel')
+      : null,
   );
 }

@@ -33,6 +33,7 @@ export interface UiElement {
   querySelectorAll(selectors: string): Iterable<UiElement>;
   getAttribute(name: string): string | null;
   remove(): void;
+  replaceWith(...nodes: UiElement[]): void;
   focus(): void;
   readonly childElementCount: number;
   readonly lastElementChild: UiElement | null;

@@ -168,6 +168,62 @@ describe('web UI in headless Chromium', { concurrency: 1 }, () => {
     await p.api.deleteAlertRule(rule.id);
   });
 
+  test("an alert rule's match and actions are edited in the page; its webhook secret is kept unless retyped", async () => {
+    const rule = await p.api.createAlertRule({
+      name: 'hooked rule',
+      severity: 'warning',
+      match: { types: ['vm.reset'] },
+      actions: { event: true, webhook: { url: 'https://127.0.0.1:9/hook', secret: 'a-webhook-secret-0123' } },
+    });
+    await page.goto(`${origin}/ui/#/alerts`);
+    await page.reload();
+    await page.locator('tr', { hasText: 'hooked rule' }).locator('button.rule-edit').click();
+    const form = page.locator(`form[data-editing="${rule.id}"]`);
+    await form.waitFor();
+    // The form shows the rule, never its secret.
+    assert.equal(await form.locator('#rule-types').inputValue(), 'vm.reset');
+    assert.equal(await form.locator('#rule-webhook-url').inputValue(), 'https://127.0.0.1:9/hook');
+    assert.equal(await form.locator('#rule-webhook-secret').inputValue(), '');
+    assert.ok(!(await page.content()).includes('a-webhook-secret-0123'), 'the secret is not in the page');
+    await form.locator('#rule-types').fill('vm.reset, vm.secure-boot-*');
+    await form.locator('#rule-kinds').fill('vm');
+    await form.locator('#rule-result').selectOption('failure');
+    await form.locator('#rule-changes').fill('[{"path": "secureBoot", "to": {"equals": false}}]');
+    await form.locator('#rule-syslog').check();
+    await form.locator('button[type=submit]').click();
+    await page
+      .locator('#flash', { hasText: 'Saved alert rule hooked rule' })
+      .waitFor({ timeout: 5000 })
+      .catch(async (err: unknown) => {
+        throw new Error(`${String(err)}; the page says: ${await page.locator('#flash').textContent()}`);
+      });
+    const after = (await p.api.listAlertRules()).find((r) => r.id === rule.id);
+    assert.deepEqual(after?.match, {
+      types: ['vm.reset', 'vm.secure-boot-*'],
+      objectKinds: ['vm'],
+      result: 'failure',
+      changes: [{ path: 'secureBoot', to: { equals: false } }],
+    });
+    assert.equal((after?.actions as { syslog?: boolean }).syslog, true);
+    // One event, each field from → to; the secret was kept (no change of it recorded).
+    const [changed] = await p.api.listEvents({ type: 'alert.rule-changed', limit: 1 });
+    const paths = (changed?.changes ?? []).map((c) => c.path).sort();
+    assert.deepEqual(paths, [
+      'actions.syslog',
+      'match.changes',
+      'match.objectKinds',
+      'match.result',
+      'match.types',
+    ]);
+    // Bad JSON in Changes: a clear message, nothing saved.
+    await page.locator('tr', { hasText: 'hooked rule' }).locator('button.rule-edit').click();
+    await page.locator('#rule-changes').fill('[{"path": ');
+    await page.locator(`form[data-editing="${rule.id}"] button[type=submit]`).click();
+    await page.locator('#flash', { hasText: 'Changes must be a JSON list' }).waitFor();
+    assert.deepEqual((await p.api.listAlertRules()).find((r) => r.id === rule.id)?.match, after?.match);
+    await p.api.deleteAlertRule(rule.id);
+  });
+
   test('an alert rule is removed in two clicks (the first only asks to confirm)', async () => {
     await p.api.createAlertRule({
       name: 'temporary rule',
