@@ -846,7 +846,14 @@ export class VmService {
           // The destination's answer decides: an acknowledged stream runs there (or failed
           // to start); one never acknowledged is dropped. Until then the source holds the VM
           // paused, so it never runs on both hosts.
-          const { outcome } = await dst.migrationSettle(id, { migrationId });
+          const { outcome } = await dst.migrationSettle(id, { migrationId }).catch((err: unknown) => {
+            // Unknown which host has it: the source keeps it held (paused) until the
+            // destination answers the health loop.
+            throw new HypersealError(
+              'HS_ERR_MIGRATION_UNCONFIRMED',
+              `host ${toName} did not answer whether it kept VM ${vm.name} (${err instanceof Error ? err.message : String(err)}); the VM is held paused on ${fromName} until it does`,
+            );
+          });
           if (outcome !== 'committed') {
             // Resumed at the source; one that cannot be reached now is resumed by the
             // health loop once it can.
@@ -943,7 +950,9 @@ export class VmService {
             object,
             changes,
             result: 'failure',
-            message: `migration ${migrationId} of VM ${vm.name} from host ${fromName} to ${toName} failed; it keeps running on ${fromName}: ${why}`,
+            message: isUnconfirmed(err)
+              ? `migration ${migrationId} of VM ${vm.name} from host ${fromName} to ${toName} is unsettled: ${why}`
+              : `migration ${migrationId} of VM ${vm.name} from host ${fromName} to ${toName} failed; it keeps running on ${fromName}: ${why}`,
           });
           throw err;
         } finally {
