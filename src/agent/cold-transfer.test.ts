@@ -15,7 +15,7 @@ import { after, describe, test } from 'node:test';
 import type { VmSpec } from './api.js';
 import { INCOMING_MARKER, sendColdStream, writeIncomingMarker } from './cold-transfer.js';
 import { openQemuDriver } from './qemu-driver.js';
-import { tempDir } from './testing.js';
+import { smallVmSpec, tempDir } from './testing.js';
 import { isPidAlive } from '../qemu/vm-process.js';
 
 const haveQemuImg = existsSync('/usr/bin/qemu-img') && existsSync('/usr/share/OVMF');
@@ -27,17 +27,7 @@ describe(
     const dir = tempDir('cold-recover');
     after(() => dir.remove());
     const ds = join(dir.path, 'datastore');
-    const spec = (id: string): VmSpec => ({
-      id,
-      name: id,
-      cpus: 1,
-      memoryMiB: 64,
-      firmware: 'efi',
-      secureBoot: false,
-      disks: [{ id: 'disk0', sizeMiB: 8, datastorePath: ds }],
-      nics: [],
-      encryption: null,
-    });
+    const spec = (id: string): VmSpec => smallVmSpec(id, ds);
 
     /** A VM as the destination would hold it mid-way: its disk still under the temporary name. */
     async function halfReceived(

@@ -9,7 +9,7 @@ import { after, describe, test } from 'node:test';
 import type { VmSpec } from './api.js';
 import { openQemuDriver } from './qemu-driver.js';
 import type { QemuDriver } from './qemu-driver.js';
-import { tempDir } from './testing.js';
+import { smallVmSpec, tempDir } from './testing.js';
 
 const haveTools = existsSync('/usr/bin/qemu-img') && existsSync('/usr/share/OVMF');
 
@@ -24,17 +24,7 @@ describe(
       dir.remove();
     });
     const ds = join(dir.path, 'datastore');
-    const spec = (id: string): VmSpec => ({
-      id,
-      name: id,
-      cpus: 1,
-      memoryMiB: 64,
-      firmware: 'efi',
-      secureBoot: false,
-      disks: [{ id: 'disk0', sizeMiB: 8, datastorePath: ds }],
-      nics: [],
-      encryption: null,
-    });
+    const spec = (id: string): VmSpec => smallVmSpec(id, ds);
     const disk = (id: string): string => join(ds, id, 'disk0.qcow2');
     const conflict = (re: RegExp) => (err: unknown) => {
       assert.equal((err as { code?: string }).code, 'HS_ERR_CONFLICT');

@@ -19,7 +19,7 @@ import {
   issueCertificate,
   signCsr,
 } from '../pki/index.js';
-import type { EnrollRequest, EnrollResponse, ErrorBody } from './api.js';
+import type { EnrollRequest, EnrollResponse, ErrorBody, VmSpec } from './api.js';
 import { MANAGER_IDENTITY } from './api.js';
 import { ENROLL_PATH } from './join.js';
 
@@ -280,4 +280,19 @@ export function forgeLookalikeServer(pki: ManagerPki, dir: string): { certChainP
 export function tempDir(prefix: string): { path: string; remove(): void } {
   const path = mkdtempSync(join(tmpdir(), `hyperseal-${prefix}-`));
   return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
+}
+
+/** A small plain EFI VM with one 8 MiB disk on the datastore at `datastorePath`. */
+export function smallVmSpec(id: string, datastorePath: string): VmSpec {
+  return {
+    id,
+    name: id,
+    cpus: 1,
+    memoryMiB: 64,
+    firmware: 'efi',
+    secureBoot: false,
+    disks: [{ id: 'disk0', sizeMiB: 8, datastorePath }],
+    nics: [],
+    encryption: null,
+  };
 }
