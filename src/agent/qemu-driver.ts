@@ -1304,6 +1304,7 @@ export class QemuDriver implements VmDriver {
       }
       // Only the destination's authenticated ACK says it has every byte.
       const result = await sender.done;
+      crashPoint('migrate-out:after-ack');
       if (status !== 'completed') {
         throw new HypersealError('HS_ERR_MIGRATION_FAILED', `the source QEMU's migration ${status}`);
       }

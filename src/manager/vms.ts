@@ -397,8 +397,13 @@ export class VmService {
         }
         continue;
       }
-      if (rt.unresolvedMigration !== undefined) continue; // held here: its source decides
       if (await this.taskUnderWay(rt.id)) continue;
+      if (rt.unresolvedMigration !== undefined) {
+        // Held here for a migration recorded as done elsewhere (this host's answer was
+        // lost): when the host it is recorded on kept it, this copy ends.
+        await this.endHeldCopy(hostId, row.host_id, rt.id, rt.unresolvedMigration);
+        continue;
+      }
       const gone = await this.hosts
         .agent(row.host_id)
         .getVm(rt.id)
@@ -449,6 +454,21 @@ export class VmService {
         },
       );
     }
+  }
+
+  private async endHeldCopy(
+    hostId: string,
+    recordedOn: string,
+    vmId: string,
+    migrationId: string,
+  ): Promise<void> {
+    const settled = await this.hosts
+      .agent(recordedOn)
+      .migrationSettle(vmId, { migrationId })
+      .catch(() => undefined);
+    if (settled?.outcome !== 'committed') return; // not decided here: left as it is
+    await this.hosts.agent(hostId).migrationResolve(vmId, { migrationId, moved: true });
+    trace('manager', 'ended the held copy of a VM kept by the host it is recorded on', { vmId, hostId });
   }
 
   private async taskUnderWay(vmId: string): Promise<boolean> {
