@@ -95,7 +95,8 @@ export function renderEventsDoc(): string {
     "manager's master key, bound to the rule's id) and shown nowhere. `PATCH /api/v1/alert-rules/{id}`",
     '(CLI `hyperseal alert set ID --disable`, `--enable`, `--severity S`, `--file rule.json`)',
     'changes a rule in one step; a webhook sent without its secret, or with `[redacted]` as',
-    'the API shows it, keeps the current secret. The classic PCI rule:',
+    'the API shows it, keeps the current secret while its URL keeps its origin (scheme, host,',
+    'port); a webhook moved to another origin needs its secret again. The classic PCI rule:',
     '',
     '```json',
     JSON.stringify(

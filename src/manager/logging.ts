@@ -414,6 +414,14 @@ export class LoggingService {
           'rule.actions.webhook.secret: a new webhook needs its secret',
         );
       }
+      // Kept only for the same receiver (another path is fine): signed alerts do not go to
+      // another origin unless whoever sends them there knows the secret.
+      if (typeof hook['url'] === 'string' && originOf(hook['url']) !== originOf(current.url)) {
+        throw new HypersealError(
+          'HS_ERR_INVALID_ARGUMENT',
+          'rule.actions.webhook.secret: a webhook moved to another origin needs its secret',
+        );
+      }
       actions = { ...(actions as object), webhook: { ...hook, secret: current.secret } };
     }
     const after = validateRule({ ...before, ...patch, id, actions });
@@ -482,4 +490,13 @@ function targetView(r: TargetRow): Record<string, unknown> {
 
 function publicTarget(r: TargetRow): SyslogTarget {
   return { id: r.id, name: r.name, host: r.host, port: r.port, transport: r.transport, format: r.format };
+}
+
+/** scheme://host:port of a URL; an unparsable one is its own origin (validation refuses it later). */
+function originOf(url: string): string {
+  try {
+    return new URL(url).origin;
+  } catch {
+    return url;
+  }
 }

@@ -170,6 +170,14 @@ describe('alert rules and syslog targets: sealed secrets, changes in place', { c
     await p.api.patch(`/vms/${vm.id}`, { memoryMiB: 160 });
     const kept = await waitFor('the webhook', () => receiver.hits[before]);
     assert.equal(verifyWebhookSignature(SECRET, kept.timestamp, kept.body, kept.signature), true);
+    // To another origin, the secret must be given again: refused, nothing changed.
+    const unchanged = JSON.stringify(await p.api.get('/alert-rules'));
+    const moved = await p.request(p.adminToken, 'PATCH', `/alert-rules/${ruleId}`, {
+      actions: { ...read.actions, webhook: { ...hook, url: 'https://203.0.113.9/hook' } },
+    });
+    assert.equal(moved.status, 400, JSON.stringify(moved.body));
+    assert.match(JSON.stringify(moved.body), /HS_ERR_INVALID_ARGUMENT.*another origin needs its secret/);
+    assert.equal(JSON.stringify(await p.api.get('/alert-rules')), unchanged);
 
     await p.api.patch(`/alert-rules/${ruleId}`, {
       actions: { webhook: { url: receiver.url, secret: NEW_SECRET } },
