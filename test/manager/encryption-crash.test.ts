@@ -9,22 +9,21 @@
 // manager adopts the result.
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { joinManager } from '../../src/agent/join.js';
 import type { Event } from '../../src/events/index.js';
 import type { Vm } from '../../src/manager/model.js';
 import type { Task } from '../../src/manager/tasks.js';
+import { exitOf, spawnAgent, waitUntil } from '../support/agent-child.js';
 import type { TestPlatform } from '../support/manager.js';
 import { SYSTEM, freePort, startTestPlatform, useTempConfigHome } from '../support/manager.js';
 
 const haveQemu = existsSync('/usr/bin/qemu-img') && existsSync('/usr/bin/qemu-system-x86_64');
-const agentScript = join(dirname(fileURLToPath(import.meta.url)), '..', 'support', 'agent-process.js');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 describe(
@@ -42,38 +41,17 @@ describe(
     let reference: string;
 
     const startChild = async (crashPoint?: string): Promise<ChildProcess> => {
-      const c = spawn(process.execPath, [agentScript, dataDir, String(port)], {
-        env: { ...process.env, ...(crashPoint ? { HYPERSEAL_CRASH_POINT: crashPoint } : {}) },
-        stdio: ['ignore', 'pipe', 'inherit'],
-      });
-      await new Promise<void>((resolve, reject) => {
-        c.stdout?.on('data', (d: Buffer) => {
-          if (d.toString().includes('ready')) resolve();
-        });
-        c.once('exit', (code, sig) => reject(new Error(`agent exited early: ${code ?? sig}`)));
-      });
-      child = c;
-      return c;
+      child = await spawnAgent(dataDir, port, crashPoint);
+      return child;
     };
-    const exited = (c: ChildProcess): Promise<NodeJS.Signals | number | null> =>
-      new Promise((resolve) => {
-        if (c.exitCode !== null || c.signalCode !== null) resolve(c.signalCode ?? c.exitCode);
-        else c.once('exit', (code, sig) => resolve(sig ?? code));
-      });
+    const exited = exitOf;
     const getVm = (): Promise<Vm> => p.api.get<Vm>(`/vms/${vm.id}`);
     const vmDir = (): string => join(dataDir, 'datastore', vm.id);
     const images = (): string[] =>
       readdirSync(vmDir())
         .filter((f) => /\.(qcow2|fd|luks)$/.test(f))
         .sort();
-    const waitFor = async (what: string, ok: () => Promise<boolean>, ms = 30_000): Promise<void> => {
-      const deadline = Date.now() + ms;
-      while (Date.now() < deadline) {
-        if (await ok().catch(() => false)) return;
-        await sleep(200);
-      }
-      assert.fail(`timed out waiting for ${what}`);
-    };
+    const waitFor = waitUntil;
     const sync = async (path: string, body: unknown = {}): Promise<Task> => {
       const r = await p.request<Task>(p.adminToken, 'POST', `${path}?sync=true&timeoutMs=120000`, body);
       assert.equal(r.status, 200, JSON.stringify(r.body));

@@ -7,22 +7,20 @@
 // HYPERSEAL_CRASH_POINT=migrate-out:after-ack; the destination is an in-process agent.
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { openQemuDriver } from '../../src/agent/qemu-driver.js';
 import { joinManager } from '../../src/agent/join.js';
 import type { Vm } from '../../src/manager/model.js';
 import type { Task } from '../../src/manager/tasks.js';
 import { isPidAlive } from '../../src/qemu/vm-process.js';
+import { exitOf, spawnAgent, waitUntil } from '../support/agent-child.js';
 import type { TestPlatform } from '../support/manager.js';
 import { SYSTEM, freePort, startTestPlatform, useTempConfigHome } from '../support/manager.js';
 
 const haveTools = existsSync('/usr/bin/qemu-system-x86_64') && existsSync('/usr/share/OVMF');
-const agentScript = join(dirname(fileURLToPath(import.meta.url)), '..', 'support', 'agent-process.js');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 describe(
@@ -38,32 +36,10 @@ describe(
     let child: ChildProcess | undefined;
 
     const startChild = async (crashPoint?: string): Promise<ChildProcess> => {
-      const c = spawn(process.execPath, [agentScript, dataDir, String(port)], {
-        env: { ...process.env, ...(crashPoint ? { HYPERSEAL_CRASH_POINT: crashPoint } : {}) },
-        stdio: ['ignore', 'pipe', 'inherit'],
-      });
-      await new Promise<void>((resolve, reject) => {
-        c.stdout?.on('data', (d: Buffer) => {
-          if (d.toString().includes('ready')) resolve();
-        });
-        c.once('exit', (code, sig) => reject(new Error(`agent exited early: ${code ?? sig}`)));
-      });
-      child = c;
-      return c;
+      child = await spawnAgent(dataDir, port, crashPoint);
+      return child;
     };
-    const exited = (c: ChildProcess): Promise<NodeJS.Signals | number | null> =>
-      new Promise((resolve) => {
-        if (c.exitCode !== null || c.signalCode !== null) resolve(c.signalCode ?? c.exitCode);
-        else c.once('exit', (code, sig) => resolve(sig ?? code));
-      });
-    const waitFor = async (what: string, ok: () => Promise<boolean>, ms = 60_000): Promise<void> => {
-      const deadline = Date.now() + ms;
-      while (Date.now() < deadline) {
-        if (await ok().catch(() => false)) return;
-        await sleep(200);
-      }
-      assert.fail(`timed out waiting for ${what}`);
-    };
+    const waitFor = (what: string, ok: () => Promise<boolean>): Promise<void> => waitUntil(what, ok, 60_000);
 
     before(async () => {
       restoreConfig = useTempConfigHome();
@@ -120,7 +96,7 @@ describe(
         `/vms/${vm.id}/actions/migrate?sync=true&timeoutMs=120000`,
         { hostId: destination },
       );
-      const died = await Promise.race([exited(dying), sleep(30_000).then(() => 'still running')]);
+      const died = await Promise.race([exitOf(dying), sleep(30_000).then(() => 'still running')]);
       assert.equal(
         died,
         'SIGKILL',
