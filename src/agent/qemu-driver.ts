@@ -290,8 +290,6 @@ export class QemuDriver implements VmDriver {
   private readonly incomingCopies = new Map<string, IncomingCopy>();
   /** Incoming migrations by VM id, until they finished (or were dropped). */
   private readonly incomingMigrations = new Map<string, IncomingMigration>();
-  /** The last migration received here, by VM id (in memory): a late abort's answer. */
-  private readonly receivedMigrations = new Map<string, string>();
   readonly datastores: readonly Datastore[];
   private readonly homeRoot: string;
 
@@ -1006,13 +1004,9 @@ export class QemuDriver implements VmDriver {
         acknowledged: false,
         finished: Promise.resolve(),
       };
-      this.receivedMigrations.delete(spec.id);
       this.incomingMigrations.set(spec.id, entry);
       receiver.done.then(
-        () => {
-          entry.acknowledged = true;
-          this.receivedMigrations.set(spec.id, entry.migrationId);
-        },
+        () => (entry.acknowledged = true),
         () => undefined,
       );
       entry.finished = this.finishIncoming(vm, receiver, sink).finally(() => {
@@ -1088,18 +1082,24 @@ export class QemuDriver implements VmDriver {
   /** Destination cleanup: QEMU gone, the VM's home gone (its disks stay: they are the source's). */
   private async dropIncoming(vm: Vm): Promise<void> {
     if (this.vms.get(vm.id) !== vm) return;
+    // Images created here for a local-disk migration are this attempt's, not the source's.
+    const copy = this.incomingCopies.get(vm.id);
+    copy?.tunnel?.close();
+    this.incomingCopies.delete(vm.id);
+    await this.forgetHere(vm, copy?.paths ?? []);
+  }
+
+  /**
+   * A VM that left this host (or never arrived): its QEMU, swtpm and home go, and `images`
+   * (copies of local disks) with them; disks on a shared datastore stay.
+   */
+  private async forgetHere(vm: Vm, images: readonly string[]): Promise<void> {
     await vm.proc?.powerOff().catch(() => undefined);
     vm.proc = null;
     vm.serial?.close();
     stopSwtpm(vm.home);
     rmSync(vm.home, { recursive: true, force: true });
-    // Images created here for a local-disk migration are this attempt's, not the source's.
-    const copy = this.incomingCopies.get(vm.id);
-    if (copy) {
-      copy.tunnel?.close();
-      for (const path of copy.paths) removeImage(path);
-      this.incomingCopies.delete(vm.id);
-    }
+    for (const path of images) removeImage(path);
     this.vms.delete(vm.id);
   }
 
@@ -1343,12 +1343,9 @@ export class QemuDriver implements VmDriver {
       // No END went out: the destination cannot have the VM.
       this.releaseHold(vm);
       // The VM keeps running here: resumed if QEMU had paused it for the last copy.
-      const { status } = await proc.status().catch(() => ({ status: 'unknown' }));
-      if (status === 'paused' || status === 'postmigrate' || status === 'finish-migrate') {
-        await qmp.execute('cont').catch((e: unknown) => {
-          trace('agent', 'cont after failed migration failed', { vmId: id, error: String(e) });
-        });
-      }
+      await resumeAfterMigration(proc).catch((e: unknown) => {
+        trace('agent', 'cont after failed migration failed', { vmId: id, error: String(e) });
+      });
       trace('agent', 'migration out failed', { vmId: id, error: String(err) });
       throw wrap(`migrating VM ${id}`, err);
     } finally {
@@ -1426,25 +1423,13 @@ export class QemuDriver implements VmDriver {
     }
     const held = vm.unresolved;
     if (moved) {
-      // The destination keeps it: this host's QEMU and home go; disks on a shared datastore
-      // stay, local images that were copied go.
-      await vm.proc?.powerOff().catch(() => undefined);
-      vm.proc = null;
-      vm.serial?.close();
-      stopSwtpm(vm.home);
-      rmSync(vm.home, { recursive: true, force: true });
-      for (const path of held.copiedImages) removeImage(path);
-      this.vms.delete(id);
+      // The destination keeps it: the local images that were copied go too.
+      await this.forgetHere(vm, held.copiedImages);
       trace('agent', 'migrated out', { vmId: id, migrationId });
       return 'gone';
     }
     // The destination does not have it: it runs here again (a stopped VM stays stopped).
-    if (vm.proc) {
-      const { status } = await vm.proc.status().catch(() => ({ status: 'unknown' }));
-      if (status === 'paused' || status === 'postmigrate' || status === 'finish-migrate') {
-        await vm.proc.qmp.execute('cont');
-      }
-    }
+    if (vm.proc) await resumeAfterMigration(vm.proc);
     this.releaseHold(vm);
     trace('agent', 'migration resolved: kept here', { vmId: id, migrationId });
     return 'kept';
@@ -1522,10 +1507,10 @@ export class QemuDriver implements VmDriver {
         };
       });
       const result = await sender.done;
-      vm.serial?.close();
-      rmSync(vm.home, { recursive: true, force: true });
-      for (const d of disks) removeImage(d.path);
-      this.vms.delete(id);
+      await this.forgetHere(
+        vm,
+        disks.map((d) => d.path),
+      );
       trace('agent', 'migrated out (stopped)', {
         vmId: id,
         migrationId: mig.id,
@@ -2043,6 +2028,14 @@ export class QemuDriver implements VmDriver {
 }
 
 /** The entry point the CLI loads on demand (`hyperseal agent serve --driver qemu`, `up`). */
+/** `cont` for a source QEMU that a migration left paused (for its last copy, or after it). */
+async function resumeAfterMigration(proc: VmProcess): Promise<void> {
+  const { status } = await proc.status().catch(() => ({ status: 'unknown' }));
+  if (status === 'paused' || status === 'postmigrate' || status === 'finish-migrate') {
+    await proc.qmp.execute('cont');
+  }
+}
+
 /** Ends the QEMU (and swtpm) of a half-received live migration found at agent start. */
 function endIncomingQemu(home: string): void {
   stopSwtpm(home);

@@ -401,26 +401,28 @@ export class VmService {
       if (rt.unresolvedMigration !== undefined) {
         // Held here for a migration recorded as done elsewhere (this host's answer was
         // lost): when the host it is recorded on kept it, this copy ends.
-        await this.endHeldCopy(hostId, row.host_id, rt.id, rt.unresolvedMigration);
+        await this.endHeldCopy({
+          heldOn: hostId,
+          keptOn: row.host_id,
+          vmId: rt.id,
+          migrationId: rt.unresolvedMigration,
+        });
         continue;
       }
       const gone = await this.hosts
         .agent(row.host_id)
         .getVm(rt.id)
         .then(
-          async (there) => {
-            // The source holds it for a migration whose answer the manager never gave:
-            // this host has it, so the source's copy ends.
-            if (there.unresolvedMigration === undefined) return false;
-            const settled = await this.hosts
-              .agent(hostId)
-              .migrationSettle(rt.id, { migrationId: there.unresolvedMigration });
-            if (settled.outcome !== 'committed') return false;
-            const ended = await this.hosts
-              .agent(row.host_id)
-              .migrationResolve(rt.id, { migrationId: there.unresolvedMigration, moved: true });
-            return ended.outcome === 'gone';
-          },
+          // The source holds it for a migration whose answer the manager never gave:
+          // when this host kept it, the source's copy ends.
+          (there) =>
+            there.unresolvedMigration !== undefined &&
+            this.endHeldCopy({
+              heldOn: row.host_id,
+              keptOn: hostId,
+              vmId: rt.id,
+              migrationId: there.unresolvedMigration,
+            }),
           (err: unknown) =>
             err instanceof HypersealError && err.code === 'HS_ERR_NOT_FOUND' ? true : undefined,
         )
@@ -456,19 +458,25 @@ export class VmService {
     }
   }
 
-  private async endHeldCopy(
-    hostId: string,
-    recordedOn: string,
-    vmId: string,
-    migrationId: string,
-  ): Promise<void> {
+  /**
+   * Ends the copy of a VM that host `heldOn` holds for `migrationId` when host `keptOn`
+   * says it kept the VM; true once that copy is gone. Anything else decides nothing.
+   */
+  private async endHeldCopy(o: {
+    heldOn: string;
+    keptOn: string;
+    vmId: string;
+    migrationId: string;
+  }): Promise<boolean> {
+    const { heldOn, keptOn, vmId, migrationId } = o;
     const settled = await this.hosts
-      .agent(recordedOn)
+      .agent(keptOn)
       .migrationSettle(vmId, { migrationId })
       .catch(() => undefined);
-    if (settled?.outcome !== 'committed') return; // not decided here: left as it is
-    await this.hosts.agent(hostId).migrationResolve(vmId, { migrationId, moved: true });
-    trace('manager', 'ended the held copy of a VM kept by the host it is recorded on', { vmId, hostId });
+    if (settled?.outcome !== 'committed') return false;
+    const ended = await this.hosts.agent(heldOn).migrationResolve(vmId, { migrationId, moved: true });
+    trace('manager', 'ended the held copy of a VM another host kept', { vmId, heldOn, keptOn });
+    return ended.outcome === 'gone';
   }
 
   private async taskUnderWay(vmId: string): Promise<boolean> {
